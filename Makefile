@@ -1,0 +1,30 @@
+# Quick start: `make demo` and `make test` on a fresh machine. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# exact pin first: the CPU build; a looser requirement would pull a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[mip,torch,cs,dask,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/unrelu bench subproblems --quick
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+lint: $(STAMP)
+	$(BIN)/ruff check formulation solvers validation tests
+
+bench: $(STAMP)
+	$(BIN)/unrelu bench subproblems
+
+clean:
+	rm -rf $(VENV) results *.egg-info

@@ -1,0 +1,66 @@
+"""Input validation at the boundary, with messages that name the array and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from formulation.results import ProblemError
+
+
+def as_float_array(name: str, value, *, ndim: int | None = None, allow_nonfinite: bool = False):
+    """Return ``value`` as a float64 array, or raise ``ProblemError`` naming ``name``.
+
+    Rejects non-numeric dtypes (strings, objects, complex), a wrong number of
+    dimensions and, unless ``allow_nonfinite``, NaN or inf entries.
+    """
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise ProblemError(f"`{name}` could not be read as an array ({exc}); pass a numeric ndarray.") from exc
+    if array.dtype == bool:
+        array = array.astype(np.float64)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ProblemError(
+            f"`{name}` has dtype {array.dtype}, which is not real-valued; convert it with "
+            f"`np.asarray({name}, dtype=float)` after removing non-numeric entries."
+        )
+    if ndim is not None and array.ndim != ndim:
+        raise ProblemError(
+            f"`{name}` has {array.ndim} dimension(s) with shape {array.shape}, expected {ndim}"
+            + (": samples are columns, so pass shape (features, N)." if ndim == 2 else ".")
+        )
+    array = np.ascontiguousarray(array, dtype=np.float64)
+    if not allow_nonfinite and not np.all(np.isfinite(array)):
+        bad = np.argwhere(~np.isfinite(array))
+        where = tuple(int(i) for i in bad[0])
+        raise ProblemError(
+            f"`{name}` has {len(bad)} NaN or inf entries (first at index {where}); "
+            "remove or impute them before passing the array."
+        )
+    return array
+
+
+def check_shape(name: str, array: np.ndarray, shape: Sequence[int | None], hint: str = "") -> None:
+    """Raise ``ProblemError`` unless ``array.shape`` matches ``shape`` (``None`` = any)."""
+    ok = array.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, array.shape))
+    if not ok:
+        wanted = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+        raise ProblemError(f"`{name}` has shape {array.shape}, expected {wanted}." + (f" {hint}" if hint else ""))
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ProblemError(f"`{name}` must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def check_nonnegative(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ProblemError(f"`{name}` must be a real number, got {value!r}.") from exc
+    if not np.isfinite(number) or number < 0:
+        raise ProblemError(f"`{name}` must be finite and nonnegative, got {value!r}.")
+    return number

@@ -1,0 +1,410 @@
+r"""The augmented-Lagrangian learning problem of DESIGN §3.
+
+.. math::
+
+    \min\ f(Z_L; Y) + \tfrac{\mu}{2}\sum_l \|W_l\|^2 \quad\text{s.t., for } l = 1..L:\
+    C1_l = Z_l - W_l X_{l-1} - b_l 1^T = 0,
+
+and for hidden ``l < L``: ``C2_l = X_l − D_l⊙Z_l = 0``, ``C3_l = D_l⊙Z_l − S_l = 0``,
+``C4_l = (1 − D_l)⊙Z_l + T_l = 0`` with ``S_l, T_l ≥ 0`` and ``0 ≤ D_l ≤ 1``. The loss is
+``f = (α/2)||Z_L − Y||²`` (``loss="squared"``) or ``f = α Σ_j (lse(z_j) − y_jᵀ z_j)``
+(``loss="softmax"``), with ``α = loss_scale``. The augmented Lagrangian is
+
+.. math::
+
+    L_\rho = f + \tfrac{\mu}{2}\sum\|W\|^2 + \sum_k \langle \Lambda_k, C_k\rangle
+             + \tfrac{\rho}{2}\sum_k \|C_k\|^2 .
+
+**Block order of one sweep** (each block minimises ``L_ρ`` exactly, so ``L_ρ`` never increases):
+for ``l = 1..L−1``: ``(W_l, b_l)``, ``Z_l``, ``D_l``, ``(S_l, T_l)``, ``X_l``; then
+``(W_L, b_L)`` and ``Z_L``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import scipy.special
+
+from formulation import subproblems as sp
+from formulation._checks import as_float_array, check_nonnegative, check_shape
+from formulation.network import ReluNetwork
+from formulation.results import ProblemError
+
+__all__ = ["ALState", "ALProblem", "BLOCK_ORDER_DOC"]
+
+BLOCK_ORDER_DOC = "for each hidden l: W_l,b_l -> Z_l -> D_l -> S_l,T_l -> X_l; then W_L,b_L -> Z_L"
+
+LOSSES = ("squared", "softmax")
+
+
+@dataclass
+class ALState:
+    """Primal variables, multipliers and penalty of the AL method.
+
+    Lists are indexed by layer, 0-based (``W[0]`` is ``W_1``). ``W, b, Z, lam1`` have ``L``
+    entries; ``X, D, S, T, lam2, lam3, lam4`` have ``L − 1`` (hidden layers only).
+    """
+
+    W: list[np.ndarray]
+    b: list[np.ndarray]
+    Z: list[np.ndarray]
+    X: list[np.ndarray]
+    D: list[np.ndarray]
+    S: list[np.ndarray]
+    T: list[np.ndarray]
+    lam1: list[np.ndarray]
+    lam2: list[np.ndarray]
+    lam3: list[np.ndarray]
+    lam4: list[np.ndarray]
+    rho: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    #: Primal blocks in a fixed order (used to flatten for gradient checks).
+    PRIMAL = ("W", "b", "Z", "X", "D", "S", "T")
+    MULTIPLIERS = ("lam1", "lam2", "lam3", "lam4")
+
+    def copy(self) -> ALState:
+        kwargs = {f.name: [a.copy() for a in getattr(self, f.name)] for f in fields(self) if f.name not in ("rho", "extra")}
+        return ALState(rho=self.rho, extra=dict(self.extra), **kwargs)
+
+    def network(self) -> ReluNetwork:
+        """The network with the current weights (what is actually learned)."""
+        return ReluNetwork(self.W, self.b)
+
+    def arrays(self) -> Iterator[tuple[str, int, np.ndarray]]:
+        """Every array as ``(name, layer index, array)``."""
+        for name in self.PRIMAL + self.MULTIPLIERS:
+            for index, array in enumerate(getattr(self, name)):
+                yield name, index, array
+
+
+class ALProblem:
+    """The AL learning problem for data ``X0 (n0, N)``, ``Y (nL, N)`` and given layer widths.
+
+    Parameters
+    ----------
+    X0, Y : ndarray
+        Inputs and targets, samples as columns.
+    widths : sequence of int
+        ``(n0, n1, ..., nL)``; ``n0`` and ``nL`` must match ``X0`` and ``Y``.
+    mu : float
+        Weight decay ``μ ≥ 0``.
+    loss : {"squared", "softmax"}
+    loss_scale : float
+        ``α > 0`` in ``f``.
+    """
+
+    def __init__(self, X0, Y, widths, *, mu: float = 0.0, loss: str = "squared", loss_scale: float = 1.0):
+        self.X0 = as_float_array("X0", X0, ndim=2)
+        self.Y = as_float_array("Y", Y, ndim=2)
+        if self.X0.shape[1] != self.Y.shape[1]:
+            raise ProblemError(
+                f"`X0` has {self.X0.shape[1]} columns but `Y` has {self.Y.shape[1]}: samples are columns, "
+                "so both need one column per sample."
+            )
+        self.widths = tuple(int(w) for w in widths)
+        if len(self.widths) < 2 or min(self.widths) < 1:
+            raise ProblemError(f"`widths` must be (n0, ..., nL) with positive entries, got {widths}.")
+        if self.widths[0] != self.X0.shape[0] or self.widths[-1] != self.Y.shape[0]:
+            raise ProblemError(
+                f"`widths` {self.widths} do not match the data: X0 has {self.X0.shape[0]} rows and Y has "
+                f"{self.Y.shape[0]}; the first and last widths must equal them."
+            )
+        if loss not in LOSSES:
+            raise ProblemError(f"Unknown loss {loss!r}; choose one of {LOSSES}.")
+        if loss == "softmax" and (np.any(self.Y < 0) or not np.allclose(self.Y.sum(axis=0), 1.0, atol=1e-8)):
+            raise ProblemError("For the softmax loss `Y` needs nonnegative columns summing to 1 (one-hot labels).")
+        self.mu = check_nonnegative("mu", mu)
+        self.loss = loss
+        self.loss_scale = check_nonnegative("loss_scale", loss_scale)
+        if self.loss_scale == 0:
+            raise ProblemError("`loss_scale` must be positive.")
+        self.N = self.X0.shape[1]
+        self.L = len(self.widths) - 1
+        self._subproblems: dict[tuple[str, int], sp.Subproblem] = {}
+
+    # ------------------------------------------------------------------ states
+    def initial_state(self, network: ReluNetwork, rho: float = 1.0) -> ALState:
+        """Auxiliary variables from a forward pass of ``network``; multipliers zero.
+
+        Then every constraint holds exactly (violation 0) and ``D = 1[Z > 0]``.
+        """
+        if tuple(network.widths) != self.widths:
+            raise ProblemError(f"The network has widths {network.widths} but the problem expects {self.widths}.")
+        rho = check_nonnegative("rho", rho)
+        if rho == 0:
+            raise ProblemError("`rho` must be positive.")
+        batch = network.unrectify(self.X0)
+        hidden = range(self.L - 1)
+        Z = [z.copy() for z in batch.Z]
+        return ALState(
+            W=[w.copy() for w in network.weights],
+            b=[b.copy() for b in network.biases],
+            Z=Z,
+            X=[batch.X[l].copy() for l in hidden],
+            D=[batch.D[l].copy() for l in hidden],
+            S=[np.maximum(Z[l], 0.0) for l in hidden],
+            T=[np.maximum(-Z[l], 0.0) for l in hidden],
+            lam1=[np.zeros_like(z) for z in Z],
+            lam2=[np.zeros_like(Z[l]) for l in hidden],
+            lam3=[np.zeros_like(Z[l]) for l in hidden],
+            lam4=[np.zeros_like(Z[l]) for l in hidden],
+            rho=float(rho),
+        )
+
+    def random_state(self, rng: np.random.Generator, rho: float = 1.0, scale: float = 1.0) -> ALState:
+        """A state with every block random (constraints violated), for tests and checks."""
+        state = self.initial_state(ReluNetwork.random(self.widths, rng), rho)
+        for name, index, array in state.arrays():
+            noise = rng.normal(0.0, scale, size=array.shape)
+            if name == "D":
+                array[...] = rng.uniform(0.0, 1.0, size=array.shape)
+            elif name in ("S", "T"):
+                array[...] = np.abs(noise)
+            else:
+                array[...] = noise
+        return state
+
+    def _previous_X(self, state: ALState, l: int) -> np.ndarray:
+        """``X_{l-1}`` for 0-based layer ``l`` (the input for ``l = 0``)."""
+        return self.X0 if l == 0 else state.X[l - 1]
+
+    # ------------------------------------------------------------------ values
+    def constraints(self, state: ALState) -> dict[str, list[np.ndarray]]:
+        """Residuals ``C1..C4`` per layer."""
+        C1 = [state.Z[l] - state.W[l] @ self._previous_X(state, l) - state.b[l][:, None] for l in range(self.L)]
+        C2, C3, C4 = [], [], []
+        for l in range(self.L - 1):
+            DZ = state.D[l] * state.Z[l]
+            C2.append(state.X[l] - DZ)
+            C3.append(DZ - state.S[l])
+            C4.append(state.Z[l] - DZ + state.T[l])
+        return {"C1": C1, "C2": C2, "C3": C3, "C4": C4}
+
+    def loss_value(self, Z_L: np.ndarray) -> float:
+        """``f(Z_L; Y)``."""
+        if self.loss == "squared":
+            return 0.5 * self.loss_scale * float(np.sum((Z_L - self.Y) ** 2))
+        lse = scipy.special.logsumexp(Z_L, axis=0)
+        return self.loss_scale * float(np.sum(lse) - np.sum(self.Y * Z_L))
+
+    def loss_gradient(self, Z_L: np.ndarray) -> np.ndarray:
+        if self.loss == "squared":
+            return self.loss_scale * (Z_L - self.Y)
+        return self.loss_scale * (scipy.special.softmax(Z_L, axis=0) - self.Y)
+
+    def objective(self, state: ALState) -> float:
+        """``f(Z_L) + (μ/2) Σ ||W_l||²``."""
+        return self.loss_value(state.Z[-1]) + 0.5 * self.mu * sum(float(np.sum(W * W)) for W in state.W)
+
+    def forward_loss(self, state: ALState, X0=None, Y=None) -> float:
+        """Loss of the plain forward pass with the current weights (the learned network)."""
+        X0 = self.X0 if X0 is None else X0
+        Y = self.Y if Y is None else Y
+        prediction = state.network().forward(X0)
+        if self.loss == "squared":
+            return 0.5 * self.loss_scale * float(np.sum((prediction - Y) ** 2))
+        return self.loss_scale * float(np.sum(scipy.special.logsumexp(prediction, axis=0)) - np.sum(Y * prediction))
+
+    def lagrangian(self, state: ALState) -> float:
+        """``L_ρ`` at ``state``."""
+        value = self.objective(state)
+        for family, residuals in self.constraints(state).items():
+            for lam, C in zip(getattr(state, "lam" + family[1]), residuals):
+                value += float(np.sum(lam * C)) + 0.5 * state.rho * float(np.sum(C * C))
+        return value
+
+    def violation(self, state: ALState) -> dict[str, float]:
+        """``max ||C_k||∞`` per family and overall (``"max"``)."""
+        out = {
+            family: max((float(np.max(np.abs(C), initial=0.0)) for C in residuals), default=0.0)
+            for family, residuals in self.constraints(state).items()
+        }
+        bounds = 0.0
+        for l in range(self.L - 1):
+            bounds = max(bounds, float(np.max(-state.D[l], initial=0)), float(np.max(state.D[l] - 1, initial=0)),
+                         float(np.max(-state.S[l], initial=0)), float(np.max(-state.T[l], initial=0)))
+        out["bounds"] = bounds
+        out["max"] = max(out.values())
+        return out
+
+    def gradient(self, state: ALState) -> dict[str, list[np.ndarray]]:
+        """Gradient of ``L_ρ`` with respect to every primal block (same layout as the state)."""
+        C = self.constraints(state)
+        rho = state.rho
+        M1 = [lam + rho * c for lam, c in zip(state.lam1, C["C1"])]
+        M2 = [lam + rho * c for lam, c in zip(state.lam2, C["C2"])]
+        M3 = [lam + rho * c for lam, c in zip(state.lam3, C["C3"])]
+        M4 = [lam + rho * c for lam, c in zip(state.lam4, C["C4"])]
+        grad = {name: [] for name in ALState.PRIMAL}
+        for l in range(self.L):
+            X_prev = self._previous_X(state, l)
+            grad["W"].append(-M1[l] @ X_prev.T + self.mu * state.W[l])
+            grad["b"].append(-M1[l].sum(axis=1))
+        for l in range(self.L - 1):
+            D, Z = state.D[l], state.Z[l]
+            grad["Z"].append(M1[l] - D * M2[l] + D * M3[l] + (1 - D) * M4[l])
+            grad["X"].append(M2[l] - state.W[l + 1].T @ M1[l + 1])
+            grad["D"].append(Z * (-M2[l] + M3[l] - M4[l]))
+            grad["S"].append(-M3[l])
+            grad["T"].append(M4[l])
+        grad["Z"].append(self.loss_gradient(state.Z[-1]) + M1[-1])
+        return grad
+
+    def kkt_residual(self, state: ALState) -> float:
+        """Projected gradient of ``L_ρ`` over all primal blocks (∞-norm), maxed with the violation.
+
+        Bounds are handled by projection: for ``D ∈ [0,1]`` the entry is ``clip(D − g) − D``,
+        for ``S, T ≥ 0`` it is ``max(S − g, 0) − S``.
+        """
+        grad = self.gradient(state)
+        worst = 0.0
+        for name, arrays in grad.items():
+            for index, g in enumerate(arrays):
+                if name == "D":
+                    x = state.D[index]
+                    g = np.clip(x - g, 0.0, 1.0) - x
+                elif name in ("S", "T"):
+                    x = getattr(state, name)[index]
+                    g = np.maximum(x - g, 0.0) - x
+                worst = max(worst, float(np.max(np.abs(g), initial=0.0)))
+        return max(worst, self.violation(state)["max"])
+
+    # ------------------------------------------------------------------ flat vectors
+    def pack(self, state: ALState) -> np.ndarray:
+        """All primal blocks as one vector (order ``ALState.PRIMAL``, then layer)."""
+        return np.concatenate([a.ravel() for name in ALState.PRIMAL for a in getattr(state, name)])
+
+    def unpack(self, vector: np.ndarray, like: ALState) -> ALState:
+        """Inverse of :meth:`pack`, multipliers and ``ρ`` taken from ``like``."""
+        state = like.copy()
+        offset = 0
+        for name in ALState.PRIMAL:
+            for array in getattr(state, name):
+                array[...] = vector[offset: offset + array.size].reshape(array.shape)
+                offset += array.size
+        if offset != vector.size:
+            raise ProblemError(f"vector has {vector.size} entries, the state needs {offset}.")
+        return state
+
+    def pack_gradient(self, state: ALState) -> np.ndarray:
+        grad = self.gradient(state)
+        return np.concatenate([g.ravel() for name in ALState.PRIMAL for g in grad[name]])
+
+    # ------------------------------------------------------------------ blocks
+    def blocks(self) -> list[tuple[str, int]]:
+        """The blocks of one sweep, in order, as ``(kind, 0-based layer)``."""
+        order = []
+        for l in range(self.L - 1):
+            order += [("weights", l), ("preactivation", l), ("activation", l), ("slacks", l), ("postactivation", l)]
+        order += [("weights", self.L - 1), ("output", self.L - 1)]
+        return order
+
+    def subproblem(self, block: tuple[str, int], *, build_model: bool = True) -> sp.Subproblem:
+        """The (cached) subproblem object of ``block``; its CVXPY model is built once."""
+        cached = self._subproblems.get(block)
+        if cached is not None and (cached.model is not None or not build_model):
+            return cached
+        kind, l = block
+        n, N = self.widths[l + 1], self.N
+        if kind == "weights":
+            sub = sp.WeightLeastSquares(self.widths[l], n, N, build_model=build_model)
+        elif kind == "preactivation":
+            sub = sp.HiddenPreactivation(n, N, build_model=build_model)
+        elif kind == "activation":
+            sub = sp.ActivationBoxQP(n, N, build_model=build_model)
+        elif kind == "slacks":
+            sub = sp.SlackProjection(n, N, build_model=build_model)
+        elif kind == "postactivation":
+            sub = sp.HiddenPostactivation(n, self.widths[l + 2], N, build_model=build_model)
+        elif kind == "output":
+            cls = sp.OutputSquaredLoss if self.loss == "squared" else sp.OutputSoftmaxCrossEntropy
+            sub = cls(n, N, build_model=build_model)
+        else:
+            raise ProblemError(f"Unknown block {block!r}; blocks are {self.blocks()}.")
+        self._subproblems[block] = sub
+        return sub
+
+    def block_parameters(self, state: ALState, block: tuple[str, int]) -> dict[str, np.ndarray]:
+        """Parameter values of ``block``'s subproblem at ``state`` (DESIGN §3 table)."""
+        kind, l = block
+        r = 1.0 / state.rho
+        if kind == "weights":
+            return {"X": self._previous_X(state, l), "P": state.Z[l] + r * state.lam1[l], "r": self.mu * r}
+        if kind == "output":
+            Q = state.W[l] @ self._previous_X(state, l) + state.b[l][:, None] - r * state.lam1[l]
+            return {"Y": self.Y, "Q": Q, "w": self.loss_scale * r}
+        D, Z = state.D[l], state.Z[l]
+        if kind == "preactivation":
+            return {
+                "D": D,
+                "Q": state.W[l] @ self._previous_X(state, l) + state.b[l][:, None] - r * state.lam1[l],
+                "P2": state.X[l] + r * state.lam2[l],
+                "P3": state.S[l] - r * state.lam3[l],
+                "P4": -state.T[l] - r * state.lam4[l],
+            }
+        if kind == "activation":
+            return {
+                "Z": Z,
+                "P2": state.X[l] + r * state.lam2[l],
+                "P3": state.S[l] - r * state.lam3[l],
+                "P4": Z + state.T[l] + r * state.lam4[l],
+                "D_prev": D,
+            }
+        if kind == "slacks":
+            DZ = D * Z
+            return {"PS": DZ + r * state.lam3[l], "PT": -(Z - DZ) - r * state.lam4[l]}
+        if kind == "postactivation":
+            return {
+                "W": state.W[l + 1],
+                "R": D * Z - r * state.lam2[l],
+                "Q": state.Z[l + 1] - state.b[l + 1][:, None] + r * state.lam1[l + 1],
+            }
+        raise ProblemError(f"Unknown block {block!r}.")
+
+    @staticmethod
+    def assign(state: ALState, block: tuple[str, int], values: dict[str, np.ndarray]) -> None:
+        """Write a block's solution into ``state`` in place."""
+        kind, l = block
+        if kind == "weights":
+            state.W[l], state.b[l] = values["W"], values["b"]
+        elif kind in ("preactivation", "output"):
+            state.Z[l] = values["Z"]
+        elif kind == "activation":
+            state.D[l] = values["D"]
+        elif kind == "slacks":
+            state.S[l], state.T[l] = values["S"], values["T"]
+        elif kind == "postactivation":
+            state.X[l] = values["X"]
+
+    def sweep(
+        self,
+        state: ALState,
+        solve: Callable[[sp.Subproblem], dict[str, np.ndarray]],
+        *,
+        build_model: bool = False,
+        callback: Callable[[tuple[str, int], ALState], None] | None = None,
+    ) -> ALState:
+        """One block-coordinate sweep in :meth:`blocks` order, in place; returns ``state``.
+
+        ``solve`` maps a subproblem with its parameters set to the values of its variables
+        (for example ``lambda sub: solvers.solve(sub, "closed_form").values``).
+        ``formulation`` never imports a backend, so the caller provides it.
+        """
+        for block in self.blocks():
+            sub = self.subproblem(block, build_model=build_model)
+            sub.set_parameters(**self.block_parameters(state, block))
+            self.assign(state, block, solve(sub))
+            if callback is not None:
+                callback(block, state)
+        return state
+
+    def update_multipliers(self, state: ALState, bound: float = 1e6) -> None:
+        """Safeguarded first-order update ``Λ ← clip(Λ + ρ C, −bound, bound)`` in place."""
+        for family, residuals in self.constraints(state).items():
+            lams = getattr(state, "lam" + family[1])
+            for index, C in enumerate(residuals):
+                lams[index] = np.clip(lams[index] + state.rho * C, -bound, bound)

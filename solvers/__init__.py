@@ -1,0 +1,115 @@
+"""How subproblems are solved: a registry of interchangeable backends behind one ``solve``.
+
+Each backend lives in a module named after its key (``closed_form``, ``ecos_``, ``osqp_``,
+``clarabel_``, ``scs_``) and is registered here when it imports; CVXPY backends are
+installed when ``cvxpy.installed_solvers()`` lists them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from formulation.results import Solution, SolverNotFound
+from formulation.subproblems import Subproblem
+from solvers._base import BILINEAR, EXP, MILP, MIQP, QP, Backend
+
+__all__ = ["solve", "available_backends", "capable_backends", "get_backend", "register", "Backend",
+           "QP", "EXP", "MILP", "MIQP", "BILINEAR", "KNOWN_BACKENDS"]
+
+#: Every backend this package knows: key -> (module, install command).
+KNOWN_BACKENDS: dict[str, tuple[str, str]] = {
+    "closed_form": ("solvers.closed_form", "(built in)"),
+    "ECOS": ("solvers.ecos_", "pip install ecos"),
+    "OSQP": ("solvers.osqp_", "pip install osqp"),
+    "CLARABEL": ("solvers.clarabel_", "pip install clarabel"),
+    "SCS": ("solvers.scs_", "pip install scs"),
+}
+
+#: Order in which ``backend="auto"`` tries CVXPY backends when there is no closed form.
+AUTO_ORDER = ("closed_form", "CLARABEL", "ECOS", "OSQP", "SCS")
+
+_REGISTRY: dict[str, Backend] = {}
+_MISSING: dict[str, str] = {}
+
+
+def register(backend: Backend) -> None:
+    """Add ``backend`` to the registry under ``backend.name``."""
+    _REGISTRY[backend.name] = backend
+    _MISSING.pop(backend.name, None)
+
+
+for _key, (_module, _install) in KNOWN_BACKENDS.items():
+    try:
+        register(importlib.import_module(_module).backend)
+    except ImportError as _exc:
+        _MISSING[_key] = f"{_exc} ({_install})"
+
+
+def available_backends() -> list[str]:
+    """Keys of the installed backends."""
+    return list(_REGISTRY)
+
+
+def _not_found(name: str) -> SolverNotFound:
+    installed = ", ".join(_REGISTRY) or "none"
+    if name in _MISSING:
+        return SolverNotFound(
+            f"Backend {name!r} is not installed: {_MISSING[name]}. Installed backends: {installed}."
+        )
+    known = ", ".join(KNOWN_BACKENDS)
+    return SolverNotFound(
+        f"Unknown backend {name!r}. Known backends: {known}; installed: {installed}. "
+        "Install a missing one with `pip install 'unrelu[backends]'` or the command in its module."
+    )
+
+
+def get_backend(name: str) -> Backend:
+    """The registered backend ``name`` (case-insensitive for CVXPY solver names)."""
+    for key in (name, name.upper()):
+        if key in _REGISTRY:
+            return _REGISTRY[key]
+    raise _not_found(name.upper() if name.upper() in KNOWN_BACKENDS else name)
+
+
+def capable_backends(subproblem: Subproblem) -> list[str]:
+    """Installed backends that can take ``subproblem``."""
+    return [name for name, backend in _REGISTRY.items() if backend.accepts(subproblem)]
+
+
+def solve(subproblem: Subproblem, backend: str = "auto", **options) -> Solution:
+    """Solve ``subproblem`` (parameters already set) with ``backend``.
+
+    Parameters
+    ----------
+    subproblem : Subproblem
+    backend : str
+        A registry key, or ``"auto"``: the closed form where one exists, else the first
+        capable backend in ``AUTO_ORDER``.
+    **options
+        Passed to the backend (solver settings).
+
+    Raises
+    ------
+    SolverNotFound
+        Unknown or uninstalled backend, or one that cannot take this subproblem (raised
+        before solving; the message names the backends that can).
+    SolverError
+        The backend failed (chained from the backend's own exception).
+    """
+    if backend == "auto":
+        for name in AUTO_ORDER:
+            if name in _REGISTRY and _REGISTRY[name].accepts(subproblem):
+                return _REGISTRY[name].solve(subproblem, **options)
+        raise SolverNotFound(
+            f"No installed backend can take {type(subproblem).__name__} (it needs {subproblem.requires}); "
+            f"installed: {', '.join(_REGISTRY) or 'none'}. Install one with `pip install clarabel`."
+        )
+    chosen = get_backend(backend)
+    if not chosen.accepts(subproblem):
+        able = capable_backends(subproblem)
+        need = "a closed form" if chosen.name == "closed_form" else f"{subproblem.requires} support"
+        raise SolverNotFound(
+            f"Backend {chosen.name!r} cannot take {type(subproblem).__name__}: it needs {need}. "
+            f"Backends that can: {', '.join(able) or 'none installed'}."
+        )
+    return chosen.solve(subproblem, **options)

@@ -1,0 +1,44 @@
+"""The ``closed_form`` backend: each subproblem's own NumPy minimiser (DESIGN §3 table)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from formulation.results import Solution, SolutionStatus, SolverError, TerminationCondition
+from formulation.subproblems import Subproblem
+from solvers._base import QP, Backend
+
+
+class ClosedFormBackend(Backend):
+    """Closed forms in NumPy/SciPy: Cholesky with an ``lstsq`` fall-back, clipping, quotients."""
+
+    name = "closed_form"
+    capabilities = frozenset({QP})
+    install = "(built in)"
+
+    def accepts(self, subproblem: Subproblem) -> bool:
+        return subproblem.has_closed_form
+
+    def solve(self, subproblem: Subproblem, **options) -> Solution:
+        if options:
+            raise SolverError(f"closed_form takes no options, got {sorted(options)}.")
+        start = time.perf_counter()
+        try:
+            values = subproblem.closed_form()
+        except (np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
+            raise SolverError(f"closed form of {type(subproblem).__name__} failed: {exc}") from exc
+        elapsed = time.perf_counter() - start
+        return Solution(
+            backend=self.name,
+            termination=TerminationCondition.OPTIMAL,
+            status=SolutionStatus.OPTIMAL,
+            values=values,
+            objective=subproblem.objective(values),
+            solve_time=elapsed,
+            iterations=0,
+        )
+
+
+backend = ClosedFormBackend()

@@ -1,0 +1,22 @@
+"""The ``OSQP`` backend through CVXPY. ADMM QP solver; no exponential cone, so it refuses the softmax block."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+
+from solvers._base import QP
+from solvers._cvxpy import CvxpyBackend
+
+if "OSQP" not in cp.installed_solvers():
+    raise ImportError("CVXPY cannot find OSQP; install it with `pip install osqp`.")
+
+
+class BackendOSQP(CvxpyBackend):
+    name = "OSQP"
+    capabilities = frozenset({QP})
+    install = "pip install osqp"
+    # tight tolerances, so that the contract test can compare with the closed forms
+    defaults = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200000, "polish": True}
+
+
+backend = BackendOSQP()

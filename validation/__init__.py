@@ -1,0 +1,1 @@
+"""Uses of ``formulation`` and ``solvers``: studies, benchmarks, experiments and the CLI."""

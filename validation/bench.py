@@ -1,0 +1,174 @@
+"""``unrelu bench subproblems``: build and re-solve cost of every backend on every block.
+
+For each backend x subproblem x size it measures
+
+* build: constructing the CVXPY model and the first solve (canonicalisation included);
+* re-solve: the median wall time of solves after new parameter values are set;
+* the ratio of re-solve to build, the ratio of re-solve to the closed form on the same
+  instances, and the max abs error of the canonical solution against the closed form.
+
+Rows are appended to the CSV as they finish, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import time
+import warnings
+
+import numpy as np
+from tqdm import tqdm
+
+import solvers
+from formulation.instances import KINDS, make_subproblem, random_parameters
+from formulation.results import InaccurateSolutionWarning, SolverError, SolverNotFound
+
+#: (N, n) sizes per kind. Blocks whose CVXPY model has no parameter multiplying a variable
+#: (activation in its U = Z*D form, slacks, squared-loss output) go up to N = 10,000 x 256
+#: units. Where a parameter multiplies the variable (pre-activation: D*Z; weights: W X;
+#: post-activation: W X), CVXPY's DPP canonicalisation grows faster than the number of
+#: unknowns (measured: 3,200 -> 32,000 unknowns took the build from 0.1 s to 7 s, and 64,000
+#: needed a 30 GiB array), so those stay smaller. The softmax block has one exponential cone per
+#: entry.
+SIZES = {
+    "full": {"big": [(100, 16), (1000, 64), (10000, 256)],
+             "param": [(100, 16), (500, 32), (1000, 32)],
+             "dense": [(100, 16), (1000, 32), (2000, 64)],
+             "exp": [(100, 4), (500, 10), (2000, 10)]},
+    "quick": {"big": [(20, 4), (100, 8), (400, 16)],
+              "param": [(20, 4), (100, 8), (400, 16)],
+              "dense": [(20, 4), (100, 8), (400, 16)],
+              "exp": [(10, 3), (30, 4), (60, 5)]},
+}
+GROUP = {"activation": "big", "slacks": "big", "output_l2": "big", "preactivation": "param",
+         "weights": "dense", "postactivation": "dense", "output_softmax": "exp"}
+
+COLUMNS = ["backend", "subproblem", "N", "n", "unknowns", "status", "build_s", "resolve_median_s",
+           "resolve_over_build", "over_closed_form", "max_abs_err", "note"]
+
+
+def _sizes(kind: str, mode: str):
+    return SIZES[mode][GROUP[kind]]
+
+
+def _reference(sub):
+    """Closed form where there is one, else a tight CLARABEL solve (the softmax block)."""
+    if sub.has_closed_form:
+        start = time.perf_counter()
+        values = sub.closed_form()
+        return values, time.perf_counter() - start
+    solution = solvers.solve(sub, "CLARABEL")
+    return solution.values, solution.solve_time
+
+
+def bench_one(kind: str, N: int, n: int, backend: str, repeats: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    row = {"backend": backend, "subproblem": kind, "N": N, "n": n, "note": ""}
+    start = time.perf_counter()
+    sub = make_subproblem(kind, N, n, build_model=backend != "closed_form")
+    sub.set_parameters(**random_parameters(sub, rng))
+    row["unknowns"] = sub.size()
+    solvers.solve(sub, backend)
+    row["build_s"] = time.perf_counter() - start
+    times, reference_times, errors, statuses = [], [], [], set()
+    for _ in range(repeats):
+        sub.set_parameters(**random_parameters(sub, rng))
+        start = time.perf_counter()
+        solution = solvers.solve(sub, backend)
+        times.append(time.perf_counter() - start)
+        statuses.add(solution.termination.value)
+        reference, reference_time = _reference(sub)
+        reference_times.append(reference_time)
+        if solution.found:
+            ours, theirs = sub.canonical(solution.values), sub.canonical(reference)
+            errors.append(max(float(np.max(np.abs(ours[k] - theirs[k]))) for k in theirs))
+        else:
+            errors.append(float("nan"))
+    row["status"] = "/".join(sorted(statuses))
+    row["resolve_median_s"] = statistics.median(times)
+    row["resolve_over_build"] = row["resolve_median_s"] / row["build_s"]
+    row["over_closed_form"] = row["resolve_median_s"] / max(statistics.median(reference_times), 1e-9)
+    row["max_abs_err"] = max(errors)
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    header = ["backend", "subproblem", "N", "n", "status", "build s", "re-solve s", "re/build",
+              "x closed", "max|err|"]
+    lines = []
+    for row in rows:
+        if row.get("status") in ("skipped", "error"):
+            lines.append([row["backend"], row["subproblem"], str(row["N"]), str(row["n"]), row["status"],
+                          "-", "-", "-", "-", row.get("note", "")[:60]])
+            continue
+        lines.append([
+            row["backend"], row["subproblem"], str(row["N"]), str(row["n"]), row["status"],
+            f"{row['build_s']:.3g}", f"{row['resolve_median_s']:.3g}", f"{row['resolve_over_build']:.3g}",
+            f"{row['over_closed_form']:.3g}", f"{row['max_abs_err']:.1e}",
+        ])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
+    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
+def run(args) -> int:
+    mode = "quick" if args.quick else "full"
+    backends = args.backends.split(",") if args.backends else solvers.available_backends()
+    for name in backends:
+        solvers.get_backend(name)  # fail early, with the install hint, on a missing backend
+    kinds = args.subproblems.split(",") if args.subproblems else list(KINDS)
+    for kind in kinds:
+        if kind not in KINDS:
+            raise SolverNotFound(f"Unknown subproblem {kind!r}; choose from {', '.join(KINDS)}.")
+    cases = [(kind, N, n, backend) for kind in kinds for (N, n) in _sizes(kind, mode) for backend in backends]
+    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+    rows = []
+    with open(args.csv, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for index, (kind, N, n, backend) in enumerate(tqdm(cases, desc="bench subproblems", unit="case",
+                                                          disable=None)):
+            probe = make_subproblem(kind, 1, 1, build_model=False)
+            if not solvers.get_backend(backend).accepts(probe):
+                row = {"backend": backend, "subproblem": kind, "N": N, "n": n, "status": "skipped",
+                       "note": f"{backend} cannot take {probe.requires}"}
+            else:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", InaccurateSolutionWarning)
+                        warnings.simplefilter("ignore", UserWarning)
+                        row = bench_one(kind, N, n, backend, args.repeats, args.seed + index)
+                except (SolverError, MemoryError) as exc:
+                    row = {"backend": backend, "subproblem": kind, "N": N, "n": n, "status": "error",
+                           "note": str(exc).splitlines()[0]}
+            rows.append(row)
+            writer.writerow({k: row.get(k, "") for k in COLUMNS})
+            handle.flush()
+    print(format_table(rows))
+    print(f"\nwrote {args.csv}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks (subproblem backends, ...)",
+                                  description="Benchmarks. They print a table and write it to CSV.")
+    inner = bench.add_subparsers(dest="bench", metavar="BENCHMARK")
+    inner.required = True
+    sub = inner.add_parser(
+        "subproblems",
+        help="build and re-solve time of every backend on every AL block",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("--quick", action="store_true", help="small sizes (about a minute); default: up to N=10,000 x 256")
+    sub.add_argument("--backends", default="", help="comma-separated backend keys (default: all installed)")
+    sub.add_argument("--subproblems", default="", help=f"comma-separated kinds from: {', '.join(KINDS)}")
+    sub.add_argument("--repeats", type=int, default=3, help="re-solves per case; the median is reported (default 3)")
+    sub.add_argument("--seed", type=int, default=0, help="base seed of the random instances")
+    sub.add_argument("--csv", default=os.path.join("results", "bench_subproblems.csv"),
+                     help="CSV written row by row (default results/bench_subproblems.csv)")
+    sub.set_defaults(func=run)
