@@ -24,6 +24,8 @@ class ClosedFormBackend(Backend):
     def solve(self, subproblem: Subproblem, **options) -> Solution:
         if options:
             raise SolverError(f"closed_form takes no options, got {sorted(options)}.")
+        if not subproblem.ready:
+            raise SolverError(f"{type(subproblem).__name__}: set every parameter before solving.")
         start = time.perf_counter()
         try:
             values = subproblem.closed_form()

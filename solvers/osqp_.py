@@ -16,7 +16,7 @@ class BackendOSQP(CvxpyBackend):
     capabilities = frozenset({QP})
     install = "pip install osqp"
     # tight tolerances, so that the contract test can compare with the closed forms
-    defaults = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200000, "polish": True}
+    defaults = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200000, "polishing": True}
 
 
 backend = BackendOSQP()
