@@ -1,0 +1,42 @@
+"""The ``unrelu`` command line: help, the subproblem benchmark, errors with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from validation.cli import main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "bench" in capsys.readouterr().out
+
+
+def test_bench_subproblems_writes_table_and_csv(tmp_path, capsys):
+    path = tmp_path / "bench.csv"
+    code = main(["bench", "subproblems", "--quick", "--subproblems", "slacks,output_softmax",
+                 "--backends", "closed_form,OSQP,CLARABEL", "--repeats", "2", "--csv", str(path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "re-solve s" in out and "x closed" in out
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 3 * 3  # kinds x sizes x backends
+    solved = [r for r in rows if r["status"] == "optimal"]
+    assert {r["backend"] for r in solved} == {"closed_form", "OSQP", "CLARABEL"}
+    for row in solved:
+        assert float(row["max_abs_err"]) < 1e-3
+        assert float(row["resolve_median_s"]) > 0
+    refused = [r for r in rows if r["status"] == "skipped"]
+    assert {(r["backend"], r["subproblem"]) for r in refused} == {("closed_form", "output_softmax"),
+                                                                  ("OSQP", "output_softmax")}
+
+
+def test_bench_unknown_backend_is_a_clear_error(tmp_path, capsys):
+    code = main(["bench", "subproblems", "--quick", "--backends", "NOPE", "--csv", str(tmp_path / "b.csv")])
+    assert code == 2
+    assert "Unknown backend 'NOPE'" in capsys.readouterr().err
