@@ -1,7 +1,7 @@
 """How subproblems are solved: a registry of interchangeable backends behind one ``solve``.
 
 Each backend lives in a module named after its key (``closed_form``, ``ecos_``, ``osqp_``,
-``clarabel_``, ``scs_``) and is registered here when it imports; CVXPY backends are
+``clarabel_``, ``scs_``; mixed-integer: ``highs_``, ``scip_``, ``ecos_bb_``) and is registered here when it imports; CVXPY backends are
 installed when ``cvxpy.installed_solvers()`` lists them.
 """
 
@@ -23,6 +23,10 @@ KNOWN_BACKENDS: dict[str, tuple[str, str]] = {
     "OSQP": ("solvers.osqp_", "pip install osqp"),
     "CLARABEL": ("solvers.clarabel_", "pip install clarabel"),
     "SCS": ("solvers.scs_", "pip install scs"),
+    # mixed-integer references (DESIGN §5): they take the BinaryForm / RelaxedForm of formulation.mixed_integer
+    "HIGHS": ("solvers.highs_", "pip install highspy"),
+    "SCIP": ("solvers.scip_", "pip install pyscipopt"),
+    "ECOS_BB": ("solvers.ecos_bb_", "pip install ecos"),
 }
 
 #: Order in which ``backend="auto"`` tries CVXPY backends when there is no closed form.

@@ -1,0 +1,688 @@
+r"""Mixed-integer reference problems for a ReLU network with fixed weights (DESIGN §5).
+
+Every hidden unit with pre-activation bounds ``l ≤ z ≤ u`` is written, in version (i), with big-M:
+
+.. math::
+
+    x \ge 0,\quad x \ge z,\quad x \le z - l(1 - d),\quad x \le u\,d,\quad d \in \{0, 1\},
+
+and a unit with ``u ≤ 0`` (stably inactive: ``x = 0``) or ``l ≥ 0`` (stably active: ``x = z``) gets no
+binary. Version (ii) is the relaxation of DESIGN §2 on the same data: ``d ∈ [0, 1]`` with
+
+.. math::
+
+    x = d z,\quad d z \ge 0,\quad (1 - d) z \le 0,
+
+which is bilinear; it is built from the same :class:`MixedIntegerModel` by ``solvers/scip_.py``
+(CVXPY cannot express it). The relaxation lemma says both have the same optimal value.
+
+The three reference problems (DESIGN §5):
+
+1. :class:`GenerativeRecovery`: ``min_c ||A G(c) − y||_1`` (MILP) or ``||A G(c) − y||²`` (MIQP),
+   ``c`` in a box, ``G`` the network;
+2. :class:`OutputBound`: ``max`` or ``min`` of ``e_kᵀ G(c)`` over the box (MILP);
+3. :class:`TinyTraining`: a two-layer scalar-output network ``ŷ = Σ_j s_j ReLU(w_jᵀ x + b_j)`` with
+   ``s_j = ±1`` and ``|W_1|, |b_1| ≤ B``, squared loss (MIQP). Only the number ``p`` of ``+1`` output
+   weights matters (units of equal sign can be permuted), so it is one MIQP per ``p = 0..m``.
+
+This module never imports a solver library: bound tightening solves its LPs through CVXPY.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sps
+
+from formulation._checks import as_float_array, check_positive_int, check_shape
+from formulation.network import ReluNetwork
+from formulation.results import ProblemError
+
+__all__ = [
+    "Bounds",
+    "interval_bounds",
+    "tighten_bounds",
+    "MixedIntegerModel",
+    "BinaryForm",
+    "RelaxedForm",
+    "GenerativeRecovery",
+    "OutputBound",
+    "TinyTraining",
+    "round_activations",
+]
+
+
+# ====================================================================== bounds
+@dataclass
+class Bounds:
+    """Pre-activation bounds ``l_l ≤ Z_l ≤ u_l`` of every layer ``l = 1..L`` (0-based lists).
+
+    Attributes
+    ----------
+    lower, upper : list of ndarray
+        ``lower[l]``, ``upper[l]`` of shape ``(n_{l+1},)``.
+    method : str
+        ``"interval"`` or ``"lp"``.
+    seconds : float
+        Time spent computing them.
+    lp_solves : int
+        Number of LPs solved (0 for interval arithmetic).
+    """
+
+    lower: list[np.ndarray]
+    upper: list[np.ndarray]
+    method: str = "interval"
+    seconds: float = 0.0
+    lp_solves: int = 0
+
+    def hidden_counts(self) -> dict[str, int]:
+        """Numbers of stably active (``l ≥ 0``), stably inactive (``u ≤ 0``) and unstable hidden units."""
+        active = inactive = unstable = 0
+        for lo, up in zip(self.lower[:-1], self.upper[:-1]):
+            active += int(np.sum(lo >= 0))
+            inactive += int(np.sum(up <= 0))
+            unstable += int(np.sum((lo < 0) & (up > 0)))
+        return {"active": active, "inactive": inactive, "unstable": unstable}
+
+    def mean_width(self) -> float:
+        """Mean of ``u − l`` over the hidden units (the output layer is left out)."""
+        widths = [up - lo for lo, up in zip(self.lower[:-1], self.upper[:-1])]
+        return float(np.mean(np.concatenate(widths))) if widths else 0.0
+
+
+def _check_box(network: ReluNetwork, lower, upper) -> tuple[np.ndarray, np.ndarray]:
+    n0 = network.widths[0]
+    lower = np.broadcast_to(as_float_array("box lower", lower), (n0,)).astype(np.float64).copy() \
+        if np.ndim(lower) == 0 else as_float_array("box lower", lower, ndim=1)
+    upper = np.broadcast_to(as_float_array("box upper", upper), (n0,)).astype(np.float64).copy() \
+        if np.ndim(upper) == 0 else as_float_array("box upper", upper, ndim=1)
+    check_shape("box lower", lower, (n0,), f"The network takes {n0} inputs; give one bound per input or a scalar.")
+    check_shape("box upper", upper, (n0,), f"The network takes {n0} inputs; give one bound per input or a scalar.")
+    if np.any(lower > upper):
+        index = int(np.argmax(lower > upper))
+        raise ProblemError(
+            f"Input box is empty at coordinate {index}: lower {lower[index]} > upper {upper[index]}; swap them."
+        )
+    return lower, upper
+
+
+def interval_bounds(network: ReluNetwork, lower, upper) -> Bounds:
+    r"""Interval arithmetic through the network.
+
+    With ``x_{l−1} ∈ [a, b]`` (``a = max(l_{l−1}, 0)`` after a ReLU), ``W = W⁺ − W⁻``:
+
+    .. math::
+
+        l_l = W^+ a - W^- b + b_l,\qquad u_l = W^+ b - W^- a + b_l.
+    """
+    start = time.perf_counter()
+    a, b = _check_box(network, lower, upper)
+    lowers, uppers = [], []
+    for index, (W, bias) in enumerate(zip(network.weights, network.biases)):
+        Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
+        lo = Wp @ a - Wm @ b + bias
+        up = Wp @ b - Wm @ a + bias
+        lowers.append(lo)
+        uppers.append(up)
+        if index < network.depth - 1:
+            a, b = np.maximum(lo, 0.0), np.maximum(up, 0.0)
+    return Bounds(lowers, uppers, "interval", time.perf_counter() - start, 0)
+
+
+def tighten_bounds(network: ReluNetwork, lower, upper, *, solver: str = "HIGHS", margin: float = 1e-7) -> Bounds:
+    r"""LP-based bound tightening (OBBT), layer by layer.
+
+    For layer ``l`` and each unit ``j`` solve ``min`` and ``max`` of ``(W_l x_{l−1} + b_l)_j`` over the LP
+    relaxation of layers ``1..l−1``: the input box, ``z_k = W_k x_{k−1} + b_k``, and for every earlier
+    hidden unit with (already tightened) bounds ``l < 0 < u`` the triangle
+
+    .. math::
+
+        x \ge 0,\quad x \ge z,\quad x \le u (z - l) / (u - l),
+
+    (``x = 0`` when ``u ≤ 0``, ``x = z`` when ``l ≥ 0``). One CVXPY model per layer, its objective vector a
+    ``cp.Parameter``, is re-solved ``2 n_l`` times with ``solver`` (HiGHS through CVXPY). An LP optimum is
+    moved outward by ``margin·(1 + |v|)`` and intersected with the interval bounds, so the result is never
+    looser than interval arithmetic; where an LP fails the interval bound is kept.
+    """
+    start = time.perf_counter()
+    box_lower, box_upper = _check_box(network, lower, upper)
+    interval = interval_bounds(network, box_lower, box_upper)
+    lowers = [interval.lower[0].copy()]
+    uppers = [interval.upper[0].copy()]
+    solves = 0
+    for layer in range(1, network.depth):
+        # interval bounds of this layer from the tightened bounds of the previous one
+        prev_lo, prev_up = np.maximum(lowers[-1], 0.0), np.maximum(uppers[-1], 0.0)
+        W, bias = network.weights[layer], network.biases[layer]
+        Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
+        int_lo = Wp @ prev_lo - Wm @ prev_up + bias
+        int_up = Wp @ prev_up - Wm @ prev_lo + bias
+        x0 = cp.Variable(network.widths[0])
+        constraints = [x0 >= box_lower, x0 <= box_upper]
+        x = x0
+        for k in range(layer):
+            z = network.weights[k] @ x + network.biases[k]
+            xk = cp.Variable(network.widths[k + 1])
+            lo, up = lowers[k], uppers[k]
+            inactive, active = up <= 0, lo >= 0
+            unstable = ~(inactive | active)
+            constraints += [xk >= 0, xk >= z]
+            if np.any(inactive):
+                constraints.append(xk[np.flatnonzero(inactive)] == 0)
+            if np.any(active):
+                idx = np.flatnonzero(active)
+                constraints.append(xk[idx] == z[idx])
+            if np.any(unstable):
+                idx = np.flatnonzero(unstable)
+                slope = up[idx] / (up[idx] - lo[idx])
+                constraints.append(xk[idx] <= cp.multiply(slope, z[idx] - lo[idx]))
+            x = xk
+        direction = cp.Parameter(W.shape[0])
+        problem = cp.Problem(cp.Minimize(direction @ (W @ x)), constraints)
+        new_lo, new_up = int_lo.copy(), int_up.copy()
+        for j in range(W.shape[0]):
+            for sign in (1.0, -1.0):
+                vector = np.zeros(W.shape[0])
+                vector[j] = sign
+                direction.value = vector
+                try:
+                    problem.solve(solver=solver)
+                except cp.error.SolverError:
+                    continue
+                solves += 1
+                if problem.status != cp.OPTIMAL:
+                    continue
+                value = sign * float(problem.value) + bias[j]
+                if sign > 0:
+                    new_lo[j] = max(int_lo[j], value - margin * (1 + abs(value)))
+                else:
+                    new_up[j] = min(int_up[j], value + margin * (1 + abs(value)))
+        bad = new_up < new_lo  # numerically inconsistent: fall back to interval
+        new_lo[bad], new_up[bad] = int_lo[bad], int_up[bad]
+        lowers.append(new_lo)
+        uppers.append(new_up)
+    return Bounds(lowers, uppers, "lp", time.perf_counter() - start, solves)
+
+
+def network_bounds(network: ReluNetwork, lower, upper, *, tighten: bool = False) -> Bounds:
+    """Interval bounds, or LP-tightened bounds when ``tighten``."""
+    return tighten_bounds(network, lower, upper) if tighten else interval_bounds(network, lower, upper)
+
+
+# ====================================================================== the neutral model
+class MixedIntegerModel:
+    r"""A solver-neutral mixed-integer model with ReLU units.
+
+    Variables form one vector ``v`` with bounds ``lb ≤ v ≤ ub`` (named blocks in ``blocks``). Constraints:
+
+    .. math::
+
+        A_{eq} v = b_{eq},\qquad A_{ub} v \le b_{ub},
+
+    and for every *unstable* unit ``k`` (``l_k < 0 < u_k``) with pre-activation ``z = v[z_k]`` and
+    post-activation ``x = v[x_k]`` either the big-M rows with ``d_k ∈ {0,1}`` (version (i),
+    :class:`BinaryForm`) or ``x = d z``, ``d z ≥ 0``, ``(1 − d) z ≤ 0``, ``d ∈ [0,1]`` (version (ii),
+    :class:`RelaxedForm`). Stable units are already written into the linear rows and bounds. Objective:
+
+    .. math::
+
+        \text{sense}\ \ c^T v + c_0 + \|F v - g\|^2 \quad (F \text{ absent for a MILP}).
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.blocks: dict[str, tuple[slice, tuple[int, ...]]] = {}
+        self.lb = np.zeros(0)
+        self.ub = np.zeros(0)
+        self._eq_rows: list[tuple[np.ndarray, np.ndarray, float]] = []
+        self._ub_rows: list[tuple[np.ndarray, np.ndarray, float]] = []
+        self.unit_z = np.zeros(0, dtype=int)
+        self.unit_x = np.zeros(0, dtype=int)
+        self.unit_lower = np.zeros(0)
+        self.unit_upper = np.zeros(0)
+        self.c = np.zeros(0)
+        self.c0 = 0.0
+        self.F: sps.csr_matrix | None = None
+        self.g: np.ndarray | None = None
+        self.sense = "min"
+
+    # ---------------------------------------------------------------- construction
+    @property
+    def n(self) -> int:
+        return self.lb.size
+
+    @property
+    def n_binary(self) -> int:
+        return self.unit_z.size
+
+    def add_block(self, name: str, shape, lower=-np.inf, upper=np.inf) -> np.ndarray:
+        """Add variables of ``shape``; returns their indices in ``v`` as an array of that shape."""
+        shape = tuple(int(s) for s in np.atleast_1d(shape))
+        size = int(np.prod(shape))
+        start = self.n
+        self.blocks[name] = (slice(start, start + size), shape)
+        self.lb = np.concatenate([self.lb, np.broadcast_to(np.asarray(lower, float), shape).ravel()])
+        self.ub = np.concatenate([self.ub, np.broadcast_to(np.asarray(upper, float), shape).ravel()])
+        return np.arange(start, start + size).reshape(shape)
+
+    def add_eq(self, index, coefficient, rhs: float) -> None:
+        self._eq_rows.append((np.asarray(index, int).ravel(), np.asarray(coefficient, float).ravel(), float(rhs)))
+
+    def add_ub(self, index, coefficient, rhs: float) -> None:
+        self._ub_rows.append((np.asarray(index, int).ravel(), np.asarray(coefficient, float).ravel(), float(rhs)))
+
+    def add_relu(self, z: int, x: int, lower: float, upper: float) -> None:
+        """Rectify ``x = ReLU(z)`` given ``lower ≤ z ≤ upper``: stable units need no binary."""
+        self.lb[z] = max(self.lb[z], lower)
+        self.ub[z] = min(self.ub[z], upper)
+        if upper <= 0:  # stably inactive
+            self.lb[x], self.ub[x] = 0.0, 0.0
+        elif lower >= 0:  # stably active
+            self.add_eq([x, z], [1.0, -1.0], 0.0)
+            self.lb[x], self.ub[x] = max(lower, 0.0), upper
+        else:
+            self.lb[x], self.ub[x] = 0.0, upper
+            self.unit_z = np.append(self.unit_z, z)
+            self.unit_x = np.append(self.unit_x, x)
+            self.unit_lower = np.append(self.unit_lower, lower)
+            self.unit_upper = np.append(self.unit_upper, upper)
+
+    def finish(self, c, c0: float = 0.0, F=None, g=None, sense: str = "min") -> MixedIntegerModel:
+        self.c = np.asarray(c, float)
+        self.c0 = float(c0)
+        self.F = None if F is None else sps.csr_matrix(F)
+        self.g = None if g is None else np.asarray(g, float)
+        if sense not in ("min", "max"):
+            raise ProblemError(f"`sense` must be 'min' or 'max', got {sense!r}.")
+        if sense == "max" and self.F is not None:
+            raise ProblemError("Maximising a convex quadratic is not a MIQP; use a linear objective with 'max'.")
+        self.sense = sense
+        return self
+
+    @staticmethod
+    def _matrix(rows, n) -> tuple[sps.csr_matrix, np.ndarray]:
+        if not rows:
+            return sps.csr_matrix((0, n)), np.zeros(0)
+        indptr = np.cumsum([0] + [len(r[0]) for r in rows])
+        indices = np.concatenate([r[0] for r in rows])
+        data = np.concatenate([r[1] for r in rows])
+        return sps.csr_matrix((data, indices, indptr), shape=(len(rows), n)), np.array([r[2] for r in rows])
+
+    @property
+    def equalities(self) -> tuple[sps.csr_matrix, np.ndarray]:
+        return self._matrix(self._eq_rows, self.n)
+
+    @property
+    def inequalities(self) -> tuple[sps.csr_matrix, np.ndarray]:
+        return self._matrix(self._ub_rows, self.n)
+
+    @property
+    def requires(self) -> str:
+        return "MILP" if self.F is None else "MIQP"
+
+    # ---------------------------------------------------------------- evaluation
+    def objective(self, v: np.ndarray) -> float:
+        """``c^T v + c_0 + ||F v − g||²`` in float64 (in the model's own sense)."""
+        value = float(self.c @ v) + self.c0
+        if self.F is not None:
+            residual = self.F @ v - self.g
+            value += float(residual @ residual)
+        return value
+
+    def unpack(self, v: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: v[s].reshape(shape) for name, (s, shape) in self.blocks.items()}
+
+    def violation(self, v: np.ndarray, d: np.ndarray | None = None, *, binary: bool = True) -> dict[str, float]:
+        """Largest violations at ``v`` of bounds, linear rows and the unit constraints.
+
+        With ``binary`` the big-M rows and ``d ∈ {0,1}`` are checked; otherwise ``x = d z`` and the sign
+        constraints with ``d ∈ [0,1]``. Relative to ``1 + |rhs|`` for the linear rows.
+        """
+        A_eq, b_eq = self.equalities
+        A_ub, b_ub = self.inequalities
+        result = {
+            "bounds": float(max(np.max(self.lb - v, initial=0.0), np.max(v - self.ub, initial=0.0))),
+            "eq": float(np.max(np.abs(A_eq @ v - b_eq) / (1 + np.abs(b_eq)), initial=0.0)),
+            "ub": float(np.max((A_ub @ v - b_ub) / (1 + np.abs(b_ub)), initial=0.0)),
+        }
+        if d is None:
+            d = (v[self.unit_z] > 0).astype(float)
+        z, x, lo, up = v[self.unit_z], v[self.unit_x], self.unit_lower, self.unit_upper
+        if binary:
+            result["units"] = float(np.max(np.concatenate([
+                -x, z - x, x - (z - lo * (1 - d)), x - up * d, np.zeros(1)])))
+            result["binary"] = float(np.max(np.minimum(np.abs(d), np.abs(d - 1)), initial=0.0))
+        else:
+            result["units"] = float(np.max(np.concatenate([
+                np.abs(x - d * z), -d * z, (1 - d) * z, -d, d - 1, np.zeros(1)])))
+        return result
+
+
+class BinaryForm:
+    """Version (i) of a :class:`MixedIntegerModel`: binary ``d`` and big-M, as a CVXPY problem.
+
+    ``requires`` is ``"MILP"`` or ``"MIQP"``; solve it with ``solvers.solve(form, "HIGHS" | "SCIP" | ...)``.
+    """
+
+    def __init__(self, model: MixedIntegerModel):
+        self.mi = model
+        self.requires = model.requires
+        start = time.perf_counter()
+        self.v = cp.Variable(model.n, name="v")
+        self.d = cp.Variable(model.n_binary, boolean=True, name="d") if model.n_binary else None
+        self.model = self._build()
+        self.build_time = time.perf_counter() - start
+
+    def _build(self) -> cp.Problem:
+        m, v = self.mi, self.v
+        constraints = []
+        finite_lb, finite_ub = np.isfinite(m.lb), np.isfinite(m.ub)
+        if finite_lb.any():
+            constraints.append(v[np.flatnonzero(finite_lb)] >= m.lb[finite_lb])
+        if finite_ub.any():
+            constraints.append(v[np.flatnonzero(finite_ub)] <= m.ub[finite_ub])
+        A_eq, b_eq = m.equalities
+        if A_eq.shape[0]:
+            constraints.append(A_eq @ v == b_eq)
+        A_ub, b_ub = m.inequalities
+        if A_ub.shape[0]:
+            constraints.append(A_ub @ v <= b_ub)
+        if m.n_binary:
+            z, x, d = v[m.unit_z], v[m.unit_x], self.d
+            constraints += [x >= z, x <= z - cp.multiply(m.unit_lower, 1 - d), x <= cp.multiply(m.unit_upper, d)]
+        expression = m.c @ v + m.c0
+        if m.F is not None:
+            expression = expression + cp.sum_squares(m.F @ v - m.g)
+        objective = cp.Minimize(expression) if m.sense == "min" else cp.Maximize(expression)
+        return cp.Problem(objective, constraints)
+
+    def variable_values(self) -> dict[str, np.ndarray]:
+        values = {"v": np.asarray(self.v.value, float)}
+        values["d"] = np.asarray(self.d.value, float) if self.d is not None else np.zeros(0)
+        return values
+
+    def objective(self, values: dict[str, np.ndarray]) -> float:
+        return self.mi.objective(values["v"])
+
+    def size(self) -> int:
+        return self.mi.n + self.mi.n_binary
+
+
+class RelaxedForm:
+    """Version (ii) of a :class:`MixedIntegerModel`: ``d ∈ [0,1]``, ``x = d z`` and the sign constraints.
+
+    ``requires = "BILINEAR"``; only a global nonconvex solver takes it (SCIP through PySCIPOpt).
+    """
+
+    requires = "BILINEAR"
+
+    def __init__(self, model: MixedIntegerModel):
+        self.mi = model
+        self.build_time = 0.0
+
+    def objective(self, values: dict[str, np.ndarray]) -> float:
+        return self.mi.objective(values["v"])
+
+    def size(self) -> int:
+        return self.mi.n + self.mi.n_binary
+
+
+def round_activations(model: MixedIntegerModel, v: np.ndarray) -> np.ndarray:
+    """``d̂ = 1[z > 0]`` for every unstable unit: turns a relaxed solution into a binary one."""
+    return (v[model.unit_z] > 0).astype(np.float64)
+
+
+# ====================================================================== network encoding
+def _encode_network(model: MixedIntegerModel, network: ReluNetwork, inputs: np.ndarray,
+                    bounds: Bounds) -> np.ndarray:
+    """Add ``Z_l = W_l X_{l−1} + b_l`` and ReLU units of every hidden layer; return the last ``X`` indices."""
+    x = inputs
+    for layer in range(network.depth - 1):
+        W, b = network.weights[layer], network.biases[layer]
+        lo, up = bounds.lower[layer], bounds.upper[layer]
+        z = model.add_block(f"Z{layer + 1}", W.shape[0], lo, up)
+        xs = model.add_block(f"X{layer + 1}", W.shape[0], 0.0, np.maximum(up, 0.0))
+        for j in range(W.shape[0]):
+            # z_j - W_j x = b_j
+            model.add_eq(np.concatenate([[z[j]], x]), np.concatenate([[1.0], -W[j]]), b[j])
+            model.add_relu(int(z[j]), int(xs[j]), float(lo[j]), float(up[j]))
+        x = xs
+    return x
+
+
+class _NetworkProblem:
+    """Shared part of the fixed-weight problems: network, input box, bounds."""
+
+    def __init__(self, network: ReluNetwork, box, *, tighten: bool = False, bounds: Bounds | None = None):
+        if not isinstance(network, ReluNetwork):
+            raise ProblemError(f"`network` must be a ReluNetwork, got {type(network).__name__}.")
+        if network.depth < 2:
+            raise ProblemError(
+                f"The network {network.widths} has no hidden layer, so there is no ReLU to encode; "
+                "use a network with at least one hidden layer."
+            )
+        self.network = network
+        lower, upper = (box if isinstance(box, tuple) else (-float(box), float(box)))
+        self.box_lower, self.box_upper = _check_box(network, lower, upper)
+        self.bounds = bounds if bounds is not None else network_bounds(
+            network, self.box_lower, self.box_upper, tighten=tighten)
+
+    def output(self, c: np.ndarray) -> np.ndarray:
+        """``G(c)`` by a float64 forward pass."""
+        return self.network.forward(np.asarray(c, float)[:, None])[:, 0]
+
+    def _start(self, name: str) -> tuple[MixedIntegerModel, np.ndarray, np.ndarray]:
+        model = MixedIntegerModel(name)
+        c = model.add_block("c", self.network.widths[0], self.box_lower, self.box_upper)
+        last = _encode_network(model, self.network, c, self.bounds)
+        return model, c, last
+
+    def input_of(self, v: np.ndarray) -> np.ndarray:
+        return self.model.unpack(v)["c"]
+
+    def binary(self) -> BinaryForm:
+        return BinaryForm(self.model)
+
+    def relaxed(self) -> RelaxedForm:
+        return RelaxedForm(self.model)
+
+
+class GenerativeRecovery(_NetworkProblem):
+    r"""Compressed sensing with a generative ReLU prior ``G``:
+
+    .. math::
+
+        \min_{c \in [c_{lo}, c_{hi}]} \|A G(c) - y\|_1 \ \ (\text{loss}=\text{l1, MILP})
+        \quad\text{or}\quad \|A G(c) - y\|_2^2 \ \ (\text{loss}=\text{l2, MIQP}).
+
+    The l1 loss uses ``t ≥ ±(A G(c) − y)`` and minimises ``1ᵀt``.
+
+    Parameters
+    ----------
+    network : ReluNetwork
+        ``G`` with ``n_0`` inputs and ``n_L`` outputs.
+    A : ndarray, shape (m, n_L)
+    y : ndarray, shape (m,)
+    box : float or (lower, upper)
+        ``c ∈ [−box, box]`` or the given bounds.
+    loss : {"l1", "l2"}
+    tighten : bool
+        LP bound tightening instead of interval arithmetic.
+    """
+
+    kind = "recovery"
+
+    def __init__(self, network: ReluNetwork, A, y, box=1.0, *, loss: str = "l1", tighten: bool = False,
+                 bounds: Bounds | None = None):
+        super().__init__(network, box, tighten=tighten, bounds=bounds)
+        n_out = network.widths[-1]
+        A = as_float_array("A", A)
+        if A.ndim == 1:
+            A = A[None, :]
+        check_shape("A", A, (None, n_out), f"A multiplies the network output, so it needs {n_out} columns.")
+        y = as_float_array("y", y)
+        if y.ndim == 2 and 1 in y.shape:
+            y = y.ravel()
+        check_shape("y", y, (A.shape[0],), f"A has {A.shape[0]} rows, so y needs {A.shape[0]} entries.")
+        if loss not in ("l1", "l2"):
+            raise ProblemError(f"`loss` must be 'l1' (MILP) or 'l2' (MIQP), got {loss!r}.")
+        self.A, self.y, self.loss = A, y, loss
+        model, c, last = self._start(f"recovery-{loss}")
+        W, b = network.weights[-1], network.biases[-1]
+        M = A @ W  # A G(c) - y = M x_H + (A b - y)
+        offset = A @ b - y
+        if loss == "l1":
+            t = model.add_block("t", A.shape[0], 0.0, np.inf)
+            for i in range(A.shape[0]):
+                model.add_ub(np.concatenate([last, [t[i]]]), np.concatenate([M[i], [-1.0]]), -offset[i])
+                model.add_ub(np.concatenate([last, [t[i]]]), np.concatenate([-M[i], [-1.0]]), offset[i])
+            cost = np.zeros(model.n)
+            cost[t] = 1.0
+            self.model = model.finish(cost)
+        else:
+            F = sps.lil_matrix((A.shape[0], model.n))
+            F[:, last] = M
+            self.model = model.finish(np.zeros(model.n), F=F, g=-offset)
+
+    def evaluate(self, c: np.ndarray) -> float:
+        """``||A G(c) − y||`` (l1 or squared l2) by a float64 forward pass."""
+        residual = self.A @ self.output(c) - self.y
+        return float(np.sum(np.abs(residual))) if self.loss == "l1" else float(residual @ residual)
+
+
+class OutputBound(_NetworkProblem):
+    r"""Output bound ``max`` (or ``min``) of ``e_kᵀ G(c)`` over the input box (MILP).
+
+    A sound bound is the solver's dual bound, never its incumbent (DESIGN §5).
+    """
+
+    kind = "bound"
+
+    def __init__(self, network: ReluNetwork, box=1.0, *, k: int = 0, sense: str = "max", tighten: bool = False,
+                 bounds: Bounds | None = None):
+        super().__init__(network, box, tighten=tighten, bounds=bounds)
+        n_out = network.widths[-1]
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < n_out:
+            raise ProblemError(f"Output index k={k!r} is out of range: the network has {n_out} outputs (0..{n_out-1}).")
+        self.k, self.sense = int(k), sense
+        model, c, last = self._start(f"bound-{sense}")
+        cost = np.zeros(model.n)
+        cost[last] = network.weights[-1][self.k]
+        self.model = model.finish(cost, c0=float(network.biases[-1][self.k]), sense=sense)
+
+    def evaluate(self, c: np.ndarray) -> float:
+        return float(self.output(c)[self.k])
+
+
+class TinyTraining:
+    r"""Certified global training of a tiny two-layer network (DESIGN §5, problem 3).
+
+    .. math::
+
+        \min_{W_1, b_1} \sum_i \big(\textstyle\sum_j s_j \,\mathrm{ReLU}(w_j^T x_i + b_j) - y_i\big)^2
+        \quad\text{s.t.}\ |W_1| \le B,\ |b_1| \le B,
+
+    with ``s_j = +1`` for ``j < p`` and ``−1`` otherwise, output bias 0. Pre-activations are bounded by
+    ``|z_{ji}| ≤ B(||x_i||_1 + 1)`` (big-M from the weight bound). Units of equal sign are interchangeable,
+    so ``b_j ≥ b_{j+1}`` within each sign group is added (it removes permutation symmetry and keeps the
+    optimum). One MIQP per ``p``; the certified optimum is the minimum over ``p = 0..m``.
+
+    Parameters
+    ----------
+    X0 : ndarray, shape (n0, N)
+        Inputs, samples are columns.
+    Y : ndarray, shape (N,) or (1, N)
+    hidden : int
+        ``m``, the number of hidden units.
+    weight_bound : float
+        ``B``.
+    """
+
+    kind = "training"
+
+    def __init__(self, X0, Y, hidden: int, *, weight_bound: float = 1.0, symmetry_breaking: bool = True):
+        X0 = as_float_array("X0", X0, ndim=2)
+        Y = as_float_array("Y", Y)
+        if Y.ndim == 2 and Y.shape[0] == 1:
+            Y = Y[0]
+        check_shape("Y", Y, (X0.shape[1],), f"X0 has {X0.shape[1]} columns (samples), so Y needs {X0.shape[1]}.")
+        self.X0, self.Y = X0, Y
+        self.hidden = check_positive_int("hidden", hidden)
+        if not np.isfinite(weight_bound) or weight_bound <= 0:
+            raise ProblemError(f"`weight_bound` must be positive and finite, got {weight_bound!r}.")
+        self.weight_bound = float(weight_bound)
+        self.symmetry_breaking = symmetry_breaking
+        self.models = [self._model(p) for p in range(self.hidden + 1)]
+
+    def signs(self, p: int) -> np.ndarray:
+        return np.where(np.arange(self.hidden) < p, 1.0, -1.0)
+
+    def _model(self, p: int) -> MixedIntegerModel:
+        n0, N = self.X0.shape
+        m, B = self.hidden, self.weight_bound
+        model = MixedIntegerModel(f"training-p{p}")
+        W = model.add_block("W1", (m, n0), -B, B)
+        b = model.add_block("b1", m, -B, B)
+        big = B * (np.sum(np.abs(self.X0), axis=0) + 1.0)
+        Z = model.add_block("Z1", (m, N), -big[None, :] * np.ones((m, 1)), big[None, :] * np.ones((m, 1)))
+        X = model.add_block("X1", (m, N), 0.0, big[None, :] * np.ones((m, 1)))
+        for j in range(m):
+            for i in range(N):
+                # z_ji - w_j^T x_i - b_j = 0
+                model.add_eq(np.concatenate([[Z[j, i]], W[j], [b[j]]]),
+                             np.concatenate([[1.0], -self.X0[:, i], [-1.0]]), 0.0)
+                model.add_relu(int(Z[j, i]), int(X[j, i]), -big[i], big[i])
+        if self.symmetry_breaking:
+            for j in range(m - 1):
+                if (j < p) == (j + 1 < p):  # same sign group
+                    model.add_ub([b[j + 1], b[j]], [1.0, -1.0], 0.0)
+        s = self.signs(p)
+        F = sps.lil_matrix((N, model.n))
+        for i in range(N):
+            F[i, X[:, i]] = s
+        return model.finish(np.zeros(model.n), F=F, g=self.Y)
+
+    def weights_of(self, p: int, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = self.models[p].unpack(v)
+        return values["W1"], values["b1"]
+
+    def evaluate(self, W1: np.ndarray, b1: np.ndarray, p: int) -> float:
+        """Squared loss of the network ``(W1, b1, s(p))`` by a float64 forward pass."""
+        hidden = np.maximum(W1 @ self.X0 + b1[:, None], 0.0)
+        residual = self.signs(p) @ hidden - self.Y
+        return float(residual @ residual)
+
+    def binary(self, p: int) -> BinaryForm:
+        return BinaryForm(self.models[p])
+
+    def relaxed(self, p: int) -> RelaxedForm:
+        return RelaxedForm(self.models[p])
+
+
+@dataclass
+class RoundingCheck:
+    """Result of rounding a relaxed solution ``d̂ = 1[z > 0]`` and checking it against version (i)."""
+
+    feasible: bool
+    objective_binary: float
+    objective_forward: float
+    violation: dict[str, float] = field(default_factory=dict)
+
+
+def rounding_check(model: MixedIntegerModel, v: np.ndarray, forward_objective: float, *,
+                   tolerance: float = 1e-6) -> RoundingCheck:
+    """Round ``d̂ = 1[z > 0]`` and check the point is feasible for version (i) within ``tolerance``
+    (bounds, rows and big-M scaled by ``1 + |bound|``) with the same objective as the float64 forward pass.
+    """
+    d = round_activations(model, v)
+    violation = model.violation(v, d, binary=True)
+    scale = 1.0 + max(np.max(np.abs(model.unit_lower), initial=0.0), np.max(np.abs(model.unit_upper), initial=0.0))
+    objective = model.objective(v)
+    feasible = (violation["bounds"] <= tolerance * scale and violation["eq"] <= tolerance
+                and violation["ub"] <= tolerance and violation["units"] <= tolerance * scale
+                and abs(objective - forward_objective) <= 1e-5 * max(1.0, abs(forward_objective)))
+    return RoundingCheck(bool(feasible), objective, forward_objective, violation)

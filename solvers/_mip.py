@@ -1,0 +1,87 @@
+"""Shared code of the mixed-integer backends reached through CVXPY (``highs_``, ``scip_``, ``ecos_bb_``).
+
+CVXPY's status string is not trusted for a MIP that stopped early (DESIGN §5): a SCIP time-out with an
+incumbent comes back as ``optimal_inaccurate``, a HiGHS time-out as ``user_limit``. Each backend reads
+the solver's own status and dual bound through :meth:`MipBackend._raw`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cvxpy as cp
+import numpy as np
+
+from formulation.results import Solution, SolutionStatus, SolverError, TerminationCondition
+from solvers._base import Backend
+
+
+class MipBackend(Backend):
+    """A mixed-integer solver called through the CVXPY model of a ``BinaryForm``."""
+
+    def _settings(self, time_limit: float | None, gap: float | None, options: dict) -> dict:
+        """Solver keyword arguments for ``cp.Problem.solve``."""
+        raise NotImplementedError
+
+    def _raw(self, problem: cp.Problem) -> tuple[str, float | None, float | None]:
+        """(solver status name, solver primal objective, solver dual bound), in the solver's minimise sense."""
+        raise NotImplementedError
+
+    #: solver status name -> (why it stopped, whether a point is proven optimal). Unknown -> ERROR.
+    RAW_STATUS: dict[str, TerminationCondition] = {}
+
+    def solve(self, form, *, time_limit: float | None = None, gap: float | None = None, **options) -> Solution:
+        if not self.accepts(form):
+            raise SolverError(f"{self.name} cannot take a {form.requires} problem.")
+        problem = form.model
+        settings = self._settings(time_limit, gap, options)
+        start = time.perf_counter()
+        failure = None
+        try:
+            problem.solve(solver=self.name, **settings)
+        except cp.error.SolverError as exc:
+            failure = exc
+        elapsed = time.perf_counter() - start
+        if failure is not None:
+            timed_out = time_limit is not None and elapsed >= 0.9 * time_limit
+            if not timed_out:
+                raise SolverError(f"{self.name} failed on {form.mi.name}: {failure}") from failure
+            # SCIP through CVXPY raises when the time limit hits before any incumbent
+            return Solution(self.name, TerminationCondition.TIME_LIMIT, SolutionStatus.NO_SOLUTION,
+                            build_time=form.build_time, solve_time=elapsed,
+                            extras={"status": "error", "error": str(failure)})
+        raw_status, primal, dual = self._raw(problem)
+        termination = self.RAW_STATUS.get(raw_status, TerminationCondition.ERROR)
+        has_point = problem.status in cp.settings.SOLUTION_PRESENT and form.v.value is not None
+        values = form.variable_values() if has_point else {}
+        if values and not all(np.all(np.isfinite(x)) for x in values.values()):
+            values = {}
+        if termination is TerminationCondition.OPTIMAL and values:
+            status = SolutionStatus.OPTIMAL
+        elif values:
+            status = SolutionStatus.FEASIBLE
+        else:
+            status = SolutionStatus.NO_SOLUTION
+        # the solver's numbers omit CVXPY's constant offset and are in minimise sense
+        sign = 1.0 if form.mi.sense == "min" else -1.0
+        bound = None
+        if dual is not None and np.isfinite(dual) and primal is not None and np.isfinite(primal) and values:
+            offset = sign * float(problem.value) - primal
+            bound = sign * (dual + offset)
+        elif dual is not None and np.isfinite(dual) and not values:
+            bound = None  # no incumbent: the offset cannot be recovered safely
+        if termination is TerminationCondition.OPTIMAL and bound is None and values:
+            bound = form.objective(values)
+        return Solution(
+            backend=self.name,
+            termination=termination,
+            status=status,
+            values=values,
+            objective=form.objective(values) if values else float("nan"),
+            build_time=form.build_time,
+            solve_time=elapsed,
+            iterations=getattr(problem.solver_stats, "num_iters", None),
+            bound=bound,
+            extras={"status": problem.status, "raw_status": raw_status, "claimed_objective": problem.value,
+                    "settings": {k: v for k, v in settings.items() if k != "verbose"}},
+        )

@@ -1,0 +1,42 @@
+"""The ``ECOS_BB`` backend: ECOS's small branch and bound through CVXPY, MILP only.
+
+It is not registered for MIQP: it gave a wrong MIQP optimum on a tiny instance (DESIGN §5). It has no
+time limit and reports no dual bound, so a stop before optimality is an iteration limit.
+"""
+
+from __future__ import annotations
+
+import cvxpy as cp
+
+from formulation.results import TerminationCondition
+from solvers._base import MILP
+from solvers._mip import MipBackend
+
+if "ECOS_BB" not in cp.installed_solvers():  # pragma: no cover
+    raise ImportError("CVXPY cannot find ECOS_BB; install it with `pip install ecos`.")
+
+
+class BackendECOSBB(MipBackend):
+    name = "ECOS_BB"
+    capabilities = frozenset({MILP})
+    install = "pip install ecos"
+
+    RAW_STATUS = {
+        cp.OPTIMAL: TerminationCondition.OPTIMAL,
+        cp.OPTIMAL_INACCURATE: TerminationCondition.INACCURATE,
+        cp.USER_LIMIT: TerminationCondition.ITERATION_LIMIT,
+        cp.INFEASIBLE: TerminationCondition.INFEASIBLE,
+        cp.UNBOUNDED: TerminationCondition.UNBOUNDED,
+    }
+
+    def _settings(self, time_limit, gap, options):
+        settings = {"mi_max_iters": 10000, "mi_rel_eps": 1e-9 if gap is None else gap, "mi_abs_eps": 1e-9,
+                    "abstol": 1e-9, "reltol": 1e-9, "feastol": 1e-9}
+        settings.update(options)
+        return settings
+
+    def _raw(self, problem):
+        return problem.status, None, None
+
+
+backend = BackendECOSBB()
