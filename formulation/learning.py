@@ -29,7 +29,7 @@ import numpy as np
 import scipy.special
 
 from formulation import subproblems as sp
-from formulation._checks import as_float_array, check_nonnegative, check_shape
+from formulation._checks import as_float_array, check_nonnegative
 from formulation.network import ReluNetwork
 from formulation.results import ProblemError
 
@@ -67,7 +67,8 @@ class ALState:
     MULTIPLIERS = ("lam1", "lam2", "lam3", "lam4")
 
     def copy(self) -> ALState:
-        kwargs = {f.name: [a.copy() for a in getattr(self, f.name)] for f in fields(self) if f.name not in ("rho", "extra")}
+        kwargs = {f.name: [a.copy() for a in getattr(self, f.name)]
+                  for f in fields(self) if f.name not in ("rho", "extra")}
         return ALState(rho=self.rho, extra=dict(self.extra), **kwargs)
 
     def network(self) -> ReluNetwork:
@@ -158,7 +159,7 @@ class ALProblem:
     def random_state(self, rng: np.random.Generator, rho: float = 1.0, scale: float = 1.0) -> ALState:
         """A state with every block random (constraints violated), for tests and checks."""
         state = self.initial_state(ReluNetwork.random(self.widths, rng), rho)
-        for name, index, array in state.arrays():
+        for name, _, array in state.arrays():
             noise = rng.normal(0.0, scale, size=array.shape)
             if name == "D":
                 array[...] = rng.uniform(0.0, 1.0, size=array.shape)

@@ -517,7 +517,11 @@ class OutputSquaredLoss(Subproblem):
     def _build(self):
         # w ||Z - Y||² = w ||Z||² - 2 <wY, Z> + const: the product wY is one parameter (DPP).
         Z = cp.Variable((self.n, self.N), name="Z")
-        p = {"Q": _param((self.n, self.N), "Q"), "w": _param((), "w", nonneg=True), "wY": _param((self.n, self.N), "wY")}
+        p = {
+            "Q": _param((self.n, self.N), "Q"),
+            "w": _param((), "w", nonneg=True),
+            "wY": _param((self.n, self.N), "wY"),
+        }
         objective = p["w"] * cp.sum_squares(Z) - 2 * cp.sum(cp.multiply(p["wY"], Z)) + cp.sum_squares(Z - p["Q"])
         return {"Z": Z}, p, cp.Problem(cp.Minimize(objective))
 

@@ -1,10 +1,13 @@
-"""The ``CLARABEL`` backend through CVXPY. Interior-point conic solver with quadratic objectives; takes the exponential cone."""
+"""The ``CLARABEL`` backend through CVXPY.
+
+Interior-point conic solver with quadratic objectives; takes the exponential cone.
+"""
 
 from __future__ import annotations
 
 import cvxpy as cp
 
-from solvers._base import QP, EXP
+from solvers._base import EXP, QP
 from solvers._cvxpy import CvxpyBackend
 
 if "CLARABEL" not in cp.installed_solvers():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cvxpy as cp
 
-from solvers._base import QP, EXP
+from solvers._base import EXP, QP
 from solvers._cvxpy import CvxpyBackend
 
 if "ECOS" not in cp.installed_solvers():

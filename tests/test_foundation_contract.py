@@ -35,7 +35,12 @@ TOLERANCES = {
     "ECOS": (5e-4, 1e-7),
 }
 
-CASES = [(backend, kind) for backend in solvers.available_backends() for kind in KINDS]
+#: Backends for continuous blocks; mixed-integer-only backends must refuse every AL block.
+CONTINUOUS = [
+    b for b in solvers.available_backends() if solvers.get_backend(b).capabilities & {solvers.QP, solvers.EXP}
+]
+MIXED_INTEGER_ONLY = [b for b in solvers.available_backends() if b not in CONTINUOUS]
+CASES = [(backend, kind) for backend in CONTINUOUS for kind in KINDS]
 
 
 def _softmax_reference(sub) -> dict:
@@ -69,7 +74,15 @@ def _reference(sub) -> dict:
 
 def test_every_backend_is_covered():
     # the required backends are installed by the project; none may silently drop out
-    assert {"closed_form", "ECOS", "OSQP", "CLARABEL", "SCS"} <= set(solvers.available_backends())
+    assert {"closed_form", "ECOS", "OSQP", "CLARABEL", "SCS"} <= set(CONTINUOUS)
+    assert set(CONTINUOUS) <= set(TOLERANCES)  # a new continuous backend needs a tolerance entry
+
+
+@pytest.mark.parametrize("backend", MIXED_INTEGER_ONLY)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_mixed_integer_backends_refuse_al_blocks(backend, kind):
+    with pytest.raises(solvers.SolverNotFound, match="cannot take"):
+        solvers.solve(contract_instance(kind, 1), backend)
 
 
 @pytest.mark.parametrize("backend,kind", CASES, ids=[f"{b}-{k}" for b, k in CASES])

@@ -107,7 +107,8 @@ def test_uninstalled_backend_gives_install_command(monkeypatch):
     sub = random_instance("slacks", 3, 2, np.random.default_rng(0))
     monkeypatch.delitem(solvers._REGISTRY, "SCS")
     monkeypatch.setitem(solvers._MISSING, "SCS", "CVXPY cannot find SCS (pip install scs)")
-    with pytest.raises(SolverNotFound, match=r"'SCS' is not installed.*pip install scs.*Installed backends: closed_form"):
+    expected = r"'SCS' is not installed.*pip install scs.*Installed backends: closed_form"
+    with pytest.raises(SolverNotFound, match=expected):
         solvers.solve(sub, "SCS")
 
 

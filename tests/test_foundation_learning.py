@@ -41,7 +41,7 @@ def test_exact_sweep_never_increases_the_augmented_lagrangian(widths):
     state = problem.random_state(rng, rho=0.8)
     for sweep in range(3):
         values = [problem.lagrangian(state)]
-        problem.sweep(state, _closed_form, callback=lambda block, current: values.append(problem.lagrangian(current)))
+        problem.sweep(state, _closed_form, callback=lambda _, current, v=values: v.append(problem.lagrangian(current)))
         # every block step is an exact minimisation over its block: L_ρ never increases
         assert np.all(np.diff(values) <= 1e-10 * max(1.0, abs(values[0]))), (sweep, np.diff(values))
         assert values[-1] < values[0]  # and a sweep from a non-stationary point makes progress

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from formulation import ProblemError, ReluNetwork
+from formulation import ReluNetwork
 
 
 def test_forward_matches_a_hand_computed_network():
