@@ -139,3 +139,15 @@ def test_solving_without_a_model_or_parameters_is_a_clear_error():
     for backend in ("OSQP", "closed_form"):
         with pytest.raises(SolverError, match="set every parameter"):
             solvers.solve(empty, backend)
+
+
+def test_ecos_refuses_models_it_cannot_build_in_memory(monkeypatch):
+    import solvers.ecos_ as ecos_module
+
+    sub = random_instance("slacks", 200, 16, np.random.default_rng(0))
+    # 2 x 3,200 squared entries -> about 1 GiB by the measured fit (1.06 GB measured)
+    assert 0.5 * 2**30 < ecos_module.estimated_memory(sub.model) < 2 * 2**30
+    monkeypatch.setattr(ecos_module, "estimated_memory", lambda model: 1e15)
+    with pytest.raises(SolverError, match="would need about .* GiB.*use CLARABEL, OSQP or SCS"):
+        solvers.solve(sub, "ECOS")
+    assert sub.model.status is None  # refused before CVXPY built anything
