@@ -13,7 +13,7 @@ import sys
 from formulation.results import UnreluError
 
 #: Modules that contribute commands, in the order of ``unrelu --help``.
-COMMAND_MODULES = ("validation.bench",)
+COMMAND_MODULES = ("validation.bench", "validation.train")
 
 
 def build_parser() -> argparse.ArgumentParser:

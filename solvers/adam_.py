@@ -1,0 +1,125 @@
+r"""The Adam baseline: the same MLP trained by ``torch.optim.Adam`` on the same data and start.
+
+Minimises the mean squared error ``(1/(N nL)) ||N(X0) − Y||²`` on the data standardised exactly as
+:class:`solvers.al_trainer.Standardizer` does, from the same initial network
+(:meth:`ALTrainer.initial_network`: He with a seeded generator, output layer by ridge), with
+mini-batches drawn by a seeded ``torch.Generator`` and a wall-clock budget. Needs PyTorch
+(``pip install 'unrelu[torch]'``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from formulation.network import ReluNetwork
+from formulation.results import SolverNotFound
+from solvers.al_trainer import ALTrainer, Standardizer, forward_loss_fraction
+
+__all__ = ["train_adam", "torch_modules"]
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise SolverNotFound("The Adam baseline needs PyTorch: `pip install torch` (CPU build) or "
+                             "`pip install 'unrelu[torch]'`.") from exc
+    return torch
+
+
+def torch_modules(network: ReluNetwork):
+    """A ``torch.nn.Sequential`` (float64) with the weights of ``network``."""
+    torch = _torch()
+    layers = []
+    for index, (W, b) in enumerate(zip(network.weights, network.biases)):
+        linear = torch.nn.Linear(W.shape[1], W.shape[0], dtype=torch.float64)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(W))
+            linear.bias.copy_(torch.from_numpy(b))
+        layers.append(linear)
+        if index < network.depth - 1:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def _to_network(model) -> ReluNetwork:
+    linears = [m for m in model if hasattr(m, "weight")]
+    return ReluNetwork([m.weight.detach().numpy().copy() for m in linears],
+                       [m.bias.detach().numpy().copy() for m in linears])
+
+
+def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, time_budget: float = 10.0,
+               max_epochs: int | None = None, lr: float = 1e-3, batch_size: int = 128, init: str = "ridge",
+               standardize: bool = True, record_every: float = 0.5) -> dict:
+    """Train with Adam for ``time_budget`` seconds (or ``max_epochs``); samples as columns.
+
+    Returns ``network`` (original units), ``history`` (rows with ``epoch, seconds, train_loss,
+    val_loss`` as fractions of target variance, recorded about every ``record_every`` s),
+    ``epochs`` and ``init_train_loss``.
+    """
+    torch = _torch()
+    trainer = ALTrainer(hidden, seed=seed, init=init, standardize=standardize)
+    X0, Y, X_val, Y_val = trainer._check_data(X0, Y, X_val, Y_val)
+    scaler = Standardizer.fit(X0, Y, standardize)
+    Xs, Ys = scaler.x(X0), scaler.y(Y)
+    Xv = None if X_val is None else scaler.x(X_val)
+    Yv = None if Y_val is None else scaler.y(Y_val)
+    start_network = trainer.initial_network(Xs, Ys)
+    model = torch_modules(start_network)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    inputs = torch.from_numpy(np.ascontiguousarray(Xs.T))
+    targets = torch.from_numpy(np.ascontiguousarray(Ys.T))
+    generator = torch.Generator().manual_seed(seed)
+    N = inputs.shape[0]
+
+    def record(epoch, seconds):
+        network = _to_network(model)
+        return {"epoch": epoch, "seconds": seconds, "train_loss": forward_loss_fraction(network, Xs, Ys),
+                "val_loss": None if Xv is None else forward_loss_fraction(network, Xv, Yv)}
+
+    history = [record(0, 0.0)]
+    start = time.perf_counter()
+    last_record = 0.0
+    epoch = 0
+    done = False
+    while not done:
+        epoch += 1
+        order = torch.randperm(N, generator=generator)
+        for first in range(0, N, batch_size):
+            batch = order[first:first + batch_size]
+            optimizer.zero_grad()
+            loss = torch.mean((model(inputs[batch]) - targets[batch]) ** 2)
+            loss.backward()
+            optimizer.step()
+            elapsed = time.perf_counter() - start
+            if elapsed >= time_budget:
+                done = True
+                break
+        elapsed = time.perf_counter() - start
+        if max_epochs is not None and epoch >= max_epochs:
+            done = True
+        if done or elapsed - last_record >= record_every:
+            pause = time.perf_counter()
+            history.append(record(epoch, elapsed))
+            start += time.perf_counter() - pause  # evaluation is not charged to the budget
+            last_record = elapsed
+    return {"network": scaler.unscale_network(_to_network(model)), "history": history, "epochs": epoch,
+            "init_train_loss": history[0]["train_loss"], "init_val_loss": history[0]["val_loss"]}
+
+
+def full_batch_step_seconds(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray, repeats: int = 3) -> float:
+    """Median seconds of one full-batch forward + backward pass in PyTorch (float64), samples as columns."""
+    torch = _torch()
+    model = torch_modules(network)
+    inputs = torch.from_numpy(np.ascontiguousarray(X0.T))
+    targets = torch.from_numpy(np.ascontiguousarray(Y.T))
+    times = []
+    for _ in range(repeats):
+        model.zero_grad()
+        start = time.perf_counter()
+        loss = torch.mean((model(inputs) - targets) ** 2)
+        loss.backward()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

@@ -1,0 +1,621 @@
+r"""``ALTrainer``: the safeguarded augmented-Lagrangian learning method of DESIGN §3, any depth.
+
+The problem is :class:`formulation.learning.ALProblem` on standardised data,
+
+.. math::
+
+    \min\ \tfrac{\alpha}{2}\|Z_L - Y\|^2 + \tfrac{\mu}{2}\sum_l \|W_l\|^2
+    \quad\text{s.t. } C1_l = 0\ (l = 1..L),\ C2_l = C3_l = C4_l = 0\ (l < L),
+    \ S, T \ge 0,\ 0 \le D \le 1,
+
+with ``α = 1 / ||Y − Ȳ||²`` (so ``2f`` is the fraction of target variance left unexplained and
+does not grow with ``N``) and the penalty written relative to it, ``ρ = ρ̂ α``. Every block
+subproblem then has parameters that do not depend on ``N`` (``w = α/ρ = 1/ρ̂`` in the output
+block, ``r = μ/ρ`` against a Gram matrix that grows like ``N`` but is compared with ``μ/α``, which
+grows like ``N`` too), so the same defaults train on ``N = 100`` and ``N = 10,000``.
+
+One outer iteration ``k``:
+
+1. ``sweeps`` block-coordinate sweeps over :meth:`ALProblem.blocks` (for each hidden ``l``:
+   ``W_l,b_l → Z_l → D_l → S_l,T_l → X_l``; then ``W_L,b_L → Z_L``), each block dispatched
+   through :func:`solvers.solve`;
+2. diagnostics at ``(x_k, Λ_k, ρ_k)``: violation ``V_k = max_k ||C_k||∞`` and the KKT residual
+   (projected gradient of ``L_ρ``, which equals the gradient of the ordinary Lagrangian at the
+   updated multipliers ``Λ_k + ρ C_k``, maxed with ``V_k``);
+3. safeguarded multiplier update ``Λ ← clip(Λ + ρ C, −λ_max, λ_max)``;
+4. penalty rule (Birgin & Martínez): ``ρ ← min(γ ρ, ρ_max)`` when ``V_k > τ V_{k−1}``.
+
+Initialisation: an He-initialised network (seeded), optionally with the output layer replaced by
+the ridge least-squares fit to ``Y`` on the hidden features of the forward pass (one linear
+solve; ``init="ridge"``, the default), then every auxiliary variable from the forward pass
+(:meth:`ALProblem.initial_state`: violation 0, multipliers 0).
+
+Memory: the trainer keeps the AL state (``9`` arrays of ``n_l × N`` per hidden layer, ``2`` for the
+output layer), the data, and at most a few temporaries of one layer; diagnostics and the multiplier
+update stream layer by layer, and subproblem parameters are released after each block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import solvers
+from formulation._checks import as_float_array, check_nonnegative, check_positive_int
+from formulation.learning import ALProblem, ALState
+from formulation.network import ReluNetwork
+from formulation.results import ConvergenceWarning, ProblemError, SolverError
+from formulation.subproblems import WeightLeastSquares
+
+__all__ = ["ALTrainer", "TrainResult", "Standardizer", "forward_loss_fraction", "HISTORY_COLUMNS"]
+
+#: Columns of the history, one row per outer iteration (iteration 0 is the initialisation).
+HISTORY_COLUMNS = ("iteration", "objective", "train_loss", "val_loss", "viol_C1", "viol_C2", "viol_C3", "viol_C4",
+                   "viol_bounds", "violation", "kkt", "rho", "seconds")
+
+CHECKPOINT_VERSION = 1
+
+
+# ============================================================================ data scaling
+@dataclass
+class Standardizer:
+    r"""Affine scaling of inputs and targets, folded exactly into the first and last layers.
+
+    ``X̃ = (X − m_x 1ᵀ) / s_x`` and ``Ỹ = (Y − m_y 1ᵀ) / s_y`` with per-row means and one
+    scalar scale each (the root mean square of the centred data; a per-row scale would blow up
+    constant rows such as the border pixels of MNIST). A network ``Ñ`` trained on ``(X̃, Ỹ)``
+    equals ``N(X) = s_y Ñ((X − m_x)/s_x) + m_y``, i.e. ``W_1 = W̃_1/s_x``,
+    ``b_1 = b̃_1 − W̃_1 m_x / s_x``, ``W_L = s_y W̃_L``, ``b_L = s_y b̃_L + m_y``.
+    """
+
+    mean_x: np.ndarray
+    scale_x: float
+    mean_y: np.ndarray
+    scale_y: float
+
+    @classmethod
+    def fit(cls, X0: np.ndarray, Y: np.ndarray, enabled: bool = True) -> Standardizer:
+        if not enabled:
+            return cls(np.zeros(X0.shape[0]), 1.0, np.zeros(Y.shape[0]), 1.0)
+        mean_x, mean_y = X0.mean(axis=1), Y.mean(axis=1)
+        scale_x = float(np.sqrt(np.mean((X0 - mean_x[:, None]) ** 2)))
+        scale_y = float(np.sqrt(np.mean((Y - mean_y[:, None]) ** 2)))
+        return cls(mean_x, scale_x if scale_x > 0 else 1.0, mean_y, scale_y if scale_y > 0 else 1.0)
+
+    def x(self, X0: np.ndarray) -> np.ndarray:
+        return (X0 - self.mean_x[:, None]) / self.scale_x
+
+    def y(self, Y: np.ndarray) -> np.ndarray:
+        return (Y - self.mean_y[:, None]) / self.scale_y
+
+    def unscale_network(self, network: ReluNetwork) -> ReluNetwork:
+        """The network in original units (see the class docstring)."""
+        weights = [W.copy() for W in network.weights]
+        biases = [b.copy() for b in network.biases]
+        biases[0] = biases[0] - weights[0] @ self.mean_x / self.scale_x
+        weights[0] = weights[0] / self.scale_x
+        weights[-1] = weights[-1] * self.scale_y
+        biases[-1] = biases[-1] * self.scale_y + self.mean_y
+        return ReluNetwork(weights, biases)
+
+    def scale_network(self, network: ReluNetwork) -> ReluNetwork:
+        """Inverse of :meth:`unscale_network`."""
+        weights = [W.copy() for W in network.weights]
+        biases = [b.copy() for b in network.biases]
+        weights[-1] = weights[-1] / self.scale_y
+        biases[-1] = (biases[-1] - self.mean_y) / self.scale_y
+        biases[0] = biases[0] + weights[0] @ self.mean_x
+        weights[0] = weights[0] * self.scale_x
+        return ReluNetwork(weights, biases)
+
+
+def forward_loss_fraction(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray, chunk: int = 4096) -> float:
+    r"""``||N(X0) − Y||² / ||Y − Ȳ||²``: the fraction of target variance a network leaves unexplained.
+
+    Computed in chunks of samples, keeping one layer's activations at a time.
+    """
+    total = float(np.sum((Y - Y.mean(axis=1, keepdims=True)) ** 2))
+    error = 0.0
+    for start in range(0, X0.shape[1], chunk):
+        H = X0[:, start:start + chunk]
+        for index, (W, b) in enumerate(zip(network.weights, network.biases)):
+            H = W @ H + b[:, None]
+            if index < network.depth - 1:
+                np.maximum(H, 0.0, out=H)
+        error += float(np.sum((H - Y[:, start:start + chunk]) ** 2))
+    return error / total if total > 0 else error
+
+
+# ============================================================================ result
+@dataclass
+class TrainResult:
+    """What :meth:`ALTrainer.fit` returns.
+
+    Attributes
+    ----------
+    network : ReluNetwork
+        The learned network (current ``W, b``) in ORIGINAL data units.
+    history : list of dict
+        One row per outer iteration, keys :data:`HISTORY_COLUMNS`; row 0 is the initialisation.
+        ``train_loss``/``val_loss`` are forward-pass losses as fractions of the target variance,
+        ``objective`` is ``f + (μ/2)Σ||W||²`` at the AL variables, ``kkt``/``violation`` are in the
+        standardised problem.
+    stop_reason : str
+        ``"converged"``, ``"max_iters"``, ``"time_budget"``, ``"diverged"``.
+    message : str
+    init_train_loss, init_val_loss : float
+        Forward-pass losses of the initialisation (fractions of variance), so the AL gain is visible.
+    state_bytes : int
+        Bytes of the per-sample AL arrays (the memory bound refers to this).
+    """
+
+    network: ReluNetwork
+    history: list[dict]
+    stop_reason: str
+    message: str
+    init_train_loss: float
+    init_val_loss: float | None
+    state_bytes: int
+    standardizer: Standardizer
+    iterations: int = 0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+
+# ============================================================================ trainer
+class ALTrainer:
+    r"""Safeguarded augmented-Lagrangian training of a ReLU MLP (module docstring for the maths).
+
+    Parameters
+    ----------
+    hidden : sequence of int
+        Hidden widths ``(n_1, ..., n_{L-1})``; ``n_0`` and ``n_L`` come from the data.
+    backend : str
+        Backend of every block, a key of :func:`solvers.available_backends` (``"closed_form"``
+        default; CVXPY backends such as ``"OSQP"`` or ``"CLARABEL"`` build each block's DPP model
+        once and re-solve it).
+    seed : int
+        Seed of the He initialisation.
+    init : {"ridge", "forward"}
+        ``"ridge"``: output layer fitted by ridge least squares on the hidden features;
+        ``"forward"``: the He network as is.
+    rho : float
+        Initial relative penalty ``ρ̂_0`` (``ρ = ρ̂ α``).
+    gamma, tau : float
+        Penalty growth ``γ > 1`` and required violation decrease ``τ ∈ (0, 1)``.
+    rho_max : float
+        Cap on ``ρ̂``.
+    multiplier_box : float
+        ``λ_max / α``: multipliers are clipped to ``[−λ_max, λ_max]``.
+    mu : float
+        Weight decay ``μ`` relative to ``α`` (``μ_abs = mu · α``).
+    sweeps : int
+        Block sweeps per outer iteration.
+    tol : float
+        Stop when the KKT residual and the violation are both ``≤ tol`` (standardised problem).
+    max_iters : int
+        Outer iterations.
+    time_budget : float or None
+        Wall-clock seconds for the outer loop (checked after each iteration).
+    checkpoint : str or None
+        Path of a ``.npz`` checkpoint written atomically every ``checkpoint_every`` iterations and
+        at the end. When it exists and ``resume`` is true, training resumes from it.
+    divergence_patience : int
+        Stop as diverged after this many consecutive iterations of growing violation with ``ρ``
+        at its cap.
+    progress : bool or None
+        tqdm bar; ``None`` shows it only on a terminal.
+    standardize : bool
+        Train on standardised data (:class:`Standardizer`); the returned network is in
+        original units either way.
+    """
+
+    def __init__(self, hidden: Sequence[int] = (64,), *, backend: str = "closed_form", seed: int = 0,
+                 init: str = "ridge", rho: float = 10.0, gamma: float = 2.0, tau: float = 0.9,
+                 penalty_period: int = 10, rho_max: float = 1e4, multiplier_box: float = 1e8, mu: float = 1e-6, sweeps: int = 1,
+                 tol: float = 1e-6, max_iters: int = 200, time_budget: float | None = None,
+                 checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10, resume: bool = True,
+                 divergence_patience: int = 30, progress: bool | None = None, standardize: bool = True,
+                 solver_options: dict | None = None):
+        self.hidden = tuple(check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden))
+        self.backend = backend
+        solvers.get_backend(backend)  # fail now, with the install hint
+        if init not in ("ridge", "forward"):
+            raise ProblemError(f"Unknown init {init!r}; choose 'ridge' or 'forward'.")
+        self.seed = int(seed)
+        self.init = init
+        self.rho = check_nonnegative("rho", rho)
+        self.gamma = check_nonnegative("gamma", gamma)
+        self.tau = check_nonnegative("tau", tau)
+        self.rho_max = check_nonnegative("rho_max", rho_max)
+        if self.rho <= 0 or self.gamma < 1 or not 0 < self.tau < 1 or self.rho_max < self.rho:
+            raise ProblemError(
+                f"Penalty settings need rho > 0, gamma >= 1, 0 < tau < 1 and rho_max >= rho; got rho={rho}, "
+                f"gamma={gamma}, tau={tau}, rho_max={rho_max}."
+            )
+        self.penalty_period = check_positive_int("penalty_period", penalty_period)
+        self.multiplier_box = check_nonnegative("multiplier_box", multiplier_box)
+        self.mu = check_nonnegative("mu", mu)
+        self.sweeps = check_positive_int("sweeps", sweeps)
+        self.tol = check_nonnegative("tol", tol)
+        self.max_iters = int(max_iters)
+        if self.max_iters < 0:
+            raise ProblemError(f"`max_iters` must be >= 0, got {max_iters}.")
+        self.time_budget = None if time_budget is None else check_nonnegative("time_budget", time_budget)
+        self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+        if self.checkpoint is not None and not self.checkpoint.endswith(".npz"):
+            self.checkpoint += ".npz"
+        self.checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
+        self.resume = bool(resume)
+        self.divergence_patience = check_positive_int("divergence_patience", divergence_patience)
+        self.progress = progress
+        self.standardize = bool(standardize)
+        self.solver_options = dict(solver_options or {})
+
+    # ------------------------------------------------------------------ settings
+    def settings(self) -> dict:
+        """Everything that determines the iterates (stored in checkpoints and compared on resume)."""
+        return {"hidden": list(self.hidden), "backend": self.backend, "seed": self.seed, "init": self.init,
+                "rho": self.rho, "gamma": self.gamma, "tau": self.tau, "rho_max": self.rho_max,
+                "penalty_period": self.penalty_period, "multiplier_box": self.multiplier_box, "mu": self.mu, "sweeps": self.sweeps,
+                "standardize": self.standardize}
+
+    # ------------------------------------------------------------------ initialisation
+    def initial_network(self, X0: np.ndarray, Y: np.ndarray) -> ReluNetwork:
+        """He-initialised network (seeded) on standardised data; output layer by ridge if ``init="ridge"``.
+
+        ``X0, Y`` are already standardised. The ridge fit solves the weight block
+        ``min ||W_L H + b_L 1ᵀ − Y||² + r||W_L||²`` on the hidden features ``H`` of the forward
+        pass with ``r = 10⁻³ · tr(HHᵀ)/n_{L−1}`` (a small ridge relative to the feature energy).
+        """
+        widths = (X0.shape[0],) + self.hidden + (Y.shape[0],)
+        network = ReluNetwork.random(widths, np.random.default_rng(self.seed))
+        if self.init == "ridge":
+            H = X0
+            for W, b in zip(network.weights[:-1], network.biases[:-1]):
+                H = np.maximum(W @ H + b[:, None], 0.0)
+            ridge = 1e-3 * float(np.sum(H * H)) / H.shape[0]
+            block = WeightLeastSquares(H.shape[0], Y.shape[0], H.shape[1], build_model=False)
+            block.set_parameters(X=H, P=Y, r=max(ridge, 1e-12))
+            values = solvers.solve(block, "closed_form").values
+            network.weights[-1], network.biases[-1] = values["W"], values["b"]
+        return network
+
+    # ------------------------------------------------------------------ data
+    @staticmethod
+    def _check_data(X0, Y, X_val, Y_val):
+        X0 = as_float_array("X", X0, ndim=2)
+        Y = as_float_array("Y", Y, ndim=2)
+        if X0.shape[1] != Y.shape[1]:
+            raise ProblemError(f"`X` has {X0.shape[1]} samples (columns) but `Y` has {Y.shape[1]}; samples are "
+                               "columns here, so both need one column per sample.")
+        if X0.shape[1] < 2:
+            raise ProblemError(f"Training needs at least 2 samples, got {X0.shape[1]}.")
+        if (X_val is None) != (Y_val is None):
+            raise ProblemError("Pass both `X_val` and `Y_val`, or neither.")
+        if X_val is not None:
+            X_val = as_float_array("X_val", X_val, ndim=2)
+            Y_val = as_float_array("Y_val", Y_val, ndim=2)
+            if X_val.shape[0] != X0.shape[0] or Y_val.shape[0] != Y.shape[0]:
+                raise ProblemError(f"Validation data have {X_val.shape[0]} inputs and {Y_val.shape[0]} outputs, "
+                                   f"training data {X0.shape[0]} and {Y.shape[0]}; they must agree.")
+            if X_val.shape[1] != Y_val.shape[1]:
+                raise ProblemError(f"`X_val` has {X_val.shape[1]} samples but `Y_val` has {Y_val.shape[1]}.")
+        return X0, Y, X_val, Y_val
+
+    @staticmethod
+    def fingerprint(*arrays) -> str:
+        digest = hashlib.sha256()
+        for array in arrays:
+            if array is None:
+                digest.update(b"none")
+                continue
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------------ one outer iteration
+    def _solve_block(self, problem: ALProblem, state: ALState, block, build_model: bool) -> None:
+        sub = problem.subproblem(block, build_model=build_model)
+        sub.set_parameters(**problem.block_parameters(state, block))
+        solution = solvers.solve(sub, self.backend, **self.solver_options)
+        if not solution.found:
+            raise SolverError(f"Backend {self.backend!r} returned no point for block {block} "
+                              f"({solution.termination.value}); try backend='closed_form'.")
+        problem.assign(state, block, solution.values)
+        if not build_model:  # release the parameter arrays: they are as large as the state
+            sub.parameters = {}
+            if hasattr(sub, "D_prev"):
+                sub.D_prev = state.D[block[1]]
+
+    def sweep(self, problem: ALProblem, state: ALState) -> None:
+        """One block-coordinate sweep in :meth:`ALProblem.blocks` order, in place."""
+        build_model = self.backend != "closed_form"
+        for block in problem.blocks():
+            self._solve_block(problem, state, block, build_model)
+
+    @staticmethod
+    def diagnostics(problem: ALProblem, state: ALState, *, update: bool = False,
+                    bound: float = np.inf) -> dict:
+        r"""Violation per family, KKT residual and (optionally) the multiplier update, streamed by layer.
+
+        Same numbers as :meth:`ALProblem.violation` and :meth:`ALProblem.kkt_residual`, with at
+        most a few temporaries of one layer alive. With ``update``, afterwards
+        ``Λ_k ← clip(Λ_k + ρ C_k, −bound, bound)`` in place (the KKT residual is taken before,
+        i.e. it is the Lagrangian gradient at the unclipped new multipliers).
+        """
+        rho, L = state.rho, problem.L
+        viol = {"C1": 0.0, "C2": 0.0, "C3": 0.0, "C4": 0.0, "bounds": 0.0}
+        kkt = 0.0
+
+        def amax(array):
+            return float(np.max(np.abs(array), initial=0.0))
+
+        M2_previous = None
+        for l in range(L):
+            X_prev = problem.X0 if l == 0 else state.X[l - 1]
+            M1 = state.W[l] @ X_prev
+            np.subtract(state.Z[l], M1, out=M1)
+            M1 -= state.b[l][:, None]
+            viol["C1"] = max(viol["C1"], amax(M1))
+            M1 *= rho
+            M1 += state.lam1[l]
+            kkt = max(kkt, amax(-(M1 @ X_prev.T) + problem.mu * state.W[l]), amax(M1.sum(axis=1)))
+            if l > 0:  # gradient in X_{l-1}: M2_{l-1} − W_lᵀ M1_l
+                grad = state.W[l].T @ M1
+                np.subtract(M2_previous, grad, out=grad)
+                kkt = max(kkt, amax(grad))
+                del grad
+                if update:
+                    np.clip(M2_previous, -bound, bound, out=state.lam2[l - 1])
+                M2_previous = None
+            if l == L - 1:
+                grad = problem.loss_gradient(state.Z[l])
+                grad += M1
+                kkt = max(kkt, amax(grad))
+                del grad
+                if update:
+                    np.clip(M1, -bound, bound, out=state.lam1[l])
+                break
+            D, Z, S, T = state.D[l], state.Z[l], state.S[l], state.T[l]
+            DZ = D * Z
+            M2 = np.subtract(state.X[l], DZ)
+            viol["C2"] = max(viol["C2"], amax(M2))
+            M2 *= rho
+            M2 += state.lam2[l]
+            M3 = np.subtract(DZ, S)
+            viol["C3"] = max(viol["C3"], amax(M3))
+            M3 *= rho
+            M3 += state.lam3[l]
+            M4 = np.subtract(Z, DZ, out=DZ)
+            del DZ
+            M4 += T
+            viol["C4"] = max(viol["C4"], amax(M4))
+            M4 *= rho
+            M4 += state.lam4[l]
+            viol["bounds"] = max(viol["bounds"], float(np.max(-D, initial=0.0)), float(np.max(D - 1, initial=0.0)),
+                                 float(np.max(-S, initial=0.0)), float(np.max(-T, initial=0.0)))
+            # A = M3 − M2 − M4:  ∂Z = M1 + M4 + D⊙A,  ∂D = Z⊙A
+            A = np.subtract(M3, M2)
+            A -= M4
+            grad = D * A
+            grad += M1
+            grad += M4
+            kkt = max(kkt, amax(grad))
+            np.multiply(Z, A, out=grad)  # ∂D, projected on [0, 1]
+            np.subtract(D, grad, out=grad)
+            np.clip(grad, 0.0, 1.0, out=grad)
+            grad -= D
+            kkt = max(kkt, amax(grad))
+            del A
+            np.add(S, M3, out=grad)  # ∂S = −M3, projected on S ≥ 0
+            np.maximum(grad, 0.0, out=grad)
+            grad -= S
+            kkt = max(kkt, amax(grad))
+            np.subtract(T, M4, out=grad)  # ∂T = M4, projected on T ≥ 0
+            np.maximum(grad, 0.0, out=grad)
+            grad -= T
+            kkt = max(kkt, amax(grad))
+            del grad
+            if update:
+                np.clip(M1, -bound, bound, out=state.lam1[l])
+                np.clip(M3, -bound, bound, out=state.lam3[l])
+                np.clip(M4, -bound, bound, out=state.lam4[l])
+            del M1, M3, M4
+            M2_previous = M2
+            del M2
+        viol["max"] = max(viol.values())
+        return {"violation": viol, "kkt": max(kkt, viol["max"])}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, path: str, state: ALState, meta: dict) -> None:
+        arrays = {f"{name}_{index}": array for name, index, array in state.arrays()}
+        meta = dict(meta, version=CHECKPOINT_VERSION, rho_abs=state.rho, depth=len(state.W))
+        arrays["__meta__"] = np.array(json.dumps(meta))
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        temporary = path + ".tmp.npz"
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+
+    @staticmethod
+    def load_checkpoint(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(metadata, arrays)`` of a checkpoint (never unpickles)."""
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise ProblemError(f"Checkpoint {path!r} is not a readable .npz archive ({exc}); delete it to start "
+                               "afresh.") from exc
+        if "__meta__" not in arrays:
+            raise ProblemError(f"Checkpoint {path!r} has no `__meta__` entry; it was not written by ALTrainer.")
+        meta = json.loads(str(arrays.pop("__meta__")))
+        if meta.get("version") != CHECKPOINT_VERSION:
+            raise ProblemError(f"Checkpoint {path!r} has version {meta.get('version')}, expected "
+                               f"{CHECKPOINT_VERSION}; delete it to start afresh.")
+        return meta, arrays
+
+    @staticmethod
+    def _state_from_arrays(arrays: dict, meta: dict) -> ALState:
+        L = int(meta["depth"])
+        lists = {}
+        for name in ALState.PRIMAL + ALState.MULTIPLIERS:
+            count = L if name in ("W", "b", "Z", "lam1") else L - 1
+            lists[name] = [np.array(arrays[f"{name}_{index}"], dtype=np.float64) for index in range(count)]
+        return ALState(rho=float(meta["rho_abs"]), **lists)
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self, X0, Y, X_val=None, Y_val=None) -> TrainResult:
+        """Train on ``X0 (n0, N)``, ``Y (nL, N)`` (samples as columns, DESIGN §1).
+
+        Raises
+        ------
+        ProblemError
+            Bad data, or a checkpoint written for other data or settings.
+        """
+        from tqdm import tqdm
+
+        X0, Y, X_val, Y_val = self._check_data(X0, Y, X_val, Y_val)
+        scaler = Standardizer.fit(X0, Y, self.standardize)
+        Xs, Ys = scaler.x(X0), scaler.y(Y)
+        Xv = None if X_val is None else scaler.x(X_val)
+        Yv = None if Y_val is None else scaler.y(Y_val)
+        del X0, Y, X_val, Y_val  # keep one copy of the data, the standardised one
+        total = float(np.sum((Ys - Ys.mean(axis=1, keepdims=True)) ** 2))
+        alpha = 1.0 / total if total > 0 else 1.0
+        widths = (Xs.shape[0],) + self.hidden + (Ys.shape[0],)
+        problem = ALProblem(Xs, Ys, widths, mu=self.mu * alpha, loss="squared", loss_scale=alpha)
+        fingerprint = self.fingerprint(Xs, Ys, Xv, Yv)
+        bound = self.multiplier_box * alpha
+
+        def losses(network):
+            train = forward_loss_fraction(network, Xs, Ys)
+            val = None if Xv is None else forward_loss_fraction(network, Xv, Yv)
+            return train, val
+
+        resumed = False
+        if self.checkpoint is not None and self.resume and os.path.exists(self.checkpoint):
+            meta, arrays = self.load_checkpoint(self.checkpoint)
+            if meta.get("fingerprint") != fingerprint:
+                raise ProblemError(f"Checkpoint {self.checkpoint!r} was written for other data; delete it, or pass "
+                                   "another --checkpoint path.")
+            if meta.get("settings") != self.settings():
+                raise ProblemError(f"Checkpoint {self.checkpoint!r} was written with settings {meta.get('settings')}, "
+                                   f"these are {self.settings()}; use the same settings or another path.")
+            state = self._state_from_arrays(arrays, meta)
+            del arrays
+            history = meta["history"]
+            loop = dict(meta["loop"])
+            init_train, init_val = meta["init_train_loss"], meta["init_val_loss"]
+            resumed = True
+        else:
+            network = self.initial_network(Xs, Ys)
+            state = problem.initial_state(network, rho=self.rho * alpha)
+            init_train, init_val = losses(network)
+            first = self.diagnostics(problem, state)
+            history = [self._row(0, problem, state, first, init_train, init_val, alpha, 0.0)]
+            loop = {"iteration": 0, "previous_violation": None, "period_violation": None, "growth": 0,
+                    "elapsed": 0.0}
+        state_bytes = sum(a.nbytes for name, _, a in state.arrays() if name not in ("W", "b"))
+
+        stop_reason, message = "max_iters", f"stopped after max_iters={self.max_iters} outer iterations"
+        start_iteration = loop["iteration"]
+        last_saved = None
+        clock_origin = time.perf_counter() - loop["elapsed"]
+        if history and history[-1]["violation"] <= self.tol and history[-1]["kkt"] <= self.tol and start_iteration:
+            stop_reason, message = "converged", "already converged at the checkpoint"
+        bar = tqdm(total=self.max_iters, initial=min(start_iteration, self.max_iters), desc="AL train",
+                   unit="it", disable=(None if self.progress is None else not self.progress), leave=False)
+        try:
+            iteration = start_iteration
+            while stop_reason != "converged" and iteration < self.max_iters:
+                if self.time_budget is not None and loop["elapsed"] >= self.time_budget:
+                    stop_reason = "time_budget"
+                    message = f"time budget of {self.time_budget:g} s used after {iteration} outer iterations"
+                    break
+                iteration += 1
+                with np.errstate(all="ignore"):
+                    for _ in range(self.sweeps):
+                        self.sweep(problem, state)
+                    diag = self.diagnostics(problem, state, update=True, bound=bound)
+                violation = diag["violation"]["max"]
+                previous = loop["previous_violation"]
+                at_cap = state.rho >= self.rho_max * alpha
+                loop["growth"] = loop["growth"] + 1 if (previous is not None and violation > previous and at_cap) else 0
+                loop["previous_violation"] = violation
+                if iteration % self.penalty_period == 0:  # Birgin–Martínez test, once per period
+                    reference = loop["period_violation"]
+                    if reference is not None and violation > self.tau * reference:
+                        state.rho = min(self.gamma * state.rho, self.rho_max * alpha)
+                    loop["period_violation"] = violation
+                loop["iteration"] = iteration
+                loop["elapsed"] = time.perf_counter() - clock_origin
+                finite = math.isfinite(violation) and math.isfinite(diag["kkt"]) and all(
+                    np.all(np.isfinite(W)) for W in state.W)
+                if not finite:
+                    stop_reason = "diverged"
+                    message = (f"diverged at outer iteration {iteration}: NaN or inf in the iterates"
+                               + (f"; the last good checkpoint {last_saved!r} is kept" if last_saved else ""))
+                    break
+                train, val = losses(state.network())
+                row = self._row(iteration, problem, state, diag, train, val, alpha, loop["elapsed"])
+                history.append(row)
+                bar.update(1)
+                bar.set_postfix(loss=f"{train:.3g}", viol=f"{violation:.2g}", rho=f"{state.rho / alpha:.3g}")
+                if loop["growth"] >= self.divergence_patience:
+                    stop_reason = "diverged"
+                    message = (f"diverged: the violation grew for {loop['growth']} consecutive iterations with rho "
+                               f"at rho_max={self.rho_max:g}"
+                               + (f"; the last good checkpoint {last_saved!r} is kept" if last_saved else ""))
+                    break
+                if violation <= self.tol and diag["kkt"] <= self.tol:
+                    stop_reason, message = "converged", (f"converged at outer iteration {iteration}: KKT residual "
+                                                         f"{diag['kkt']:.2e} and violation {violation:.2e} <= {self.tol:g}")
+                if self.checkpoint is not None and iteration % self.checkpoint_every == 0:
+                    self._save(state, history, loop, fingerprint, init_train, init_val)
+                    last_saved = self.checkpoint
+        finally:
+            bar.close()
+        if stop_reason != "diverged" and self.checkpoint is not None:
+            self._save(state, history, loop, fingerprint, init_train, init_val)
+        if stop_reason in ("max_iters", "time_budget", "diverged"):
+            warnings.warn(f"ALTrainer: {message}.", ConvergenceWarning, stacklevel=2)
+        if stop_reason == "diverged" and last_saved:
+            meta, arrays = self.load_checkpoint(last_saved)  # the last good iterate
+            learned = self._state_from_arrays(arrays, meta).network()
+        elif stop_reason == "diverged":
+            learned = self.initial_network(Xs, Ys)  # nothing good was kept: the initialisation
+        else:
+            learned = state.network()
+        network = scaler.unscale_network(learned)
+        return TrainResult(network=network, history=history, stop_reason=stop_reason, message=message,
+                           init_train_loss=init_train, init_val_loss=init_val, state_bytes=state_bytes,
+                           standardizer=scaler, iterations=history[-1]["iteration"],
+                           extras={"resumed": resumed, "alpha": alpha, "state": state, "problem": problem})
+
+    def _save(self, state, history, loop, fingerprint, init_train, init_val):
+        meta = {"settings": self.settings(), "fingerprint": fingerprint, "history": history, "loop": loop,
+                "init_train_loss": init_train, "init_val_loss": init_val}
+        self._save_checkpoint(self.checkpoint, state, meta)
+
+    @staticmethod
+    def _row(iteration, problem, state, diag, train, val, alpha, seconds) -> dict:
+        v = diag["violation"]
+        return {"iteration": iteration, "objective": problem.objective(state), "train_loss": train,
+                "val_loss": val, "viol_C1": v["C1"], "viol_C2": v["C2"], "viol_C3": v["C3"], "viol_C4": v["C4"],
+                "viol_bounds": v["bounds"], "violation": v["max"], "kkt": diag["kkt"], "rho": state.rho / alpha,
+                "seconds": seconds}

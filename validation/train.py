@@ -1,0 +1,190 @@
+"""``unrelu train``: train a ReLU MLP with the safeguarded augmented-Lagrangian method.
+
+The data file is an ``.npz`` with ``X`` (N x n0) and ``Y`` (N x nL), samples as ROWS, and
+optionally ``X_val``, ``Y_val``. Without ``--data`` a seeded teacher-student regression is used.
+The learned network is saved with ``ReluNetwork.save`` (keys W1, b1, ..., WL, bL; W_l of shape
+(n_l, n_{l-1})), the history as CSV (one row per outer iteration) and optionally as a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import warnings
+import zipfile
+
+import numpy as np
+
+from formulation.results import ConvergenceWarning, ProblemError
+from solvers.al_trainer import HISTORY_COLUMNS, ALTrainer
+
+#: Keys a data file may hold.
+DATA_KEYS = ("X", "Y", "X_val", "Y_val")
+
+
+def load_data(path: str) -> dict:
+    """Read and check a data file; returns arrays with samples as COLUMNS.
+
+    Raises
+    ------
+    ProblemError
+        Missing file or key, unknown key, wrong dtype, NaN/inf, mismatched sample counts or widths.
+    """
+    if not os.path.exists(path):
+        raise ProblemError(f"Data file {path!r} does not exist; pass an .npz with X (N x n0) and Y (N x nL).")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ProblemError(f"Data file {path!r} is not a readable .npz archive without pickles ({exc}); write it "
+                           "with np.savez(path, X=..., Y=...).") from exc
+    for key in ("X", "Y"):
+        if key not in arrays:
+            raise ProblemError(f"Data file {path!r} has no key {key!r} (found {sorted(arrays)}); it needs X (N x n0) "
+                               "and Y (N x nL), samples as rows, and optionally X_val, Y_val.")
+    unknown = sorted(set(arrays) - set(DATA_KEYS))
+    if unknown:
+        raise ProblemError(f"Data file {path!r} has unexpected keys {unknown}; allowed: {', '.join(DATA_KEYS)}.")
+    if ("X_val" in arrays) != ("Y_val" in arrays):
+        raise ProblemError(f"Data file {path!r} has only one of X_val, Y_val; give both or neither.")
+    out = {}
+    for key, array in arrays.items():
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+                or array.dtype == bool):
+            raise ProblemError(f"`{key}` in {path!r} has dtype {array.dtype}; it must be real numbers (float or int).")
+        if array.ndim == 1:
+            array = array[:, None]  # one feature per sample
+        if array.ndim != 2:
+            raise ProblemError(f"`{key}` in {path!r} has shape {array.shape}; it must be 2-D, samples as rows.")
+        array = array.astype(np.float64)
+        if not np.all(np.isfinite(array)):
+            bad = int(np.sum(~np.isfinite(array)))
+            raise ProblemError(f"`{key}` in {path!r} has {bad} NaN or inf entries; remove or impute them.")
+        out[key] = array
+    for x, y in (("X", "Y"), ("X_val", "Y_val")):
+        if x in out and out[x].shape[0] != out[y].shape[0]:
+            raise ProblemError(f"`{x}` has {out[x].shape[0]} rows but `{y}` has {out[y].shape[0]} in {path!r}: samples "
+                               "are rows, so both need one row per sample.")
+    if "X_val" in out:
+        if out["X_val"].shape[1] != out["X"].shape[1] or out["Y_val"].shape[1] != out["Y"].shape[1]:
+            raise ProblemError(f"Validation arrays have {out['X_val'].shape[1]} and {out['Y_val'].shape[1]} columns, "
+                               f"training arrays {out['X'].shape[1]} and {out['Y'].shape[1]}; they must agree.")
+    return {key: value.T.copy() for key, value in out.items()}
+
+
+def write_history(path: str, history: list[dict]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(HISTORY_COLUMNS))
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_COLUMNS})
+
+
+def plot_history(path: str, history: list[dict]) -> None:
+    """Losses, violation and KKT residual against iteration and time, log scales."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    iterations = [row["iteration"] for row in history]
+    seconds = [max(row["seconds"], 1e-3) for row in history]
+    series = {"train loss (forward)": [row["train_loss"] for row in history],
+              "objective": [row["objective"] for row in history],
+              "violation": [max(row["violation"], 1e-16) for row in history],
+              "KKT residual": [max(row["kkt"], 1e-16) for row in history]}
+    if any(row["val_loss"] is not None for row in history):
+        series["val loss (forward)"] = [np.nan if row["val_loss"] is None else row["val_loss"] for row in history]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, xs, label in ((axes[0], iterations, "outer iteration"), (axes[1], seconds, "seconds")):
+        for name, values in series.items():
+            axis.plot(xs, values, label=name)
+        axis.set_yscale("log")
+        axis.set_xscale("symlog" if label == "outer iteration" else "log")
+        axis.set_xlabel(label)
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("fraction of target variance / residual")
+    axes[0].legend(fontsize=8)
+    figure.suptitle("AL training history")
+    figure.tight_layout()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise ProblemError(f"--hidden {text!r} must be comma-separated positive integers, e.g. 64,64.") from exc
+    if not widths or min(widths) < 1:
+        raise ProblemError(f"--hidden {text!r} must be comma-separated positive integers, e.g. 64,64.")
+    return widths
+
+
+def run(args) -> int:
+    hidden = parse_hidden(args.hidden)
+    if args.data:
+        data = load_data(args.data)
+        source = args.data
+    else:
+        from validation.train_data import teacher_student
+
+        data = teacher_student(N=2000, N_val=1000, seed=args.seed)
+        data = {k: data[k] for k in DATA_KEYS}
+        source = "embedded teacher-student regression (10 -> 32 -> 1 teacher, N=2000, 1000 validation)"
+    trainer = ALTrainer(hidden, backend=args.backend, seed=args.seed, max_iters=args.iters,
+                        time_budget=args.time_budget, checkpoint=args.checkpoint or None,
+                        checkpoint_every=args.checkpoint_every, tol=args.tol, rho=args.rho, sweeps=args.sweeps,
+                        progress=None if not args.quiet else False)
+    n0, nL = data["X"].shape[0], data["Y"].shape[0]
+    print(f"data: {source}; N={data['X'].shape[1]}, widths {(n0, *hidden, nL)}, backend {args.backend}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        result = trainer.fit(data["X"], data["Y"], data.get("X_val"), data.get("Y_val"))
+    final = result.final
+    print(f"initialisation ({trainer.init}): train loss {result.init_train_loss:.4g}"
+          + (f", val loss {result.init_val_loss:.4g}" if result.init_val_loss is not None else "")
+          + "  (forward pass, fraction of target variance)")
+    print(f"after {final['iteration']} outer iterations ({final['seconds']:.1f} s): train loss {final['train_loss']:.4g}"
+          + (f", val loss {final['val_loss']:.4g}" if final["val_loss"] is not None else "")
+          + f", violation {final['violation']:.2e}, KKT residual {final['kkt']:.2e}, rho {final['rho']:.3g}")
+    print(f"stopped: {result.message}" + (" (resumed from checkpoint)" if result.extras.get("resumed") else ""))
+    if args.out:
+        result.network.save(args.out)
+        print(f"wrote network {args.out}")
+    if args.history:
+        write_history(args.history, result.history)
+        print(f"wrote history {args.history}")
+    if args.plot:
+        plot_history(args.plot, result.history)
+        print(f"wrote plot {args.plot}")
+    del caught
+    return 1 if result.stop_reason == "diverged" else 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a ReLU MLP with the augmented-Lagrangian method",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="", help="npz with X (N x n0), Y (N x nL), optional X_val, Y_val "
+                                                   "(samples as rows); default: embedded teacher-student data")
+    parser.add_argument("--hidden", default="64", help="hidden widths, comma-separated (default 64)")
+    parser.add_argument("--iters", type=int, default=200, help="max outer iterations (default 200)")
+    parser.add_argument("--time-budget", type=float, default=None, help="wall-clock seconds for the outer loop")
+    parser.add_argument("--backend", default="closed_form",
+                        help="backend of every block: closed_form (default) or a CVXPY solver such as OSQP, CLARABEL")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the He initialisation (default 0)")
+    parser.add_argument("--rho", type=float, default=10.0, help="initial penalty relative to the loss scale (default 10)")
+    parser.add_argument("--sweeps", type=int, default=1, help="block sweeps per outer iteration (default 1)")
+    parser.add_argument("--tol", type=float, default=1e-6, help="KKT residual and violation tolerance (default 1e-6)")
+    parser.add_argument("--checkpoint", default="", help="checkpoint .npz, written atomically; resumed if it exists")
+    parser.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints (default 10)")
+    parser.add_argument("--out", default="", help="write the learned network (.npz, original units)")
+    parser.add_argument("--history", default="", help="write the history as CSV")
+    parser.add_argument("--plot", default="", help="write a PNG of losses, violation and KKT residual")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
