@@ -1,0 +1,73 @@
+"""``unrelu compare-solvers``: our checks decide success; profile and growth exponents are right."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from formulation.instances import make_subproblem, random_parameters
+from validation.cli import main
+from validation.compare_solvers import (
+    compare_case,
+    growth_exponents,
+    performance_profile,
+    softmax_reference,
+)
+from validation.runner import Case
+
+
+def test_softmax_reference_reaches_a_zero_gradient():
+    rng = np.random.default_rng(3)
+    sub = make_subproblem("output_softmax", 40, 5, build_model=False)
+    sub.set_parameters(**random_parameters(sub, rng))
+    assert np.max(np.abs(sub.gradient(softmax_reference(sub)["Z"]))) < 1e-11
+
+
+@pytest.mark.parametrize("backend,kind", [("closed_form", "weights"), ("OSQP", "activation"),
+                                          ("CLARABEL", "output_softmax")])
+def test_compare_case_checks_against_the_reference(backend, kind):
+    row = compare_case(Case({"kind": kind, "N": 8, "n": 3, "n_other": 3}, backend, {}, seed=1))
+    assert row["success"] == 1 and row["claimed"] == "optimal"
+    assert row["primal_error"] <= 2e-6 and abs(row["objective_error"]) <= 1e-9
+    assert row["unknowns"] > 0 and row["solve_s"] > 0
+
+
+def _row(backend, kind, seed, unknowns, seconds, success=1):
+    problem = json.dumps({"kind": kind, "N": unknowns, "n": 1}, sort_keys=True, separators=(",", ":"))
+    return {"backend": backend, "problem": problem, "seed": seed, "status": "ok", "success": success,
+            "solve_s": seconds, "unknowns": unknowns}
+
+
+def test_profile_and_growth_on_known_rows():
+    rows = []
+    for seed, size in enumerate([10, 100, 1000]):
+        rows.append(_row("A", "weights", seed, size, 1e-3 * size))  # linear growth
+        rows.append(_row("B", "weights", seed, size, 1e-5 * size**2, success=int(size < 1000)))  # quadratic
+    taus, profile = performance_profile(rows)
+    # A is fastest on sizes 100 (0.1 vs 0.1: tie) and 1000 (B failed); B on size 10
+    assert profile["A"][0] == pytest.approx(2 / 3) and profile["B"][0] == pytest.approx(2 / 3)
+    assert profile["A"][-1] == 1.0 and profile["B"][-1] == pytest.approx(2 / 3)  # a failure never counts
+    assert taus[0] == 1.0
+    exponents = growth_exponents(rows)
+    assert exponents[("weights", "A")][0] == pytest.approx(1.0)
+    assert exponents[("weights", "B")][0] == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+def test_command_runs_resumes_and_plots(tmp_path, capsys):
+    store, plots = str(tmp_path / "c.sqlite"), str(tmp_path / "plots")
+    argv = ["compare-solvers", "--quick", "--subproblems", "output_l2,output_softmax", "--seeds", "1",
+            "--backends", "closed_form,OSQP,CLARABEL", "--store", store, "--plot", plots, "--workers", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "output_softmax | CLARABEL" in out and "output_l2      | closed_form" in out
+    assert "performance_profile.png" in out and "time_vs_size.png" in out
+    assert main(argv) == 0
+    assert "0 cases run, 12 already stored" in capsys.readouterr().out
+
+
+def test_command_refuses_an_unknown_block(capsys):
+    assert main(["compare-solvers", "--subproblems", "nope"]) == 2
+    assert "Unknown subproblem" in capsys.readouterr().err

@@ -1,0 +1,415 @@
+"""``unrelu compare-solvers``: every capable backend on every AL block, judged by our own checks.
+
+For every subproblem family (DESIGN §3) over seeded random instances of growing size, each
+installed backend that can take the family is run and judged by OUR residual checks, not by
+the status it claims:
+
+* the canonical primal solution against the closed form (for ``output_softmax``, which has
+  none, against a damped-Newton reference converged to a gradient below 1e-11), relative to
+  ``max(1, max |x_ref|)``;
+* the objective, computed by us from the returned point, against the reference objective,
+  relative to ``max(1, |f_ref|)``;
+* ``sub.infeasibility`` (violation of the block's bounds) at most 1e-9.
+
+The tolerances are those of the contract test (``tests/test_foundation_contract.py``) and are
+listed in ``TOLERANCES``. A case succeeds when all three checks pass.
+
+Each case builds the model, solves one warm-up instance (this is the build cost, CVXPY's
+canonicalisation included), sets the parameters of the evaluated instance and times that
+re-solve. Cases run through ``validation.runner``: in local worker processes or on a Dask
+cluster, written one row at a time to SQLite, so an interrupted study resumes where it stopped.
+
+Output: a table per (block, backend) with success rate, median re-solve time, median ratio to
+the fastest successful backend on the same instance and the worst errors; the fitted growth
+exponent of time against the number of unknowns (slope of a least-squares line on the logs);
+with ``--plot DIR``, a Dolan–Moré performance profile and time-vs-size plots.
+
+The mixed-integer references of DESIGN §5 (HiGHS, SCIP) solve a different kind of problem
+(fixed-weight networks, not AL blocks) and are not part of this comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import scipy.special
+
+import solvers
+from formulation.instances import KINDS, make_subproblem, random_parameters
+from formulation.results import InaccurateSolutionWarning, ProblemError, SolverNotFound
+from validation.runner import Case, Study, read_results, run_study
+
+#: Tolerances on max |x − x_ref| / max(1, max |x_ref|) (primal) and |f − f_ref| / max(1, |f_ref|)
+#: (objective); the same table as the contract test, which documents each entry.
+TOLERANCES = {
+    "closed_form": (1e-12, 1e-12),  # the reference itself; only rounding differs
+    "OSQP": (1e-8, 1e-10),  # eps 1e-9 and polishing recover the active set
+    "CLARABEL": (2e-6, 1e-9),  # interior point at gap 1e-10; exp-cone blocks ~5e-7 in the primal
+    "SCS": (2e-6, 1e-9),  # ADMM at eps 1e-9; exp-cone blocks ~5e-7 in the primal
+    "ECOS": (5e-4, 1e-7),  # ||r||² as an SOC: primal only to about sqrt(1e-8)
+}
+#: Tolerances for a backend that is not in the table (a newly registered one): the strictest
+#: conic entry, so that a newcomer must earn a looser one with a measured comment.
+DEFAULT_TOLERANCE = (2e-6, 1e-9)
+#: Largest violation of the block's bounds that still counts as feasible.
+INFEASIBILITY_TOL = 1e-9
+
+#: (N, n) sizes by size group, growing; ``n_other`` (weights' input / next layer's width) is n.
+SIZES = {
+    "quick": {"big": [(50, 4), (200, 8), (800, 16)],
+              "param": [(20, 4), (60, 8), (150, 12)],
+              "exp": [(10, 3), (30, 4), (60, 5)]},
+    "full": {"big": [(100, 8), (400, 16), (1600, 32), (3200, 64)],
+             "param": [(40, 8), (120, 12), (300, 16), (600, 24)],
+             "exp": [(20, 4), (60, 6), (150, 8), (300, 10)]},
+}
+#: Size group per block: where a parameter multiplies a variable (weights, pre- and
+#: post-activation) CVXPY's DPP canonicalisation grows faster than the unknowns; softmax has one
+#: exponential cone per entry.
+GROUP = {"activation": "big", "slacks": "big", "output_l2": "big", "preactivation": "param",
+         "weights": "param", "postactivation": "param", "output_softmax": "exp"}
+SEEDS = {"quick": 3, "full": 5}
+
+FIGURES = {
+    "unknowns": "INTEGER",
+    "success": "INTEGER",
+    "claimed": "TEXT",
+    "inaccurate_warning": "INTEGER",
+    "primal_error": "REAL",
+    "objective_error": "REAL",
+    "infeasibility": "REAL",
+    "objective": "REAL",
+    "reference_objective": "REAL",
+    "build_s": "REAL",
+    "solve_s": "REAL",
+    "reference_s": "REAL",
+}
+TIMING = ("build_s", "solve_s", "reference_s")
+
+
+# --------------------------------------------------------------------------- reference
+def softmax_reference(sub, *, tol: float = 1e-11, max_iter: int = 200) -> dict:
+    """Minimiser of the softmax cross-entropy prox by damped Newton, all columns at once.
+
+    The objective is separable over columns and strongly convex (modulus 2); the Hessian of
+    column ``j`` is ``2w (diag(p) − p pᵀ) + 2 I`` with ``p = softmax(z_j)``.
+
+    Raises
+    ------
+    ProblemError
+        If the gradient does not drop below ``tol`` (it always does on valid parameters).
+    """
+    w = sub.parameters["w"]
+    Z = np.array(sub.parameters["Q"], dtype=float)
+    n = Z.shape[0]
+    for _ in range(max_iter):
+        gradient = sub.gradient(Z)
+        if np.max(np.abs(gradient)) < tol:
+            return {"Z": Z}
+        P = scipy.special.softmax(Z, axis=0).T  # (N, n)
+        hessian = 2 * w * (P[:, :, None] * np.eye(n) - P[:, :, None] * P[:, None, :]) + 2 * np.eye(n)
+        step = np.linalg.solve(hessian, gradient.T[:, :, None])[:, :, 0].T
+        # near the minimiser the objective no longer resolves a decrease in floating point; there
+        # a full step that shrinks the gradient is taken, elsewhere the objective is backtracked on
+        if np.max(np.abs(sub.gradient(Z - step))) < np.max(np.abs(gradient)):
+            Z = Z - step
+            continue
+        t, f0 = 1.0, sub.objective({"Z": Z})
+        while sub.objective({"Z": Z - t * step}) > f0 and t > 1e-10:
+            t /= 2
+        Z = Z - t * step
+    if np.max(np.abs(sub.gradient(Z))) < tol:
+        return {"Z": Z}
+    raise ProblemError(f"softmax reference did not converge in {max_iter} Newton steps "
+                       f"(gradient {np.max(np.abs(sub.gradient(Z))):.1e}); check the parameters for inf.")
+
+
+def _reference(sub) -> dict:
+    return sub.closed_form() if sub.has_closed_form else softmax_reference(sub)
+
+
+# --------------------------------------------------------------------------- one case
+def compare_case(case: Case) -> dict:
+    """Run ``case.backend`` on one instance of ``case.problem`` and check it against the reference.
+
+    The rng of ``case.seed`` draws a warm-up instance (solved first: build cost) and then the
+    evaluated instance, so every backend sees the same evaluated instance for a given seed.
+    """
+    kind, N, n = case.problem["kind"], int(case.problem["N"]), int(case.problem["n"])
+    rng = np.random.default_rng(case.seed)
+    backend = case.backend
+    start = time.perf_counter()
+    sub = make_subproblem(kind, N, n, n_other=case.problem.get("n_other"), build_model=backend != "closed_form")
+    inaccurate = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InaccurateSolutionWarning)
+        sub.set_parameters(**random_parameters(sub, rng))
+        solvers.solve(sub, backend, **case.settings)
+        build_s = time.perf_counter() - start
+        sub.set_parameters(**random_parameters(sub, rng))
+        start = time.perf_counter()
+        solution = solvers.solve(sub, backend, **case.settings)
+        solve_s = time.perf_counter() - start
+        inaccurate = any(issubclass(w.category, InaccurateSolutionWarning) for w in caught)
+    start = time.perf_counter()
+    reference = _reference(sub)
+    reference_s = time.perf_counter() - start
+    f_ref = sub.objective(reference)
+    row = {"unknowns": sub.size(), "claimed": solution.termination.value, "inaccurate_warning": int(inaccurate),
+           "reference_objective": f_ref, "build_s": build_s, "solve_s": solve_s, "reference_s": reference_s,
+           "success": 0, "primal_error": None, "objective_error": None, "infeasibility": None,
+           "objective": None}
+    if not solution.found:
+        return row
+    ours, theirs = sub.canonical(solution.values), sub.canonical(reference)
+    scale = max(1.0, max(float(np.max(np.abs(v))) for v in theirs.values()))
+    primal = max(float(np.max(np.abs(ours[k] - theirs[k]))) for k in theirs) / scale
+    objective = float(solution.objective)
+    objective_error = (objective - f_ref) / max(1.0, abs(f_ref))
+    infeasibility = float(sub.infeasibility(solution.values))
+    primal_tol, objective_tol = TOLERANCES.get(backend, DEFAULT_TOLERANCE)
+    success = (math.isfinite(primal) and primal <= primal_tol and abs(objective_error) <= objective_tol
+               and infeasibility <= INFEASIBILITY_TOL)
+    row.update(success=int(success), primal_error=primal, objective_error=objective_error,
+               infeasibility=infeasibility, objective=objective)
+    return row
+
+
+# --------------------------------------------------------------------------- the study
+def build_study(mode: str = "quick", backends: list[str] | None = None, kinds: list[str] | None = None,
+                seeds: int | None = None) -> Study:
+    """The cases of the comparison: kinds x growing sizes x seeds x capable backends."""
+    backends = backends or solvers.available_backends()
+    kinds = kinds or list(KINDS)
+    cases = []
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ProblemError(f"Unknown subproblem {kind!r}; choose from {', '.join(KINDS)}.")
+        probe = make_subproblem(kind, 1, 1, build_model=False)
+        able = [b for b in backends if solvers.get_backend(b).accepts(probe)]
+        for N, n in SIZES[mode][GROUP[kind]]:
+            for seed in range(seeds or SEEDS[mode]):
+                for backend in able:
+                    problem = {"kind": kind, "N": N, "n": n, "n_other": n}
+                    cases.append(Case(problem=problem, backend=backend, settings={}, seed=1000 * N + seed))
+    name = "compare_solvers" if mode == "full" else "compare_solvers_quick"
+    return Study(name, cases, run="validation.compare_solvers:compare_case", figures=FIGURES, timing=TIMING)
+
+
+# --------------------------------------------------------------------------- tables and plots
+def _instance_key(row: dict) -> tuple:
+    return (row["problem"], row["seed"])
+
+
+def best_times(rows: list[dict]) -> dict:
+    """Fastest successful re-solve time per instance (problem, seed)."""
+    best: dict = {}
+    for row in rows:
+        if row["status"] == "ok" and row["success"]:
+            key = _instance_key(row)
+            best[key] = min(best.get(key, math.inf), row["solve_s"])
+    return best
+
+
+def summary_table(rows: list[dict]) -> list[dict]:
+    """One row per (block, backend): success rate, median time, median ratio to fastest, worst errors."""
+    best = best_times(rows)
+    groups: dict = defaultdict(list)
+    for row in rows:
+        kind = row["problem"].split('"kind":"')[1].split('"')[0]
+        groups[(kind, row["backend"])].append(row)
+    out = []
+    for (kind, backend), members in sorted(groups.items(), key=lambda item: (list(KINDS).index(item[0][0]),
+                                                                               item[0][1])):
+        ok = [r for r in members if r["status"] == "ok"]
+        succeeded = [r for r in ok if r["success"]]
+        ratios = [r["solve_s"] / best[_instance_key(r)] for r in succeeded if best.get(_instance_key(r))]
+        primal = [r["primal_error"] for r in ok if r["primal_error"] is not None]
+        objective = [abs(r["objective_error"]) for r in ok if r["objective_error"] is not None]
+        out.append({
+            "subproblem": kind, "backend": backend, "cases": len(members), "success": len(succeeded),
+            "failed_runs": len(members) - len(ok),
+            "median_s": statistics.median([r["solve_s"] for r in ok]) if ok else math.nan,
+            "ratio_to_fastest": statistics.median(ratios) if ratios else math.nan,
+            "max_primal_error": max(primal) if primal else math.nan,
+            "max_objective_error": max(objective) if objective else math.nan,
+        })
+    return out
+
+
+def growth_exponents(rows: list[dict]) -> dict:
+    """Slope of log(median re-solve time) against log(unknowns) per (block, backend)."""
+    times: dict = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row["status"] == "ok" and row["solve_s"]:
+            kind = row["problem"].split('"kind":"')[1].split('"')[0]
+            times[(kind, row["backend"])][row["unknowns"]].append(row["solve_s"])
+    exponents = {}
+    for key, by_size in times.items():
+        sizes = sorted(by_size)
+        if len(sizes) >= 2:
+            medians = [statistics.median(by_size[s]) for s in sizes]
+            exponents[key] = (float(np.polyfit(np.log(sizes), np.log(medians), 1)[0]), sizes, medians)
+    return exponents
+
+
+def format_table(summary: list[dict], exponents: dict) -> str:
+    header = ["subproblem", "backend", "success", "median s", "x fastest", "growth", "max primal err",
+              "max obj err"]
+    lines = []
+    for row in summary:
+        exponent = exponents.get((row["subproblem"], row["backend"]))
+        lines.append([
+            row["subproblem"], row["backend"], f"{row['success']}/{row['cases']}", f"{row['median_s']:.3g}",
+            f"{row['ratio_to_fastest']:.3g}", "-" if exponent is None else f"{exponent[0]:.2f}",
+            f"{row['max_primal_error']:.1e}", f"{row['max_objective_error']:.1e}",
+        ])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
+    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
+def performance_profile(rows: list[dict]) -> tuple[np.ndarray, dict]:
+    """Dolan–Moré profile: for each backend, the fraction of instances solved within τ × best time.
+
+    An instance is every (block, size, seed) drawn; a backend that failed our checks on it, or
+    cannot take it, counts as not solved at any τ.
+    """
+    best = best_times(rows)
+    instances = sorted({_instance_key(r) for r in rows})
+    ratios: dict = {}
+    for backend in sorted({r["backend"] for r in rows}):
+        by_instance = {_instance_key(r): r for r in rows if r["backend"] == backend}
+        values = []
+        for key in instances:
+            row = by_instance.get(key)
+            solved = row is not None and row["status"] == "ok" and row["success"] and key in best
+            values.append(row["solve_s"] / best[key] if solved else math.inf)
+        ratios[backend] = np.array(values)
+    finite = [v for values in ratios.values() for v in values if math.isfinite(v)]
+    top = max(finite) if finite else 1.0
+    taus = np.logspace(0, math.log10(max(top, 1.0) * 1.5), 200)
+    return taus, {b: np.array([(v <= tau).mean() for tau in taus]) for b, v in ratios.items()}
+
+
+def plot(rows: list[dict], directory: str) -> list[str]:
+    """Write the performance profile and the time-vs-size plots to ``directory``; return the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    taus, profile = performance_profile(rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for backend, fraction in profile.items():
+        ax.step(taus, fraction, where="post", label=backend)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("τ (time within τ × fastest backend on the instance)")
+    ax.set_ylabel("fraction of instances solved (our checks)")
+    ax.set_title("Performance profile, re-solve time")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(os.path.join(directory, "performance_profile.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    exponents = growth_exponents(rows)
+    kinds = [k for k in KINDS if any(key[0] == k for key in exponents)]
+    cols = 4
+    fig, axes = plt.subplots(math.ceil(len(kinds) / cols), cols, figsize=(4 * cols, 3.2 * math.ceil(len(kinds) / cols)),
+                             squeeze=False)
+    for ax, kind in zip(axes.flat, kinds):
+        for (k, backend), (slope, sizes, medians) in sorted(exponents.items()):
+            if k == kind:
+                ax.loglog(sizes, medians, marker="o", label=f"{backend} (p={slope:.2f})")
+        ax.set_title(kind)
+        ax.set_xlabel("unknowns")
+        ax.set_ylabel("median re-solve s")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(kinds):]:
+        ax.axis("off")
+    fig.tight_layout()
+    paths.append(os.path.join(directory, "time_vs_size.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+# --------------------------------------------------------------------------- command
+def run(args) -> int:
+    mode = "quick" if args.quick else "full"
+    backends = args.backends.split(",") if args.backends else None
+    for name in backends or []:
+        solvers.get_backend(name)  # fail early with the install hint
+    kinds = args.subproblems.split(",") if args.subproblems else None
+    if kinds:
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown:
+            raise SolverNotFound(f"Unknown subproblem(s) {unknown}; choose from {', '.join(KINDS)}.")
+    study = build_study(mode, [solvers.get_backend(b).name for b in backends] if backends else None, kinds,
+                        args.seeds)
+    store = args.store or os.path.join("results", f"{study.name}.sqlite")
+    start = time.perf_counter()
+    summary = run_study(study, store=store, workers=args.workers, scheduler=args.scheduler,
+                        case_timeout=args.case_timeout)
+    rows = read_results(store, study.name)
+    rows = [r for r in rows if r["case_id"] in {c.case_id for c in study.cases}]
+    print(format_table(summary_table(rows), growth_exponents(rows)))
+    failed = [r for r in rows if r["status"] != "ok"]
+    for row in failed[:10]:
+        print(f"  {row['status']}: {row['backend']} {row['problem']} seed {row['seed']}: "
+              f"{(row['message'] or '').splitlines()[-1][:120]}")
+    if len(failed) > 10:
+        print(f"  ... and {len(failed) - 10} more runs that raised or timed out")
+    print("\ngrowth = slope of log(median re-solve time) on log(unknowns) (np.polyfit); "
+          "success = our residual checks at the TOLERANCES table, not the solver's status.")
+    print("Mixed-integer references (HiGHS, SCIP) are not compared: they solve §5 problems, not AL blocks.")
+    if args.plot:
+        for path in plot(rows, args.plot):
+            print(f"wrote {path}")
+    print(f"\n{summary.ran} cases run, {summary.skipped} already stored, {summary.error} raised, "
+          f"{summary.timeout} timed out; {time.perf_counter() - start:.1f} s; results in {store}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare-solvers",
+        help="success rate (our checks), speed and scaling of every backend on every AL block",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=("Examples:\n"
+                "  unrelu compare-solvers --quick --plot results/plots\n"
+                "  unrelu compare-solvers --workers 2 --case-timeout 300\n"
+                "  unrelu compare-solvers --scheduler tcp://127.0.0.1:8786\n"
+                "Re-running the same command skips cases already in the store; delete the store "
+                "(or pass --store NEW) to measure again."),
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="3 small sizes x 3 seeds per block (about 2 minutes); default: 4 sizes x 5 seeds")
+    parser.add_argument("--backends", default="", help="comma-separated backend keys (default: all installed)")
+    parser.add_argument("--subproblems", default="", help=f"comma-separated blocks from: {', '.join(KINDS)}")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="instances per block and size (default 3 quick, 5 full)")
+    parser.add_argument("--plot", metavar="DIR", default="",
+                        help="write performance_profile.png and time_vs_size.png to DIR")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="cases run at once in local processes (default 1: timings undisturbed)")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                        help="run the cases on this Dask scheduler instead of locally")
+    parser.add_argument("--store", metavar="PATH", default="",
+                        help="SQLite results file (default results/compare_solvers[_quick].sqlite)")
+    parser.add_argument("--case-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="a case running longer is stopped and recorded as timeout (default 300)")
+    parser.set_defaults(func=run)
