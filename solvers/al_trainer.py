@@ -96,6 +96,9 @@ class Standardizer:
     def y(self, Y: np.ndarray) -> np.ndarray:
         return (Y - self.mean_y[:, None]) / self.scale_y
 
+    def y_inverse(self, Y_scaled: np.ndarray) -> np.ndarray:
+        return Y_scaled * self.scale_y + self.mean_y[:, None]
+
     def unscale_network(self, network: ReluNetwork) -> ReluNetwork:
         """The network in original units (see the class docstring)."""
         weights = [W.copy() for W in network.weights]
@@ -222,8 +225,8 @@ class ALTrainer:
     """
 
     def __init__(self, hidden: Sequence[int] = (64,), *, backend: str = "closed_form", seed: int = 0,
-                 init: str = "ridge", rho: float = 10.0, gamma: float = 2.0, tau: float = 0.9,
-                 penalty_period: int = 10, rho_max: float = 1e4, multiplier_box: float = 1e8, mu: float = 1e-6, sweeps: int = 1,
+                 init: str = "ridge", rho: float = 10.0, gamma: float = 1.2, tau: float = 0.9,
+                 penalty_period: int = 25, rho_max: float = 1e4, multiplier_box: float = 1e8, mu: float = 1e-6, sweeps: int = 1,
                  tol: float = 1e-6, max_iters: int = 200, time_budget: float | None = None,
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10, resume: bool = True,
                  divergence_patience: int = 30, progress: bool | None = None, standardize: bool = True,

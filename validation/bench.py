@@ -174,3 +174,6 @@ def add_parser(subparsers) -> None:
     sub.add_argument("--csv", default=os.path.join("results", "bench_subproblems.csv"),
                      help="CSV written row by row (default results/bench_subproblems.csv)")
     sub.set_defaults(func=run)
+    from validation import bench_train
+
+    bench_train.add_parser(inner)

@@ -1,0 +1,245 @@
+"""Tests of the AL trainer (solvers/al_trainer.py), the `train` command and the Adam baseline."""
+
+from __future__ import annotations
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+from formulation.learning import ALProblem
+from formulation.results import ConvergenceWarning, ProblemError
+from solvers.al_trainer import ALTrainer, Standardizer
+from validation.train import load_data
+from validation.train_data import teacher_student
+
+pytestmark = pytest.mark.filterwarnings("ignore::solvers.al_trainer.ConvergenceWarning")
+
+
+def _tiny(seed=0, N=20):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(2, N))
+    Y = np.sin(2 * X[:1]) + X[1:]
+    return X, Y
+
+
+def _comparable(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+@pytest.mark.parametrize("hidden, iters", [((32,), 60), pytest.param((32, 32), 150, marks=pytest.mark.slow)],
+                         ids=["2-layer", "3-layer"])
+def test_teacher_student_fits(hidden, iters):
+    data = teacher_student(N=400, N_val=200, n0=5, teacher_hidden=(16,) * len(hidden), seed=1)
+    result = ALTrainer(hidden, max_iters=iters, seed=0).fit(data["X"], data["Y"], data["X_val"], data["Y_val"])
+    final = result.final
+    assert final["train_loss"] < 0.05, (result.init_train_loss, final)
+    # the AL iterations must not undo the initialisation
+    assert final["train_loss"] <= result.init_train_loss * 1.05
+    assert np.isfinite(final["val_loss"])
+    # the returned network is in original units and reproduces the recorded loss
+    residual = result.network(data["X"]) - data["Y"]
+    variance = np.sum((data["Y"] - data["Y"].mean()) ** 2)
+    assert np.sum(residual ** 2) / variance == pytest.approx(final["train_loss"], rel=1e-9)
+
+
+def test_tiny_net_reaches_kkt_tolerance():
+    X, Y = _tiny()
+    result = ALTrainer((4,), max_iters=20000, tol=1e-6, seed=0).fit(X, Y)
+    assert result.stop_reason == "converged", result.message
+    assert result.final["kkt"] <= 1e-6 and result.final["violation"] <= 1e-6
+    # the closed loop's own diagnostics agree with ALProblem's reference implementation
+    problem, state = result.extras["problem"], result.extras["state"]
+    assert problem.violation(state)["max"] <= 1e-6
+
+
+@pytest.mark.parametrize("backend", ["OSQP", "CLARABEL"])
+def test_cvxpy_backend_history_matches_closed_form(backend):
+    X, Y = _tiny(seed=3, N=12)
+    reference = ALTrainer((3,), max_iters=5, seed=2).fit(X, Y)
+    other = ALTrainer((3,), max_iters=5, seed=2, backend=backend).fit(X, Y)
+    for ours, theirs in zip(_comparable(other.history), _comparable(reference.history)):
+        for key in ("objective", "train_loss", "violation", "kkt", "rho"):
+            # interior-point / ADMM solves at 1e-9 tolerances: agreement to 1e-5 relative over 5 sweeps
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-7), (key, ours, theirs)
+
+
+def test_diagnostics_match_reference():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(3, 30)), rng.normal(size=(2, 30))
+    problem = ALProblem(X, Y, (3, 5, 4, 2), mu=0.1, loss_scale=0.3)
+    state = problem.random_state(rng, rho=0.7)
+    expected_violation, expected_kkt = problem.violation(state), problem.kkt_residual(state)
+    lams = [getattr(state, n)[i].copy() for n in state.MULTIPLIERS for i in range(len(getattr(state, n)))]
+    diag = ALTrainer.diagnostics(problem, state, update=True, bound=1e6)
+    assert diag["kkt"] == pytest.approx(expected_kkt, rel=1e-12)
+    for family in ("C1", "C2", "C3", "C4", "bounds", "max"):
+        assert diag["violation"][family] == pytest.approx(expected_violation[family], rel=1e-12)
+    # multipliers updated like ALProblem.update_multipliers
+    reference = problem.random_state(np.random.default_rng(0), rho=0.7)
+    reference = state.copy()
+    for array, (name, index) in zip(lams, [(n, i) for n in state.MULTIPLIERS for i in range(len(getattr(state, n)))]):
+        getattr(reference, name)[index] = array
+    problem.update_multipliers(reference, bound=1e6)
+    for name in state.MULTIPLIERS:
+        for ours, theirs in zip(getattr(state, name), getattr(reference, name)):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-13, atol=1e-13)
+
+
+def test_checkpoint_resume_is_exact(tmp_path, monkeypatch):
+    data = teacher_student(N=150, N_val=50, n0=4, teacher_hidden=(8,), seed=4)
+    args = (data["X"], data["Y"], data["X_val"], data["Y_val"])
+    settings = dict(seed=5, checkpoint_every=4)
+    straight = ALTrainer((8, 6), max_iters=25, **settings).fit(*args)
+
+    # a run stopped at 9 iterations, then continued to 25
+    path = tmp_path / "run.npz"
+    ALTrainer((8, 6), max_iters=9, checkpoint=path, **settings).fit(*args)
+    continued = ALTrainer((8, 6), max_iters=25, checkpoint=path, **settings).fit(*args)
+    assert continued.extras["resumed"]
+    assert _comparable(continued.history) == _comparable(straight.history)
+
+    # a run killed during iteration 14: the checkpoint of iteration 12 stays and the rerun matches
+    killed = tmp_path / "killed.npz"
+    trainer = ALTrainer((8, 6), max_iters=25, checkpoint=killed, **settings)
+    original_sweep = ALTrainer.sweep
+    calls = {"n": 0}
+
+    def dying_sweep(self, problem, state):
+        calls["n"] += 1
+        if calls["n"] == 14:
+            raise KeyboardInterrupt
+        return original_sweep(self, problem, state)
+
+    monkeypatch.setattr(ALTrainer, "sweep", dying_sweep)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(*args)
+    monkeypatch.setattr(ALTrainer, "sweep", original_sweep)
+    meta, _ = ALTrainer.load_checkpoint(str(killed))
+    assert meta["loop"]["iteration"] == 12
+    resumed = ALTrainer((8, 6), max_iters=25, checkpoint=killed, **settings).fit(*args)
+    assert _comparable(resumed.history) == _comparable(straight.history)
+    for W1, W2 in zip(resumed.network.weights + resumed.network.biases,
+                      straight.network.weights + straight.network.biases):
+        assert np.array_equal(W1, W2)  # bit for bit
+
+    # the checkpoint is plain arrays: it loads without pickle
+    with np.load(killed, allow_pickle=False) as archive:
+        assert "__meta__" in archive.files
+
+
+def test_checkpoint_refuses_other_data_or_settings(tmp_path):
+    X, Y = _tiny()
+    path = tmp_path / "c.npz"
+    ALTrainer((4,), max_iters=2, checkpoint=path).fit(X, Y)
+    with pytest.raises(ProblemError, match="other data"):
+        ALTrainer((4,), max_iters=4, checkpoint=path).fit(X + 1, Y)
+    with pytest.raises(ProblemError, match="settings"):
+        ALTrainer((4,), max_iters=4, checkpoint=path, rho=3.0).fit(X, Y)
+
+
+def test_time_budget_and_warning():
+    X, Y = _tiny()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = ALTrainer((4,), max_iters=10**6, time_budget=0.2).fit(X, Y)
+    assert result.stop_reason == "time_budget"
+    assert any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+def test_divergence_is_reported(monkeypatch, tmp_path):
+    X, Y = _tiny()
+    original = ALTrainer.sweep
+    calls = {"n": 0}
+
+    def poisoned(self, problem, state):
+        calls["n"] += 1
+        original(self, problem, state)
+        if calls["n"] >= 7:
+            state.W[0][0, 0] = np.nan
+
+    monkeypatch.setattr(ALTrainer, "sweep", poisoned)
+    path = tmp_path / "d.npz"
+    result = ALTrainer((4,), max_iters=50, checkpoint=path, checkpoint_every=5).fit(X, Y)
+    assert result.stop_reason == "diverged" and "NaN" in result.message and "checkpoint" in result.message
+    meta, _ = ALTrainer.load_checkpoint(str(path))
+    assert meta["loop"]["iteration"] == 5  # the last good checkpoint is kept
+    assert all(np.all(np.isfinite(W)) for W in result.network.weights)
+
+
+def test_standardizer_folds_exactly():
+    rng = np.random.default_rng(2)
+    X, Y = rng.normal(3, 5, size=(4, 50)), rng.normal(-2, 7, size=(3, 50))
+    scaler = Standardizer.fit(X, Y)
+    from formulation.network import ReluNetwork
+
+    net = ReluNetwork.random((4, 6, 3), 1)
+    np.testing.assert_allclose(scaler.unscale_network(net)(X), scaler.y_inverse(net(scaler.x(X))), atol=1e-10)
+    np.testing.assert_allclose(scaler.scale_network(scaler.unscale_network(net)).weights[0], net.weights[0])
+
+
+def test_peak_memory_within_twice_the_state():
+    data = teacher_student(N=3000, N_val=10, n0=10, teacher_hidden=(16,), seed=0)
+    X, Y = np.ascontiguousarray(data["X"]), np.ascontiguousarray(data["Y"])
+    trainer = ALTrainer((64, 64), max_iters=3)
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    result = trainer.fit(X, Y)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    data_bytes = X.nbytes + Y.nbytes
+    assert peak <= 2 * result.state_bytes + 2 * data_bytes, (peak, result.state_bytes, data_bytes)
+
+
+# ------------------------------------------------------------------ the data file of `unrelu train`
+def _write(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_load_data_errors(tmp_path):
+    good = {"X": np.ones((5, 2)), "Y": np.zeros((5, 1))}
+    assert load_data(_write(tmp_path / "ok.npz", **good))["X"].shape == (2, 5)
+    with pytest.raises(ProblemError, match="no key 'Y'"):
+        load_data(_write(tmp_path / "a.npz", X=good["X"]))
+    with pytest.raises(ProblemError, match="5 rows but `Y` has 4"):
+        load_data(_write(tmp_path / "b.npz", X=good["X"], Y=np.zeros((4, 1))))
+    bad = good["X"].copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ProblemError, match="NaN"):
+        load_data(_write(tmp_path / "c.npz", X=bad, Y=good["Y"]))
+    with pytest.raises(ProblemError, match="dtype"):
+        load_data(_write(tmp_path / "d.npz", X=np.array([["a", "b"]] * 5), Y=good["Y"]))
+    with pytest.raises(ProblemError, match="does not exist"):
+        load_data(str(tmp_path / "missing.npz"))
+    with pytest.raises(ProblemError, match="only one of"):
+        load_data(_write(tmp_path / "e.npz", X_val=good["X"], **good))
+
+
+def test_train_command(tmp_path):
+    from validation.cli import main
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    Y = np.maximum(X @ np.array([[1.0], [-2.0], [0.5]]), 0)
+    data = _write(tmp_path / "d.npz", X=X, Y=Y, X_val=X[:10], Y_val=Y[:10])
+    out, hist, plot = tmp_path / "net.npz", tmp_path / "h.csv", tmp_path / "h.png"
+    code = main(["train", "--data", data, "--hidden", "8,8", "--iters", "4", "--quiet", "--out", str(out),
+                 "--history", str(hist), "--plot", str(plot)])
+    assert code == 0 and out.exists() and plot.exists()
+    assert len(hist.read_text().strip().splitlines()) == 1 + 5  # header, initialisation, 4 iterations
+    bad = _write(tmp_path / "bad.npz", X=X, Y=Y[:5])
+    assert main(["train", "--data", bad, "--quiet"]) == 2
+
+
+def test_adam_baseline_runs():
+    pytest.importorskip("torch")
+    from solvers.adam_ import train_adam
+
+    data = teacher_student(N=300, N_val=100, n0=5, teacher_hidden=(8,), seed=0)
+    out = train_adam(data["X"], data["Y"], data["X_val"], data["Y_val"], hidden=(16,), time_budget=0.5)
+    assert out["history"][-1]["train_loss"] <= out["init_train_loss"]
+    start = ALTrainer((16,), max_iters=0).fit(data["X"], data["Y"])
+    assert out["init_train_loss"] == pytest.approx(start.init_train_loss, rel=1e-9)  # same start
