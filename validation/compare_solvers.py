@@ -64,7 +64,7 @@ INFEASIBILITY_TOL = 1e-9
 #: (N, n) sizes by size group, growing; ``n_other`` (weights' input / next layer's width) is n.
 SIZES = {
     "quick": {"big": [(50, 4), (200, 8), (800, 16)],
-              "param": [(20, 4), (60, 8), (150, 12)],
+              "param": [(20, 4), (60, 8), (120, 10)],
               "exp": [(10, 3), (30, 4), (60, 5)]},
     "full": {"big": [(100, 8), (400, 16), (1600, 32), (3200, 64)],
              "param": [(40, 8), (120, 12), (300, 16), (600, 24)],

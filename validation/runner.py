@@ -10,9 +10,10 @@ A **study** is a named list of cases plus the function that runs one case (given
 
 Execution
 ---------
-* Local (default): each case runs in its own process started from a ``forkserver`` whose
-  imports are preloaded, at most ``workers`` at once. A case that exceeds ``case_timeout`` is
-  killed (SIGKILL) and recorded as ``timeout``.
+* Local (default): ``workers`` long-lived worker processes (``multiprocessing`` with a
+  ``forkserver`` whose imports are preloaded) each run one case at a time. A case that exceeds
+  ``case_timeout`` is killed with its process (SIGKILL), recorded as ``timeout``, and the
+  worker is replaced.
 * Dask: with ``scheduler="tcp://HOST:PORT"`` (or a ``distributed.Client``), cases are submitted
   to the cluster, at most one per worker thread at a time. Inside the task the case runs in a
   thread that is abandoned at the time-out (the task returns ``timeout``); if the task itself
@@ -263,11 +264,17 @@ def execute_case(reference: str, case_json: str) -> dict:
                 "wall_s": time.perf_counter() - start}
 
 
-def _child_main(connection, reference: str, case_json: str) -> None:
-    """Entry point of a local case process: run, send the result as JSON bytes, exit."""
-    result = execute_case(reference, case_json)
-    connection.send_bytes(json.dumps(result).encode())
-    connection.close()
+def _worker_main(connection, reference: str) -> None:
+    """Entry point of a local worker process: run cases sent as JSON until an empty message."""
+    while True:
+        try:
+            message = connection.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if not message:
+            return
+        result = execute_case(reference, message.decode())
+        connection.send_bytes(json.dumps(result).encode())
 
 
 def _execute_with_thread_timeout(reference: str, case_json: str, timeout: float | None) -> dict:
@@ -408,69 +415,101 @@ def read_results(store: str, study_name: str, *, exclude_timing: bool = False) -
 
 
 # --------------------------------------------------------------------------- executors
+class _LocalWorker:
+    """One worker process and the case it is running (if any)."""
+
+    def __init__(self, context, reference: str, number: int):
+        self.connection, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=_worker_main, args=(child, reference), name=f"unrelu-worker-{number}",
+                                       daemon=True)
+        self.process.start()
+        child.close()
+        self.busy = None  # (index, case, started) while a case runs
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.connection.close()
+
+
 class _LocalExecutor:
-    """At most ``workers`` case processes at once, each started from a preloaded forkserver."""
+    """``workers`` long-lived worker processes (forkserver, imports preloaded), one case each at a time.
+
+    A worker whose case runs past the time-out, or that dies, is killed and replaced.
+    """
 
     def __init__(self, study: Study, workers: int, timeout: float | None):
         self.reference, self.workers, self.timeout = study.run, max(1, int(workers)), timeout
         self.context = multiprocessing.get_context("forkserver")
         module = study.run.partition(":")[0]
         self.context.set_forkserver_preload(["validation.runner", module])
-        self.running: dict = {}  # connection -> (process, index, case, started)
+        self.pool: list[_LocalWorker] = []
+        self.started = 0
+
+    @property
+    def running(self) -> list[_LocalWorker]:
+        return [worker for worker in self.pool if worker.busy is not None]
 
     def has_room(self) -> bool:
         return len(self.running) < self.workers
 
     def submit(self, index: int, case: Case) -> None:
-        receiver, sender = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=_child_main, args=(sender, self.reference, case.to_json()),
-                                       name=f"case-{index}", daemon=True)
-        process.start()
-        sender.close()
-        self.running[receiver] = (process, index, case, time.monotonic())
+        idle = [worker for worker in self.pool if worker.busy is None]
+        if idle:
+            worker = idle[0]
+        else:
+            self.started += 1
+            worker = _LocalWorker(self.context, self.reference, self.started)
+            self.pool.append(worker)
+        worker.connection.send_bytes(case.to_json().encode())
+        worker.busy = (index, case, time.monotonic())
+
+    def _retire(self, worker: _LocalWorker) -> None:
+        worker.kill()
+        self.pool.remove(worker)
 
     def collect(self, wait: float):
         """Yield ``(index, case, result)`` for finished cases, waiting at most ``wait`` seconds."""
-        if not self.running:
+        busy = self.running
+        if not busy:
             return
-        deadlines = [started + self.timeout for (_, _, _, started) in self.running.values()] if self.timeout else []
-        if deadlines:
-            wait = max(0.0, min(wait, min(deadlines) - time.monotonic()))
-        objects = list(self.running) + [entry[0].sentinel for entry in self.running.values()]
+        if self.timeout:
+            wait = max(0.0, min(wait, min(w.busy[2] + self.timeout for w in busy) - time.monotonic()))
+        objects = [w.connection for w in busy] + [w.process.sentinel for w in busy]
         multiprocessing.connection.wait(objects, timeout=wait)
         now = time.monotonic()
-        for receiver in list(self.running):
-            process, index, case, started = self.running[receiver]
+        for worker in busy:
+            index, case, started = worker.busy
             result = None
-            if receiver.poll():
+            if worker.connection.poll():
                 try:
-                    result = json.loads(receiver.recv_bytes().decode())
+                    result = json.loads(worker.connection.recv_bytes().decode())
+                    worker.busy = None
                 except (EOFError, OSError, ValueError):
-                    result = None
-                process.join(5)
-                if result is None:
-                    result = {"status": "error", "message": f"case process died (exit code {process.exitcode})",
+                    self._retire(worker)
+                    result = {"status": "error", "message": "worker process died while returning the result",
                               "figures": {}, "wall_s": now - started}
-            elif not process.is_alive():
-                process.join()
-                result = {"status": "error", "message": f"case process died without a result (exit code "
-                                                        f"{process.exitcode})", "figures": {}, "wall_s": now - started}
+            elif not worker.process.is_alive():
+                code = worker.process.exitcode
+                self._retire(worker)
+                result = {"status": "error", "message": f"worker process died without a result (exit code {code})",
+                          "figures": {}, "wall_s": now - started}
             elif self.timeout is not None and now - started > self.timeout:
-                process.kill()
-                process.join()
+                self._retire(worker)
                 result = {"status": "timeout", "message": f"case exceeded its time-out of {self.timeout:g} s "
                                                           "and was killed", "figures": {}, "wall_s": now - started}
             if result is not None:
-                receiver.close()
-                del self.running[receiver]
                 yield index, case, result
 
     def close(self) -> None:
-        for receiver, (process, *_rest) in list(self.running.items()):
-            process.kill()
-            process.join()
-            receiver.close()
-        self.running.clear()
+        for worker in list(self.pool):
+            if worker.busy is None:
+                try:
+                    worker.connection.send_bytes(b"")
+                except OSError:
+                    pass
+                worker.process.join(5)
+            self._retire(worker)
 
 
 class _DaskExecutor:
