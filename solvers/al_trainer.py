@@ -558,7 +558,8 @@ class ALTrainer:
                 violation = diag["violation"]["max"]
                 previous = loop["previous_violation"]
                 at_cap = state.rho >= self.rho_max * alpha
-                loop["growth"] = loop["growth"] + 1 if (previous is not None and violation > previous and at_cap) else 0
+                growing = previous is not None and violation > previous and violation > max(self.tol, 1e-8)
+                loop["growth"] = loop["growth"] + 1 if (growing and at_cap) else 0
                 loop["previous_violation"] = violation
                 if iteration % self.penalty_period == 0:  # Birgin–Martínez test, once per period
                     reference = loop["period_violation"]
