@@ -208,11 +208,11 @@ def _instance_key(row: dict) -> tuple:
     return (row["problem"], row["seed"])
 
 
-def best_times(rows: list[dict]) -> dict:
-    """Fastest successful re-solve time per instance (problem, seed)."""
+def best_times(rows: list[dict], backends=None) -> dict:
+    """Fastest successful re-solve time per instance (problem, seed), over ``backends`` (default all)."""
     best: dict = {}
     for row in rows:
-        if row["status"] == "ok" and row["success"]:
+        if row["status"] == "ok" and row["success"] and (backends is None or row["backend"] in backends):
             key = _instance_key(row)
             best[key] = min(best.get(key, math.inf), row["solve_s"])
     return best
@@ -277,16 +277,18 @@ def format_table(summary: list[dict], exponents: dict) -> str:
     return "\n".join(out)
 
 
-def performance_profile(rows: list[dict]) -> tuple[np.ndarray, dict]:
+def performance_profile(rows: list[dict], backends=None) -> tuple[np.ndarray, dict]:
     """Dolan–Moré profile: for each backend, the fraction of instances solved within τ × best time.
 
     An instance is every (block, size, seed) drawn; a backend that failed our checks on it, or
-    cannot take it, counts as not solved at any τ.
+    cannot take it, counts as not solved at any τ. ``backends`` restricts the comparison (the
+    best time is then the best among them).
     """
-    best = best_times(rows)
+    backends = sorted(backends or {r["backend"] for r in rows})
+    best = best_times(rows, backends)
     instances = sorted({_instance_key(r) for r in rows})
     ratios: dict = {}
-    for backend in sorted({r["backend"] for r in rows}):
+    for backend in backends:
         by_instance = {_instance_key(r): r for r in rows if r["backend"] == backend}
         values = []
         for key in instances:
@@ -309,16 +311,21 @@ def plot(rows: list[dict], directory: str) -> list[str]:
 
     os.makedirs(directory, exist_ok=True)
     paths = []
-    taus, profile = performance_profile(rows)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for backend, fraction in profile.items():
-        ax.step(taus, fraction, where="post", label=backend)
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("τ (time within τ × fastest backend on the instance)")
-    ax.set_ylabel("fraction of instances solved (our checks)")
-    ax.set_title("Performance profile, re-solve time")
-    ax.legend()
+    everyone = sorted({r["backend"] for r in rows})
+    colour = {b: f"C{i}" for i, b in enumerate(everyone)}
+    iterative = [b for b in everyone if b != "closed_form"]
+    panels = [("all backends", everyone)] + ([("CVXPY backends only", iterative)] if iterative != everyone else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (title, members) in zip(axes.flat, panels):
+        taus, profile = performance_profile(rows, members)
+        for backend, fraction in profile.items():
+            ax.step(taus, fraction, where="post", label=backend, color=colour[backend])
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("τ (re-solve time within τ × fastest on the instance)")
+        ax.set_ylabel("fraction of instances solved (our checks)")
+        ax.set_title(f"Performance profile, {title}")
+        ax.legend()
     fig.tight_layout()
     paths.append(os.path.join(directory, "performance_profile.png"))
     fig.savefig(paths[-1], dpi=120)
@@ -332,7 +339,7 @@ def plot(rows: list[dict], directory: str) -> list[str]:
     for ax, kind in zip(axes.flat, kinds):
         for (k, backend), (slope, sizes, medians) in sorted(exponents.items()):
             if k == kind:
-                ax.loglog(sizes, medians, marker="o", label=f"{backend} (p={slope:.2f})")
+                ax.loglog(sizes, medians, marker="o", label=f"{backend} (p={slope:.2f})", color=colour[backend])
         ax.set_title(kind)
         ax.set_xlabel("unknowns")
         ax.set_ylabel("median re-solve s")
