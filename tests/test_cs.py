@@ -1,0 +1,236 @@
+"""The compressed-sensing application: loaders, blocks, metrics, sparse recovery, ``unrelu cs --quick``."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from formulation.results import ProblemError
+from validation import datasets as ds
+from validation.cs import SparseRecovery, dct_basis, psnr, ssim
+
+SHARED = os.path.isdir(ds.SHARED_DATA)
+needs_shared = pytest.mark.skipif(not SHARED, reason=f"shared data folder {ds.SHARED_DATA} is absent")
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _write(path, payload: bytes, compress: bool):
+    if compress:
+        with gzip.open(path, "wb") as handle:
+            handle.write(payload)
+    else:
+        with open(path, "wb") as handle:
+            handle.write(payload)
+
+
+# ============================================================================ IDX / MNIST
+@pytest.mark.parametrize("compress", [True, False])
+def test_read_idx_roundtrip(tmp_path, compress):
+    array = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    path = tmp_path / ("x.gz" if compress else "x")
+    _write(path, _idx_bytes(array), compress)
+    np.testing.assert_array_equal(ds.read_idx(path), array)
+
+
+def test_read_idx_rejects_bad_magic_truncation_and_padding(tmp_path):
+    array = np.zeros((4, 28, 28), dtype=np.uint8)
+    good = _idx_bytes(array)
+    cases = {"magic": b"\x08\x03" + good[2:], "truncated": good[:-10], "padded": good + b"\x00",
+             "empty": b""}
+    for name, payload in cases.items():
+        path = tmp_path / name
+        _write(path, payload, compress=False)
+        with pytest.raises(ProblemError, match="download it again"):
+            ds.read_idx(path)
+    broken_gzip = tmp_path / "broken.gz"
+    compressed = gzip.compress(good)
+    broken_gzip.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(ProblemError, match="corrupt or truncated"):
+        ds.read_idx(broken_gzip)
+    with pytest.raises(ProblemError, match="does not exist"):
+        ds.read_idx(tmp_path / "missing.gz")
+
+
+def test_load_mnist_from_user_dir_with_four_files(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(10, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=10, dtype=np.uint8)
+    for stem, array in (("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", labels),
+                        ("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
+        _write(tmp_path / stem, _idx_bytes(array), compress=False)
+    data = ds.load_mnist(tmp_path, n_train=7, n_test=3)
+    assert not data.fallback and data.name == "mnist"
+    np.testing.assert_allclose(data.train, images[:7].reshape(7, -1) / 255.0)
+    np.testing.assert_allclose(data.test, images[-3:].reshape(3, -1) / 255.0)
+    np.testing.assert_array_equal(data.test_labels, labels[-3:])
+
+
+def test_load_mnist_wrong_dir_and_corrupt_file(tmp_path):
+    with pytest.raises(ProblemError, match="does not exist"):
+        ds.load_mnist(tmp_path / "nope")
+    with pytest.raises(ProblemError, match="no t10k-images"):
+        ds.load_mnist(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all, not idx either")
+    with pytest.raises(ProblemError, match="bad magic"):
+        ds.load_mnist(tmp_path)
+
+
+def test_load_mnist_falls_back_to_bundled_digits(monkeypatch, tmp_path):
+    monkeypatch.setattr(ds, "default_mnist_dir", lambda: str(tmp_path / "absent"))
+    data = ds.load_mnist()
+    assert data.fallback and data.name == "digits" and data.image_shape == (8, 8)
+    assert "FALLBACK" in data.source and "NOT MNIST" in data.source
+    assert data.train.shape[1] == 64 and data.train.min() >= 0 and data.train.max() <= 1
+    with pytest.raises(ProblemError):
+        ds.load_mnist(allow_fallback=False)
+
+
+@needs_shared
+def test_load_mnist_shared_split():
+    data = ds.load_mnist()
+    assert not data.fallback
+    assert data.train.shape == (8000, 784) and data.test.shape == (2000, 784)
+    assert data.train.min() == 0.0 and data.train.max() == 1.0
+    assert data.test_labels.shape == (2000,)
+
+
+# ============================================================================ images
+@needs_shared
+def test_set11_and_phi_shared():
+    images = ds.load_set11()
+    assert len(images) == 11 and {"cameraman", "Monarch"} <= set(images)
+    assert all(im.ndim == 2 and im.dtype == np.float64 and 0 <= im.min() and im.max() <= 1 for im in images.values())
+    for ratio, m in ds.PHI_ROWS.items():
+        A, source = ds.sampling_matrix(ratio)
+        assert A.shape == (m, 1089) and source.endswith(f"phi_0_{ratio}_1089.mat")
+
+
+def test_set11_wrong_dir_and_gaussian_fallback(tmp_path):
+    with pytest.raises(ProblemError, match="does not exist"):
+        ds.load_set11(tmp_path / "nope")
+    with pytest.raises(ProblemError, match="no .tif"):
+        ds.load_set11(tmp_path)
+    A, source = ds.sampling_matrix(10, phi_dir=tmp_path, rng=np.random.default_rng(0))
+    assert A.shape == (109, 1089) and "Gaussian" in source
+    np.testing.assert_allclose(A @ A.T, np.eye(109), atol=1e-12)
+    B, _ = ds.sampling_matrix(10, phi_dir=tmp_path, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(A, B)
+
+
+def test_training_photos_exclude_camera():
+    assert "camera" not in ds.TRAINING_PHOTOS
+    with pytest.raises(ProblemError, match="cameraman"):
+        ds.training_photos(("camera",))
+    blocks = ds.sample_blocks(ds.training_photos(("coins", "moon")), 20, np.random.default_rng(0))
+    assert blocks.shape == (20, 1089) and 0 <= blocks.min() and blocks.max() <= 1
+
+
+@pytest.mark.parametrize("shape", [(66, 99), (70, 100), (33, 33), (5, 40), (256, 256)])
+def test_blocks_split_and_reassembly_exact(shape):
+    image = np.random.default_rng(2).random(shape)
+    blocks, padded = ds.image_to_blocks(image)
+    assert padded[0] % 33 == 0 and padded[1] % 33 == 0
+    assert blocks.shape == ((padded[0] // 33) * (padded[1] // 33), 1089)
+    np.testing.assert_array_equal(ds.blocks_to_image(blocks, padded, shape), image)
+    # block k is the k-th 33x33 tile in row-major order
+    np.testing.assert_array_equal(blocks[0].reshape(33, 33)[: min(33, shape[0]), : min(33, shape[1])],
+                                  image[:33, :33])
+
+
+# ============================================================================ metrics
+def test_psnr_constant_offset_is_hand_computed():
+    reference = np.full((16, 16), 0.5)
+    estimate = reference + 0.1  # MSE = 0.01, data range 1: PSNR = 10 log10(1 / 0.01) = 20 dB
+    assert psnr(reference, estimate) == pytest.approx(20.0, abs=1e-12)
+    assert psnr(reference, reference - 0.01) == pytest.approx(40.0, abs=1e-9)
+
+
+def test_ssim_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(3)
+    reference = rng.random((64, 64))
+    estimate = np.clip(reference + 0.05 * rng.standard_normal((64, 64)), 0, 1)
+    assert ssim(reference, reference) == pytest.approx(1.0)
+    assert ssim(reference, estimate) == pytest.approx(structural_similarity(reference, estimate, data_range=1.0))
+    assert ssim(reference, estimate) < 1.0
+
+
+# ============================================================================ sparse recovery
+def test_dct_basis_is_orthonormal_and_matches_scipy():
+    from scipy.fft import dctn
+
+    basis = dct_basis(8)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(64), atol=1e-12)
+    block = np.random.default_rng(4).random((8, 8))
+    np.testing.assert_allclose(basis.T @ block.ravel(), dctn(block, norm="ortho").ravel(), atol=1e-12)
+
+
+def _sparse_instance(seed=5, n=64, k=3, m=40):
+    rng = np.random.default_rng(seed)
+    signal = np.zeros(n)
+    support = rng.choice(n, size=k, replace=False)
+    signal[support] = rng.choice([-1.0, 1.0], size=k) * (1 + rng.random(k))
+    A = rng.standard_normal((m, n)) / np.sqrt(m)
+    return A, signal
+
+
+def test_basis_pursuit_recovers_exactly_sparse_signal():
+    # n = 64, k = 3, m = 40 Gaussian: far inside the l1 phase-transition region, recovery is exact
+    A, signal = _sparse_instance()
+    recovered = SparseRecovery(A, mode="bp", solver="CLARABEL").recover(A @ signal)
+    np.testing.assert_allclose(recovered, signal, atol=1e-6)
+
+
+def test_lasso_recovers_sparse_signal_in_a_basis():
+    A, coefficients = _sparse_instance(seed=6)
+    basis = dct_basis(8)
+    signal = basis @ coefficients
+    solver = SparseRecovery(A @ basis.T, basis, mode="lasso", solver="CLARABEL")  # M = A Ψᵀ Ψ = A
+    kappa = 1e-4
+    recovered = solver.recover(A @ basis.T @ signal, kappa=kappa)
+    # the LASSO shrinks by at most about lambda per coordinate: error O(kappa * lambda_max)
+    assert np.linalg.norm(recovered - signal) <= 1e-3 * np.linalg.norm(signal)
+    assert solver.problem.is_dpp()
+
+
+# ============================================================================ command
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED, reason=f"shared data folder {ds.SHARED_DATA} is absent (Set11 needed)")
+def test_cs_quick_end_to_end_and_resume(tmp_path, capsys):
+    from validation.cli import main
+
+    checkpoint, out_json, plots = tmp_path / "ck", tmp_path / "cs.json", tmp_path / "plots"
+    code = main(["cs", "--quick", "--no-progress", "--checkpoint-dir", str(checkpoint), "--json", str(out_json),
+                 "--plot", str(plots)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "== mnist" in text and "== images" in text and "lasso" in text
+    content = json.loads(out_json.read_text())
+    records = content["records"]
+    methods = ("al", "al_init", "adam", "ridge", "lasso")
+    assert {r["method"] for r in records.values()} == set(methods)
+    assert len(records) == 2 * len(methods)
+    for record in records.values():
+        assert np.isfinite(record["psnr"]) and record["recovery_seconds_per_item"] > 0
+        if record["dataset"] == "images":
+            assert 0 < record["ssim"] <= 1
+    assert {p.name for p in plots.iterdir()} >= {"cs_mnist_psnr.png", "cs_mnist_examples.png",
+                                                 "cs_images_psnr.png", "cs_images_examples.png"}
+    # a rerun skips every finished cell: nothing is retrained and the numbers are unchanged
+    start = time.perf_counter()
+    assert main(["cs", "--quick", "--no-progress", "--checkpoint-dir", str(checkpoint)]) == 0
+    assert time.perf_counter() - start < 30
+    again = json.loads((checkpoint / "cs_quick.json").read_text())["records"]
+    assert again == records
+    # the bar of the quick setting: the AL-trained MLP beats linear ridge recovery on MNIST
+    assert records["mnist/100/al"]["psnr"] > records["mnist/100/ridge"]["psnr"]

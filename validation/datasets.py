@@ -1,0 +1,364 @@
+"""Datasets of the compressed-sensing application (DESIGN §6): MNIST, natural-image blocks, Set11.
+
+Images are returned as float64 in ``[0, 1]``; a collection of signals is an array with one
+signal per ROW here (``(N, n)``, the natural layout of image files); the learning code wants
+samples as columns and transposes at its boundary.
+
+The shared data live in ``../shared/data`` relative to the repository root (see its README).
+Nothing here copies them; every loader takes a directory and, where the task allows, falls back
+to data bundled with scikit-learn / scikit-image and says so in :attr:`Dataset.source`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from formulation.results import ProblemError
+
+__all__ = [
+    "REPO_ROOT", "SHARED_DATA", "Dataset", "read_idx", "load_mnist", "load_digits_fallback",
+    "TRAINING_PHOTOS", "training_photos", "load_set11", "sampling_matrix", "image_to_blocks",
+    "blocks_to_image", "sample_blocks", "BLOCK", "IMAGE_RATIOS", "PHI_ROWS",
+]
+
+#: Root of this repository (the folder that holds ``pyproject.toml``).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The shared, read-only data folder; it may be absent.
+SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+
+#: Side of the image blocks of block compressed sensing (``n = 33² = 1089``).
+BLOCK = 33
+#: Measurement ratios of the image experiments, in percent.
+IMAGE_RATIOS = (1, 4, 10, 25, 40)
+#: Rows ``m`` of the published ISTA-Net sampling matrices per ratio (``ceil``-free, as distributed).
+PHI_ROWS = {1: 10, 4: 43, 10: 109, 25: 272, 40: 436}
+
+#: ``skimage.data`` photographs used for training blocks. ``camera`` is Set11's cameraman and is
+#: excluded on purpose; all of these ship inside scikit-image (no download).
+TRAINING_PHOTOS = ("astronaut", "brick", "chelsea", "coffee", "coins", "grass", "gravel", "moon", "rocket",
+                   "clock", "page", "text", "hubble_deep_field")
+
+# IDX type codes (third magic byte) -> numpy big-endian dtype.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_MNIST_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+
+
+@dataclass
+class Dataset:
+    """Signals split into train and test, one signal per row, values in ``[0, 1]``.
+
+    Attributes
+    ----------
+    name : str
+        ``"mnist"``, ``"digits"`` (the fallback) or ``"images"``.
+    train, test : ndarray of shape (N, n)
+    image_shape : tuple of int
+        Shape of one signal as an image (``(28, 28)``, ``(8, 8)``, ``(33, 33)``).
+    source : str
+        Where the data came from, printed with every table (says when a fallback was used).
+    fallback : bool
+        True when bundled data replaced the requested files.
+    test_labels : ndarray or None
+    extras : dict
+    """
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    image_shape: tuple[int, ...]
+    source: str
+    fallback: bool = False
+    test_labels: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Signal length."""
+        return int(self.train.shape[1])
+
+
+# ============================================================================ IDX / MNIST
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or plain), checking its header against its size.
+
+    Parameters
+    ----------
+    path : path-like
+        A file such as ``t10k-images-idx3-ubyte.gz``.
+
+    Returns
+    -------
+    ndarray
+        With the shape and dtype the header declares (native byte order).
+
+    Raises
+    ------
+    ProblemError
+        Missing file, bad magic number, unknown type code, or a payload whose size does not match
+        the dimensions in the header (a truncated or padded download).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ProblemError(f"IDX file {path!r} does not exist; pass the folder that holds the MNIST files.")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:  # a truncated gzip stream ends here
+        raise ProblemError(f"IDX file {path!r} could not be read ({exc}); it is corrupt or truncated: "
+                           "download it again.") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise ProblemError(f"IDX file {path!r} has a bad magic number {raw[:4].hex() or '(empty)'}: an IDX file "
+                           "starts with 00 00, a type code (08 for uint8) and the number of dimensions. "
+                           "It is not an (uncompressed or gzip) MNIST file; download it again.")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ProblemError(f"IDX file {path!r} is truncated inside its header ({len(raw)} bytes); download it again.")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ProblemError(f"IDX file {path!r} declares shape {shape} ({expected} bytes with its header) but has "
+                           f"{len(raw)} bytes: it is {'truncated' if len(raw) < expected else 'padded'}; "
+                           "download it again.")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find(directory: str, stem: str) -> str | None:
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def default_mnist_dir() -> str:
+    """``../shared/data/mnist`` relative to the repository root (it may not exist)."""
+    return os.path.join(SHARED_DATA, "mnist")
+
+
+def load_mnist(mnist_dir: str | os.PathLike | None = None, *, n_train: int = 8000, n_test: int = 2000,
+               allow_fallback: bool = True) -> Dataset:
+    """MNIST digits from the 10k IDX split: the first ``n_train`` for training, the last ``n_test`` for test.
+
+    Parameters
+    ----------
+    mnist_dir : path-like or None
+        Folder with ``t10k-images-idx3-ubyte[.gz]`` and ``t10k-labels-idx1-ubyte[.gz]`` (a folder with
+        the four standard files works too). ``None``: ``../shared/data/mnist`` when it exists, else
+        the fallback.
+    n_train, n_test : int
+        Sizes of the two splits, taken from the two ends of the 10,000 images (``n_train + n_test``
+        must not exceed 10,000, so they never overlap).
+    allow_fallback : bool
+        With ``mnist_dir=None`` and no shared folder, use scikit-learn's bundled 8×8 digits
+        (:func:`load_digits_fallback`); otherwise raise.
+
+    Raises
+    ------
+    ProblemError
+        An explicit ``mnist_dir`` that does not exist or lacks the files, or corrupt files.
+    """
+    if mnist_dir is None:
+        mnist_dir = default_mnist_dir()
+        if not os.path.isdir(mnist_dir):
+            if not allow_fallback:
+                raise ProblemError(f"No MNIST folder at {mnist_dir!r}; pass --mnist-dir.")
+            return load_digits_fallback(reason=f"no MNIST folder at {mnist_dir}")
+    mnist_dir = os.fspath(mnist_dir)
+    if not os.path.isdir(mnist_dir):
+        raise ProblemError(f"MNIST folder {mnist_dir!r} does not exist; pass the folder that holds "
+                           "t10k-images-idx3-ubyte.gz (or omit --mnist-dir to use the default).")
+    images_path, labels_path = (_find(mnist_dir, stem) for stem in _MNIST_TEST)
+    if images_path is None:
+        present = sorted(os.listdir(mnist_dir))[:10]
+        raise ProblemError(f"MNIST folder {mnist_dir!r} has no t10k-images-idx3-ubyte[.gz] (found {present}); "
+                           "pass the folder that holds the standard MNIST IDX files.")
+    if n_train + n_test > 10000 or n_train < 1 or n_test < 1:
+        raise ProblemError(f"n_train={n_train} and n_test={n_test} must be positive and sum to at most 10000.")
+    images = read_idx(images_path)
+    if images.ndim != 3 or images.shape[0] < n_train + n_test or images.shape[1:] != (28, 28):
+        raise ProblemError(f"{images_path!r} holds an array of shape {images.shape}, expected (10000, 28, 28) "
+                           "images: is it the images file of the MNIST test split?")
+    labels = None
+    if labels_path is not None:
+        labels = read_idx(labels_path)
+        if labels.shape != (images.shape[0],):
+            raise ProblemError(f"{labels_path!r} has shape {labels.shape} but the images file has "
+                               f"{images.shape[0]} images; the two files do not belong together.")
+    flat = images.reshape(images.shape[0], -1).astype(np.float64) / 255.0
+    return Dataset(name="mnist", train=flat[:n_train], test=flat[-n_test:], image_shape=(28, 28),
+                   source=f"MNIST t10k split from {images_path} (first {n_train} train, last {n_test} test)",
+                   test_labels=None if labels is None else labels[-n_test:])
+
+
+def load_digits_fallback(reason: str = "", test_fraction: float = 0.2) -> Dataset:
+    """scikit-learn's bundled 8×8 digits (1,797 images, values 0..16 scaled to ``[0, 1]``).
+
+    The first ``1 − test_fraction`` of the images train, the rest test (no shuffling, like MNIST).
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    data = bunch.data.astype(np.float64) / 16.0
+    split = int(round(len(data) * (1 - test_fraction)))
+    note = "FALLBACK: scikit-learn's bundled 8x8 digits, NOT MNIST" + (f" ({reason})" if reason else "")
+    return Dataset(name="digits", train=data[:split], test=data[split:], image_shape=(8, 8),
+                   source=f"{note}; first {split} train, last {len(data) - split} test", fallback=True,
+                   test_labels=bunch.target[split:])
+
+
+# ============================================================================ natural images
+def training_photos(names=TRAINING_PHOTOS) -> dict[str, np.ndarray]:
+    """Grayscale float ``[0, 1]`` versions of bundled ``skimage.data`` photographs (no ``camera``)."""
+    import skimage.data
+    from skimage.color import rgb2gray, rgba2rgb
+    from skimage.util import img_as_float
+
+    if "camera" in names:
+        raise ProblemError("`camera` is Set11's cameraman, a test image; leave it out of the training photos.")
+    photos = {}
+    for name in names:
+        image = getattr(skimage.data, name)()
+        if image.ndim == 3 and image.shape[2] == 4:
+            image = rgba2rgb(image)
+        image = rgb2gray(image) if image.ndim == 3 else img_as_float(image)
+        photos[name] = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
+    return photos
+
+
+def sample_blocks(photos: dict[str, np.ndarray], count: int, rng: np.random.Generator,
+                  block: int = BLOCK, augment: bool = True) -> np.ndarray:
+    """``count`` random ``block × block`` patches (rows of length ``block²``) from ``photos``.
+
+    Patches are drawn uniformly over all positions of all photos (larger photos give more), and
+    with ``augment`` flipped / rotated by a random element of the dihedral group.
+    """
+    names = sorted(photos)
+    sizes = np.array([(photos[k].shape[0] - block + 1) * (photos[k].shape[1] - block + 1) for k in names], float)
+    which = rng.choice(len(names), size=count, p=sizes / sizes.sum())
+    out = np.empty((count, block * block))
+    for index, k in enumerate(which):
+        image = photos[names[k]]
+        i = rng.integers(0, image.shape[0] - block + 1)
+        j = rng.integers(0, image.shape[1] - block + 1)
+        patch = image[i:i + block, j:j + block]
+        if augment:
+            patch = np.rot90(patch, int(rng.integers(4)))
+            if rng.integers(2):
+                patch = patch[:, ::-1]
+        out[index] = patch.ravel()
+    return out
+
+
+def default_set11_dir() -> str:
+    return os.path.join(SHARED_DATA, "set11")
+
+
+def load_set11(set11_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """The Set11 test images as float ``[0, 1]`` grayscale arrays, keyed by file stem.
+
+    Raises
+    ------
+    ProblemError
+        A folder that does not exist or holds no ``.tif`` images, or an unreadable image.
+    """
+    import skimage.io
+    from skimage.color import rgb2gray
+    from skimage.util import img_as_float
+
+    set11_dir = default_set11_dir() if set11_dir is None else os.fspath(set11_dir)
+    if not os.path.isdir(set11_dir):
+        raise ProblemError(f"Set11 folder {set11_dir!r} does not exist; pass --set11-dir with the folder of the "
+                           "Set11 .tif images, or use --datasets mnist.")
+    files = sorted(f for f in os.listdir(set11_dir) if f.lower().endswith((".tif", ".tiff", ".png", ".bmp")))
+    if not files:
+        raise ProblemError(f"Set11 folder {set11_dir!r} holds no .tif images; pass the folder of the Set11 images.")
+    images = {}
+    for name in files:
+        path = os.path.join(set11_dir, name)
+        try:
+            image = skimage.io.imread(path)
+        except Exception as exc:  # imageio / tifffile raise many types
+            raise ProblemError(f"Set11 image {path!r} could not be read ({exc}); replace the file.") from exc
+        if image.ndim == 3:
+            image = rgb2gray(image[..., :3])
+        images[os.path.splitext(name)[0]] = np.asarray(img_as_float(image), dtype=np.float64)
+    return images
+
+
+def sampling_matrix(ratio: int, n: int = BLOCK * BLOCK, *, phi_dir: str | os.PathLike | None = None,
+                    rng: np.random.Generator | None = None) -> tuple[np.ndarray, str]:
+    """Block sampling matrix ``A`` of shape ``(m, n)`` for a ratio in percent, and where it came from.
+
+    ``phi_0_{ratio}_{n}.mat`` (key ``phi``, as distributed with ISTA-Net) from ``phi_dir``
+    (default ``../shared/data/cs_phi``) when present; otherwise a Gaussian matrix with
+    orthonormal rows drawn from ``rng`` with ``m = PHI_ROWS[ratio]`` (or ``round(ratio n / 100)``).
+    """
+    directory = os.path.join(SHARED_DATA, "cs_phi") if phi_dir is None else os.fspath(phi_dir)
+    path = os.path.join(directory, f"phi_0_{ratio}_{n}.mat")
+    if os.path.isfile(path):
+        import scipy.io
+
+        try:
+            content = scipy.io.loadmat(path)
+        except Exception as exc:
+            raise ProblemError(f"Sampling matrix {path!r} could not be read ({exc}); replace the file.") from exc
+        if "phi" not in content:
+            raise ProblemError(f"{path!r} has keys {sorted(k for k in content if not k.startswith('__'))}, "
+                               "expected `phi`.")
+        A = np.asarray(content["phi"], dtype=np.float64)
+        if A.ndim != 2 or A.shape[1] != n:
+            raise ProblemError(f"`phi` in {path!r} has shape {A.shape}, expected (m, {n}).")
+        return A, path
+    if rng is None:
+        raise ProblemError(f"No sampling matrix {path!r}; pass `rng` to draw a seeded Gaussian one.")
+    m = PHI_ROWS.get(ratio, max(1, int(round(ratio * n / 100)))) if n == BLOCK * BLOCK else \
+        max(1, int(round(ratio * n / 100)))
+    return gaussian_orthonormal(m, n, rng), "seeded Gaussian, orthonormal rows"
+
+
+def gaussian_orthonormal(m: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """An ``m × n`` Gaussian matrix with its rows orthonormalised (QR of the transpose)."""
+    if m > n:
+        raise ProblemError(f"m={m} measurements exceed the signal length n={n}; choose m <= n.")
+    Q, R = np.linalg.qr(rng.standard_normal((n, m)))
+    return (Q * np.sign(np.diag(R))).T
+
+
+# ============================================================================ blocks
+def image_to_blocks(image: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, tuple[int, int]]:
+    """Split an image into non-overlapping ``block × block`` blocks, row-major, one per row.
+
+    The image is zero-padded at the bottom and right to a multiple of ``block``. Returns the
+    blocks ``(B, block²)`` and the padded shape, for :func:`blocks_to_image`.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2:
+        raise ProblemError(f"`image` has shape {image.shape}; pass a 2-D grayscale image.")
+    rows, cols = (-(-s // block) * block for s in image.shape)
+    padded = np.zeros((rows, cols))
+    padded[:image.shape[0], :image.shape[1]] = image
+    blocks = padded.reshape(rows // block, block, cols // block, block).transpose(0, 2, 1, 3)
+    return blocks.reshape(-1, block * block).copy(), (rows, cols)
+
+
+def blocks_to_image(blocks: np.ndarray, padded_shape: tuple[int, int], shape: tuple[int, int],
+                    block: int = BLOCK) -> np.ndarray:
+    """Inverse of :func:`image_to_blocks`: reassemble and crop back to ``shape``."""
+    rows, cols = padded_shape
+    blocks = np.asarray(blocks, dtype=np.float64)
+    expected = (rows // block) * (cols // block)
+    if blocks.shape != (expected, block * block):
+        raise ProblemError(f"`blocks` has shape {blocks.shape}, expected ({expected}, {block * block}) for a "
+                           f"padded image of shape {padded_shape}.")
+    image = blocks.reshape(rows // block, cols // block, block, block).transpose(0, 2, 1, 3).reshape(rows, cols)
+    return image[:shape[0], :shape[1]].copy()
