@@ -32,6 +32,11 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-backen
 #: on a squared loss of 7e-3 made the relaxed optimum 1e-4 relative off (measured); 1e-9 brings (i) and
 #: (ii) to 1e-8 relative agreement and was not slower on the verification set.
 FEASTOL = 1e-9
+#: Through CVXPY (version (i)) the squared loss becomes a second-order cone, and 1e-9 gave "unresolved
+#: numerical troubles in LP" on a 5-2-1 training MIQP; 1e-8 solved it and agreed with 1e-7 to 1e-10.
+FEASTOL_CVXPY = 1e-8
+#: On an LP-solver error SCIP is re-run once with its default tolerance (recorded in ``extras["retried"]``).
+FEASTOL_RETRY = 1e-6
 
 # SCIP status -> why it stopped. "gaplimit" is optimal within the requested gap.
 RAW_STATUS = {
@@ -57,7 +62,7 @@ class BackendSCIP(MipBackend):
 
     # ------------------------------------------------------------------ (i) through CVXPY
     def _settings(self, time_limit, gap, options):
-        params = {"limits/gap": 0.0 if gap is None else gap, "display/verblevel": 0, "numerics/feastol": FEASTOL}
+        params = {"limits/gap": 0.0 if gap is None else gap, "display/verblevel": 0, "numerics/feastol": FEASTOL_CVXPY}
         if time_limit is not None:
             params["limits/time"] = float(time_limit)
         params.update(options.pop("scip_params", {}))
@@ -69,9 +74,16 @@ class BackendSCIP(MipBackend):
         return model.getStatus(), primal, model.getDualbound()
 
     def solve(self, form, *, time_limit: float | None = None, gap: float | None = None, **options) -> Solution:
-        if form.requires == BILINEAR:
-            return self._solve_relaxed(form, time_limit=time_limit, gap=gap, **options)
-        return super().solve(form, time_limit=time_limit, gap=gap, **options)
+        method = self._solve_relaxed if form.requires == BILINEAR else super().solve
+        try:
+            return method(form, time_limit=time_limit, gap=gap, **options)
+        except SolverError:
+            if "scip_params" in options:
+                raise
+            solution = method(form, time_limit=time_limit, gap=gap,
+                              scip_params={"numerics/feastol": FEASTOL_RETRY}, **options)
+            solution.extras["retried"] = f"numerics/feastol={FEASTOL_RETRY} after an LP-solver error"
+            return solution
 
     # ------------------------------------------------------------------ (ii) directly
     @staticmethod

@@ -13,7 +13,7 @@ import sys
 from formulation.results import UnreluError
 
 #: Modules that contribute commands, in the order of ``unrelu --help``.
-COMMAND_MODULES = ("validation.bench", "validation.train", "validation.compare_solvers", "validation.cs")
+COMMAND_MODULES = ("validation.bench", "validation.verify", "validation.compare_solvers", "validation.train", "validation.cs")
 
 
 def build_parser() -> argparse.ArgumentParser:
