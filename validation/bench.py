@@ -7,20 +7,21 @@ For each backend x subproblem x size it measures
 * the ratio of re-solve to build, the ratio of re-solve to the closed form on the same
   instances, and the max abs error of the canonical solution against the closed form.
 
-Rows are appended to the CSV as they finish, so an interrupted run keeps what it measured.
+Cases run through ``validation.runner``: each is stored in SQLite as it finishes (an interrupted
+run resumes), then the CSV is written from the store.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import time
 import warnings
 
 import numpy as np
-from tqdm import tqdm
 
 import solvers
 from formulation.instances import KINDS, make_subproblem, random_parameters
@@ -115,7 +116,32 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+#: Figures of :func:`bench_case` (the table's ``status`` is stored as ``outcome``: the runner's
+#: own ``status`` column says whether the case ran).
+CASE_FIGURES = {"outcome": "TEXT", "unknowns": "INTEGER", "build_s": "REAL", "resolve_median_s": "REAL",
+                "resolve_over_build": "REAL", "over_closed_form": "REAL", "max_abs_err": "REAL", "note": "TEXT"}
+
+
+def bench_case(case) -> dict:
+    """One backend x block x size of the benchmark, as a ``validation.runner`` case."""
+    kind, N, n, backend = case.problem["kind"], case.problem["N"], case.problem["n"], case.backend
+    probe = make_subproblem(kind, 1, 1, build_model=False)
+    if not solvers.get_backend(backend).accepts(probe):
+        return {"outcome": "skipped", "note": f"{backend} cannot take {probe.requires}"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InaccurateSolutionWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            row = bench_one(kind, N, n, backend, case.settings["repeats"], case.seed)
+    except (SolverError, MemoryError) as exc:
+        return {"outcome": "error", "note": str(exc).splitlines()[0]}
+    row["outcome"] = row.pop("status")
+    return {k: row.get(k) for k in CASE_FIGURES}
+
+
 def run(args) -> int:
+    from validation.runner import Case, Study, read_results, run_study
+
     mode = "quick" if args.quick else "full"
     continuous = [b for b in solvers.available_backends()
                   if solvers.get_backend(b).capabilities & {solvers.QP, solvers.EXP}]
@@ -126,32 +152,33 @@ def run(args) -> int:
     for kind in kinds:
         if kind not in KINDS:
             raise SolverNotFound(f"Unknown subproblem {kind!r}; choose from {', '.join(KINDS)}.")
-    cases = [(kind, N, n, backend) for kind in kinds for (N, n) in _sizes(kind, mode) for backend in backends]
-    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+    specs = [(kind, N, n, backend) for kind in kinds for (N, n) in _sizes(kind, mode) for backend in backends]
+    cases = [Case({"kind": kind, "N": N, "n": n}, backend, {"repeats": args.repeats}, args.seed + index)
+             for index, (kind, N, n, backend) in enumerate(specs)]
+    study = Study("bench_subproblems", cases, run="validation.bench:bench_case", figures=CASE_FIGURES)
+    store = args.store or os.path.splitext(args.csv)[0] + ".sqlite"
+    summary = run_study(study, store=store, workers=args.workers, scheduler=args.scheduler,
+                        case_timeout=args.case_timeout)
+    wanted = {case.case_id for case in cases}
     rows = []
+    for stored in read_results(store, study.name):
+        if stored["case_id"] not in wanted:
+            continue
+        problem = json.loads(stored["problem"])
+        row = {"backend": stored["backend"], "subproblem": problem["kind"], "N": problem["N"], "n": problem["n"],
+               **{k: stored[k] for k in CASE_FIGURES}}
+        row["status"] = row.pop("outcome") if stored["status"] == "ok" else stored["status"]
+        if stored["status"] != "ok":
+            row["note"] = (stored["message"] or "").splitlines()[-1]
+        rows.append(row)
+    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
     with open(args.csv, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
-        for index, (kind, N, n, backend) in enumerate(tqdm(cases, desc="bench subproblems", unit="case",
-                                                          disable=None)):
-            probe = make_subproblem(kind, 1, 1, build_model=False)
-            if not solvers.get_backend(backend).accepts(probe):
-                row = {"backend": backend, "subproblem": kind, "N": N, "n": n, "status": "skipped",
-                       "note": f"{backend} cannot take {probe.requires}"}
-            else:
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", InaccurateSolutionWarning)
-                        warnings.simplefilter("ignore", UserWarning)
-                        row = bench_one(kind, N, n, backend, args.repeats, args.seed + index)
-                except (SolverError, MemoryError) as exc:
-                    row = {"backend": backend, "subproblem": kind, "N": N, "n": n, "status": "error",
-                           "note": str(exc).splitlines()[0]}
-            rows.append(row)
-            writer.writerow({k: row.get(k, "") for k in COLUMNS})
-            handle.flush()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
     print(format_table(rows))
-    print(f"\nwrote {args.csv}")
+    print(f"\nwrote {args.csv}; {summary.skipped} cases were already in {store} (delete it to measure again)")
     return 0
 
 
@@ -173,6 +200,11 @@ def add_parser(subparsers) -> None:
     sub.add_argument("--seed", type=int, default=0, help="base seed of the random instances")
     sub.add_argument("--csv", default=os.path.join("results", "bench_subproblems.csv"),
                      help="CSV written row by row (default results/bench_subproblems.csv)")
+    sub.add_argument("--store", default="", help="SQLite results store (default: the CSV path with .sqlite)")
+    sub.add_argument("--workers", type=int, default=1, help="cases run at once in local processes (default 1)")
+    sub.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="run the cases on Dask")
+    sub.add_argument("--case-timeout", type=float, default=None, metavar="SECONDS",
+                     help="stop a case after this long and record it as timeout")
     sub.set_defaults(func=run)
     from validation import bench_train
 
