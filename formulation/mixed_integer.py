@@ -368,6 +368,8 @@ class BinaryForm:
     ``requires`` is ``"MILP"`` or ``"MIQP"``; solve it with ``solvers.solve(form, "HIGHS" | "SCIP" | ...)``.
     """
 
+    has_closed_form = False
+
     def __init__(self, model: MixedIntegerModel):
         self.mi = model
         self.requires = model.requires
@@ -419,6 +421,7 @@ class RelaxedForm:
     """
 
     requires = "BILINEAR"
+    has_closed_form = False
 
     def __init__(self, model: MixedIntegerModel):
         self.mi = model

@@ -23,8 +23,9 @@ class MipBackend(Backend):
         """Solver keyword arguments for ``cp.Problem.solve``."""
         raise NotImplementedError
 
-    def _raw(self, problem: cp.Problem) -> tuple[str, float | None, float | None]:
-        """(solver status name, solver primal objective, solver dual bound), in the solver's minimise sense."""
+    def _raw(self, problem: cp.Problem) -> tuple[str, float | None, float | None, bool]:
+        """(solver status name, solver primal objective, solver dual bound, whether the solver holds an
+        incumbent), objective and bound in the solver's minimise sense without CVXPY's constant offset."""
         raise NotImplementedError
 
     #: solver status name -> (why it stopped, whether a point is proven optimal). Unknown -> ERROR.
@@ -50,9 +51,11 @@ class MipBackend(Backend):
             return Solution(self.name, TerminationCondition.TIME_LIMIT, SolutionStatus.NO_SOLUTION,
                             build_time=form.build_time, solve_time=elapsed,
                             extras={"status": "error", "error": str(failure)})
-        raw_status, primal, dual = self._raw(problem)
+        raw_status, primal, dual, incumbent = self._raw(problem)
         termination = self.RAW_STATUS.get(raw_status, TerminationCondition.ERROR)
-        has_point = problem.status in cp.settings.SOLUTION_PRESENT and form.v.value is not None
+        # CVXPY hands back a point after a HiGHS time-out even when HiGHS has no incumbent (it is the
+        # last LP iterate, infeasible: measured 0.18 violation of an equality row); keep only incumbents
+        has_point = incumbent and problem.status in cp.settings.SOLUTION_PRESENT and form.v.value is not None
         values = form.variable_values() if has_point else {}
         if values and not all(np.all(np.isfinite(x)) for x in values.values()):
             values = {}
@@ -65,11 +68,13 @@ class MipBackend(Backend):
         # the solver's numbers omit CVXPY's constant offset and are in minimise sense
         sign = 1.0 if form.mi.sense == "min" else -1.0
         bound = None
-        if dual is not None and np.isfinite(dual) and primal is not None and np.isfinite(primal) and values:
-            offset = sign * float(problem.value) - primal
-            bound = sign * (dual + offset)
-        elif dual is not None and np.isfinite(dual) and not values:
-            bound = None  # no incumbent: the offset cannot be recovered safely
+        if dual is not None and np.isfinite(dual):
+            if primal is not None and np.isfinite(primal) and values:
+                offset = sign * float(problem.value) - primal
+                bound = sign * (dual + offset)
+            elif form.requires == "MILP":
+                # no incumbent: the only constant of a linear objective c^T v + c0 is c0
+                bound = sign * (dual + sign * form.mi.c0)
         if termination is TerminationCondition.OPTIMAL and bound is None and values:
             bound = form.objective(values)
         return Solution(

@@ -36,7 +36,7 @@ class BackendECOSBB(MipBackend):
         return settings
 
     def _raw(self, problem):
-        return problem.status, None, None
+        return problem.status, None, None, problem.status in cp.settings.SOLUTION_PRESENT
 
 
 backend = BackendECOSBB()

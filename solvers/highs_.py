@@ -45,7 +45,8 @@ class BackendHIGHS(MipBackend):
         raw = cached[2]["model_status"] if cached else "unknown"
         primal = getattr(info, "objective_function_value", None)
         dual = getattr(info, "mip_dual_bound", None)
-        return raw, primal, dual
+        incumbent = getattr(info, "primal_solution_status", 0) == 2  # kSolutionStatusFeasible
+        return raw, primal, dual, incumbent
 
 
 backend = BackendHIGHS()

@@ -71,7 +71,7 @@ class BackendSCIP(MipBackend):
     def _raw(self, problem):
         model = problem.solver_stats.extra_stats["model"]
         primal = model.getPrimalbound() if model.getNSols() > 0 else None
-        return model.getStatus(), primal, model.getDualbound()
+        return model.getStatus(), primal, model.getDualbound(), model.getNSols() > 0
 
     def solve(self, form, *, time_limit: float | None = None, gap: float | None = None, **options) -> Solution:
         method = self._solve_relaxed if form.requires == BILINEAR else super().solve
