@@ -68,18 +68,18 @@ METHODS = ("al", "al_init", "adam", "ridge", "lasso")
 #: time the AL run actually used. ``lasso_*`` are the numbers of test / validation items LASSO solves.
 SETTINGS = {
     "full": {
-        "mnist_ms": (25, 50, 100, 200), "mnist_train": 8000, "mnist_test": 2000, "mnist_hidden": 500,
-        "budget_mnist": 40.0, "lasso_mnist_test": 50, "lasso_mnist_val": 8,
-        "image_ratios": (1, 4, 10, 25, 40), "image_blocks": 6000, "image_val_blocks": 500, "image_hidden": 500,
-        "budget_images": 30.0, "set11": None, "lasso_images": ("cameraman",), "lasso_image_val": 8,
-        "lasso_kappas": (0.1, 0.03, 0.01, 0.003), "ridge_grid": 9, "al_max_iters": 100000,
+        "mnist_ms": (25, 50, 100, 200), "mnist_train": 8000, "mnist_test": 2000, "mnist_hidden": 2000,
+        "budget_mnist": 45.0, "lasso_mnist_test": 30, "lasso_mnist_val": 6,
+        "image_ratios": (1, 4, 10, 25, 40), "image_blocks": 5000, "image_val_blocks": 500, "image_hidden": 1000,
+        "budget_images": 30.0, "set11": None, "lasso_images": ("cameraman",), "lasso_image_val": 6,
+        "lasso_kappas": (0.03, 0.01, 0.003), "ridge_grid": 9, "al_max_iters": 100000,
     },
     "quick": {
-        "mnist_ms": (100,), "mnist_train": 1500, "mnist_test": 200, "mnist_hidden": 64,
-        "budget_mnist": 20.0, "lasso_mnist_test": 5, "lasso_mnist_val": 3,
-        "image_ratios": (25,), "image_blocks": 1000, "image_val_blocks": 100, "image_hidden": 64,
-        "budget_images": 20.0, "set11": ("cameraman",), "lasso_images": ("cameraman",),
-        "lasso_image_val": 3, "lasso_kappas": (0.1, 0.01), "ridge_grid": 7, "al_max_iters": 10,
+        "mnist_ms": (100,), "mnist_train": 5000, "mnist_test": 300, "mnist_hidden": 1000,
+        "budget_mnist": 30.0, "lasso_mnist_test": 5, "lasso_mnist_val": 3,
+        "image_ratios": (25,), "image_blocks": 1000, "image_val_blocks": 100, "image_hidden": 128,
+        "budget_images": 30.0, "set11": ("cameraman",), "lasso_images": ("cameraman",),
+        "lasso_image_val": 3, "lasso_kappas": (0.03, 0.003), "ridge_grid": 7, "al_max_iters": 3,
     },
 }
 #: Images saved for the plot grid (Set11 stems) and the ratio they are shown at.
