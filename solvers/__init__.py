@@ -1,8 +1,8 @@
 """How subproblems are solved: a registry of interchangeable backends behind one ``solve``.
 
 Each backend lives in a module named after its key (``closed_form``, ``ecos_``, ``osqp_``,
-``clarabel_``, ``scs_``; mixed-integer: ``highs_``, ``scip_``, ``ecos_bb_``) and is registered here when it imports; CVXPY backends are
-installed when ``cvxpy.installed_solvers()`` lists them.
+``clarabel_``, ``scs_``; mixed-integer: ``highs_``, ``scip_``, ``ecos_bb_``) and is registered here
+when it imports; CVXPY backends are installed when ``cvxpy.installed_solvers()`` lists them.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ class RelaxedAL:
         lam = {key: np.zeros_like(c) for key, c in self.constraints(self.unpack(vector)).items()}
         rho, previous = self.rho0, np.inf
         violation, outer = np.inf, 0
-        for outer in range(1, self.outer + 1):
+        for outer in range(1, self.outer + 1):  # noqa: B007 - reported after the loop
             result = scipy.optimize.minimize(self._value_and_grad, vector, args=(lam, rho), jac=True,
                                              method="L-BFGS-B", bounds=self.bounds,
                                              options={"maxiter": self.inner, "ftol": 1e-15, "gtol": 1e-10})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 
-import cvxpy as cp
 import numpy as np
 
 from formulation.results import Solution, SolutionStatus, SolverError, TerminationCondition

@@ -35,7 +35,7 @@ from tqdm import tqdm
 import solvers
 from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
-from formulation.results import ProblemError, SolutionStatus, SolverNotFound, TerminationCondition
+from formulation.results import ProblemError, SolutionStatus, TerminationCondition
 from solvers.relaxed_al import RelaxedAL
 
 MI_BACKENDS = ("HIGHS", "SCIP", "ECOS_BB")
@@ -190,7 +190,7 @@ def run_adam(problem: mi.TinyTraining, starts: int, rng: np.random.Generator, st
         import torch
     except ImportError:
         return None
-    m, (n0, N) = problem.hidden, problem.X0.shape
+    m, n0 = problem.hidden, problem.X0.shape[0]
     P, B = m + 1, problem.weight_bound
     torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
     W = torch.tensor(rng.uniform(-B, B, size=(1, starts, m, n0)).repeat(P, axis=0), requires_grad=True)
@@ -424,8 +424,8 @@ def load_array(path: str, name: str, ndim: tuple[int, ...]) -> np.ndarray:
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
         raise ProblemError(f"{name} file {path!r} holds dtype {array.dtype}; it must be a real numeric array.")
     if array.ndim not in ndim:
-        raise ProblemError(f"{name} file {path!r} has shape {array.shape}; {name} must have {' or '.join(map(str, ndim))} "
-                           "dimension(s).")
+        allowed = " or ".join(map(str, ndim))
+        raise ProblemError(f"{name} file {path!r} has shape {array.shape}; {name} must have {allowed} dimension(s).")
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
         raise ProblemError(f"{name} file {path!r} has NaN or inf entries; remove them.")
@@ -565,7 +565,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--tighten", action="store_true", help="LP-based bound tightening (HiGHS) instead of interval")
     parser.add_argument("--loss", choices=("l1", "l2"), default="l1", help="recovery loss: l1 (MILP) or l2 (MIQP)")
     parser.add_argument("--starts", type=int, default=5, help="random starts of the AL method and Adam (default 5)")
-    parser.add_argument("--backends", default="", help=f"comma-separated MI backends (default: installed of {MI_BACKENDS})")
+    parser.add_argument("--backends", default="",
+                        help=f"comma-separated MI backends (default: the installed ones of {MI_BACKENDS})")
     parser.add_argument("--no-adam", action="store_true", help="skip the Adam baseline of the training problems")
     parser.add_argument("--json", default="", help="write every result to this JSON file")
     parser.add_argument("--plot", default="", help="write plots (PNG) to this directory")
