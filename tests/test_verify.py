@@ -124,3 +124,12 @@ def test_bad_files(user_files, capsys):
     (d / "bad.npz").write_bytes(b"garbage")
     err = _run_error(["--network", str(d / "bad.npz")], capsys)
     assert "not a readable .npz" in err
+
+
+def test_verify_user_training_teacher(tmp_path, capsys):
+    teacher = ReluNetwork.random([2, 2, 1], seed=4)
+    teacher.save(tmp_path / "teacher.npz")
+    args = ["verify", "--network", str(tmp_path / "teacher.npz"), "--problem", "training", "--samples", "4",
+            "--starts", "1", "--no-adam"]
+    assert main(args) == 0
+    assert "1 instances: relaxation preserved the optimum on 1/1" in capsys.readouterr().out
