@@ -234,3 +234,31 @@ def test_cs_quick_end_to_end_and_resume(tmp_path, capsys):
     assert again == records
     # the bar of the quick setting: the AL-trained MLP beats linear ridge recovery on MNIST
     assert records["mnist/100/al"]["psnr"] > records["mnist/100/ridge"]["psnr"]
+
+
+def test_cs_falls_back_to_digits_and_says_so(monkeypatch, tmp_path, capsys):
+    from validation.cli import main
+
+    monkeypatch.setattr(ds, "default_mnist_dir", lambda: str(tmp_path / "absent"))
+    code = main(["cs", "--quick", "--no-progress", "--datasets", "mnist", "--methods", "ridge,lasso",
+                 "--checkpoint-dir", str(tmp_path / "ck")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "FALLBACK" in text and "== digits" in text
+    records = json.loads((tmp_path / "ck" / "cs_quick.json").read_text())["records"]
+    assert set(records) == {"digits/100/ridge", "digits/100/lasso"}
+    assert records["digits/100/ridge"]["m"] == 8  # m/n kept: 100/784 of n = 64
+    # a rerun with other settings refuses the results file instead of mixing numbers
+    code = main(["cs", "--quick", "--no-progress", "--datasets", "mnist", "--methods", "ridge", "--seed", "1",
+                 "--checkpoint-dir", str(tmp_path / "ck")])
+    assert code == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_cs_rejects_unknown_dataset_and_method(tmp_path, capsys):
+    from validation.cli import main
+
+    assert main(["cs", "--quick", "--datasets", "audio", "--checkpoint-dir", str(tmp_path)]) == 2
+    assert "Unknown dataset 'audio'" in capsys.readouterr().err
+    assert main(["cs", "--quick", "--methods", "adam", "--checkpoint-dir", str(tmp_path)]) == 2
+    assert "include `al`" in capsys.readouterr().err

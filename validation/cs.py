@@ -438,6 +438,8 @@ def run_experiment(args, out=print) -> Store:
                 if rec["method"] not in methods or store.get(task.dataset, task.ratio, rec["method"]) is not None:
                     continue
                 _score_and_store(store, evaluator, task, rec, _network_recovery(net), None, None)
+            if os.path.exists(checkpoint) and store.get(task.dataset, task.ratio, "al") is not None:
+                os.remove(checkpoint)  # the AL state (GBs for wide layers) is no longer needed once scored
             continue
         if method == "adam":
             from solvers.adam_ import train_adam
@@ -662,7 +664,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] + " Learned recovery by the AL method against Adam, ridge and "
                     "LASSO; tables of PSNR (SSIM) per ratio.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="reduced setting (about a minute); used by the tests")
+    parser.add_argument("--quick", action="store_true",
+                        help="reduced setting: one ratio per dataset, less data (1.5-5 min on 2 cores, "
+                             "depending on load); used by the tests")
     parser.add_argument("--datasets", default="mnist,images", help="comma-separated: mnist, images")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     parser.add_argument("--mnist-dir", default=None,
