@@ -88,7 +88,7 @@ KILLABLE = textwrap.dedent(
     import sys
     from validation.runner import run_study, trivial_study
     if __name__ == "__main__":
-        run_study(trivial_study("killed", 30, settings={"sleep": 0.1}), store=sys.argv[1], workers=2, progress=False)
+        run_study(trivial_study("killed", 40, settings={"sleep": 0.2}), store=sys.argv[1], workers=2, progress=False)
     """
 )
 
@@ -99,7 +99,7 @@ def test_sigkill_mid_run_then_resume_gives_the_full_table(tmp_path):
     script = tmp_path / "killable.py"
     script.write_text(KILLABLE)
     reference = str(tmp_path / "ref.sqlite")
-    run_study(trivial_study("killed", 30, settings={"sleep": 0.1}), store=reference, workers=2, progress=False)
+    run_study(trivial_study("killed", 40, settings={"sleep": 0.2}), store=reference, workers=2, progress=False)
 
     process = subprocess.Popen([sys.executable, str(script), store], cwd=REPO)
     stored = 0
@@ -118,14 +118,14 @@ def test_sigkill_mid_run_then_resume_gives_the_full_table(tmp_path):
     process.wait(10)
     assert process.returncode == -signal.SIGKILL
     partial = len(read_results(store, "killed"))
-    assert 5 <= partial < 30, "the study was not interrupted mid-run"
+    assert 5 <= partial < 40, "the study was not interrupted mid-run"
 
-    summary = run_study(trivial_study("killed", 30, settings={"sleep": 0.1}), store=store, workers=2,
+    summary = run_study(trivial_study("killed", 40, settings={"sleep": 0.2}), store=store, workers=2,
                         progress=False)
-    assert summary.skipped == partial and summary.ran == 30 - partial
+    assert summary.skipped == partial and summary.ran == 40 - partial
     rows = read_results(store, "killed", exclude_timing=True)
     ids = [row["case_id"] for row in rows]
-    assert len(ids) == len(set(ids)) == 30
+    assert len(ids) == len(set(ids)) == 40
     assert rows == read_results(reference, "killed", exclude_timing=True)
 
 

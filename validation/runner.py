@@ -432,6 +432,16 @@ class _LocalWorker:
         self.connection.close()
 
 
+def _died(exitcode, wall_s: float) -> dict:
+    """The result of a case whose worker process died before returning one."""
+    why = ""
+    if exitcode is not None and exitcode < 0:
+        why = f" by signal {-exitcode}" + (" (SIGKILL: often the out-of-memory killer)" if exitcode == -9 else "")
+    return {"status": "error", "message": f"worker process died{why} without a result (exit code {exitcode}); "
+                                         "the case may need more memory than is free",
+            "figures": {}, "wall_s": wall_s}
+
+
 class _LocalExecutor:
     """``workers`` long-lived worker processes (forkserver, imports preloaded), one case each at a time.
 
@@ -485,15 +495,13 @@ class _LocalExecutor:
                 try:
                     result = json.loads(worker.connection.recv_bytes().decode())
                     worker.busy = None
-                except (EOFError, OSError, ValueError):
+                except (EOFError, OSError, ValueError):  # the pipe closed: the worker died
+                    worker.process.join(1)
+                    result = _died(worker.process.exitcode, now - started)
                     self._retire(worker)
-                    result = {"status": "error", "message": "worker process died while returning the result",
-                              "figures": {}, "wall_s": now - started}
             elif not worker.process.is_alive():
-                code = worker.process.exitcode
+                result = _died(worker.process.exitcode, now - started)
                 self._retire(worker)
-                result = {"status": "error", "message": f"worker process died without a result (exit code {code})",
-                          "figures": {}, "wall_s": now - started}
             elif self.timeout is not None and now - started > self.timeout:
                 self._retire(worker)
                 result = {"status": "timeout", "message": f"case exceeded its time-out of {self.timeout:g} s "
