@@ -15,6 +15,9 @@ import numpy as np
 from formulation.results import Solution, SolutionStatus, SolverError, TerminationCondition
 from solvers._base import Backend
 
+#: Largest distance of a returned ``d`` from {0, 1} accepted for an optimal point.
+INTEGRALITY_TOL = 1e-6
+
 
 class MipBackend(Backend):
     """A mixed-integer solver called through the CVXPY model of a ``BinaryForm``."""
@@ -59,6 +62,13 @@ class MipBackend(Backend):
         values = form.variable_values() if has_point else {}
         if values and not all(np.all(np.isfinite(x)) for x in values.values()):
             values = {}
+        integrality = None
+        if values and form.mi.n_binary:
+            # our own check of the returned point: a solver's integrality tolerance on a big-M model can
+            # buy a lower "optimum" with a fractional d; such a point is never reported optimal
+            integrality = form.mi.violation(values["v"], values["d"])["binary"]
+            if integrality > INTEGRALITY_TOL and termination is TerminationCondition.OPTIMAL:
+                termination = TerminationCondition.INACCURATE
         if termination is TerminationCondition.OPTIMAL and values:
             status = SolutionStatus.OPTIMAL
         elif values:
@@ -87,6 +97,7 @@ class MipBackend(Backend):
             solve_time=elapsed,
             iterations=getattr(problem.solver_stats, "num_iters", None),
             bound=bound,
-            extras={"status": problem.status, "raw_status": raw_status, "claimed_objective": problem.value,
+            extras={"status": problem.status, "raw_status": raw_status, "integrality_violation": integrality,
+                    "claimed_objective": problem.value,
                     "settings": {k: v for k, v in settings.items() if k != "verbose"}},
         )

@@ -246,15 +246,17 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
     relatives = [relative_difference(r["objective"], relaxed["objective"]) for r in optimal_mi]
     row["abs_diff"] = max(differences) if differences else float("nan")
     row["rel_diff"] = max(relatives) if relatives else float("nan")
-    all_optimal = relaxed["optimal"] and len(optimal_mi) == len(row["mi"]) and optimal_mi
-    if all_optimal:
-        row["preserved"] = all(abs(r["objective"] - relaxed["objective"])
-                               <= REL_TOL * max(abs(r["objective"]), abs(relaxed["objective"])) + ABS_TOL
-                               for r in optimal_mi)
-        row["verdict"] = "yes" if row["preserved"] else "NO"
+    # MI results that neither proved optimality nor carry a bound (e.g. ECOS_BB flagged inaccurate) are
+    # shown in the table but cannot certify anything, so they do not enter the verdict
+    stopped = [r for r in row["mi"].values() if not r["optimal"] and r["bound"] is not None]
+    agree = all(abs(r["objective"] - relaxed["objective"])
+                <= REL_TOL * max(abs(r["objective"]), abs(relaxed["objective"])) + ABS_TOL for r in optimal_mi)
+    if relaxed["optimal"] and optimal_mi and not stopped:
+        row["preserved"] = agree
+        row["verdict"] = "yes" if agree else "NO"
     else:
-        overlaps = [_overlap(problem, r, relaxed) for r in row["mi"].values()]
-        row["preserved"] = bool(row["mi"]) and all(overlaps)
+        overlaps = [_overlap(problem, r, relaxed) for r in stopped + optimal_mi]
+        row["preserved"] = bool(overlaps) and all(overlaps) and agree
         row["verdict"] = "gap" if row["preserved"] else "NO"
     # the certified optimum: the relaxed global optimum when proven, else the best proven MI one
     certified = relaxed["objective"] if relaxed["optimal"] else (optimal_mi[0]["objective"] if optimal_mi else None)
@@ -318,11 +320,15 @@ def format_table(rows: list[dict], backends) -> str:
 def summary_line(rows: list[dict]) -> str:
     n = len(rows)
     preserved = sum(row["preserved"] for row in rows)
-    relatives = [row["rel_diff"] for row in rows if np.isfinite(row["rel_diff"])]
+    # relative differences are meaningless at an optimum of 0 (an exact fit): report those as absolute
+    zero = [row for row in rows if row["certified"] is not None and abs(row["certified"]) < 1e-6]
+    relatives = [row["rel_diff"] for row in rows if np.isfinite(row["rel_diff"]) and row not in zero]
+    absolutes = [row["abs_diff"] for row in zero if np.isfinite(row["abs_diff"])]
     rounding = sum(bool(row["relaxed"]["rounding_ok"]) for row in rows)
     max_rel = f"{max(relatives):.1e}" if relatives else "n/a"
+    at_zero = f"; {len(zero)} optima at 0: max abs diff {max(absolutes):.1e}" if absolutes else ""
     return (f"{n} instances: relaxation preserved the optimum on {preserved}/{n} "
-            f"(max rel diff {max_rel}); rounding d=1[z>0] feasible with the same objective on {rounding}/{n}")
+            f"(max rel diff {max_rel}{at_zero}); rounding d=1[z>0] feasible with the same objective on {rounding}/{n}")
 
 
 def extra_summary(rows: list[dict]) -> list[str]:
