@@ -66,12 +66,13 @@ SIZES = {
     "quick": {"big": [(50, 4), (200, 8), (800, 16)],
               "param": [(20, 4), (60, 8), (120, 10)],
               "exp": [(10, 3), (30, 4), (60, 5)]},
-    "full": {"big": [(100, 8), (300, 12), (800, 16), (1600, 24)],
+    "full": {"big": [(100, 8), (300, 12), (800, 16), (1200, 20)],
              "param": [(40, 8), (100, 12), (200, 16), (400, 20)],
              "exp": [(20, 4), (60, 6), (150, 8), (300, 10)]},
 }
-#: Largest sizes are set by memory: CVXPY's canonicalisation of the activation block at 1600 x 32
-#: (51,200 unknowns) took a worker to 4.9 GB.
+#: Largest sizes are set by memory, which CVXPY's canonicalisation makes grow faster than the
+#: unknowns (measured peak RSS of one OSQP case of output_l2: 4.6 GB at 1200 x 20, 11.7 GB at
+#: 1600 x 24; two of the latter at once were killed by the OOM killer on a 23 GB machine).
 #: Size group per block: where a parameter multiplies a variable (weights, pre- and
 #: post-activation) CVXPY's DPP canonicalisation grows faster than the unknowns; softmax has one
 #: exponential cone per entry.
