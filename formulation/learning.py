@@ -38,6 +38,8 @@ __all__ = ["ALState", "ALProblem", "BLOCK_ORDER_DOC"]
 BLOCK_ORDER_DOC = "for each hidden l: W_l,b_l -> Z_l -> D_l -> S_l,T_l -> X_l; then W_L,b_L -> Z_L"
 
 LOSSES = ("squared", "softmax")
+SCHEMES = ("split", "joint")
+ORDERS = ("forward", "backward")
 
 
 @dataclass
@@ -296,13 +298,29 @@ class ALProblem:
         return np.concatenate([g.ravel() for name in ALState.PRIMAL for g in grad[name]])
 
     # ------------------------------------------------------------------ blocks
-    def blocks(self) -> list[tuple[str, int]]:
-        """The blocks of one sweep, in order, as ``(kind, 0-based layer)``."""
-        order = []
+    def blocks(self, scheme: str = "split", order: str = "forward") -> list[tuple[str, int]]:
+        """The blocks of one sweep, in order, as ``(kind, 0-based layer)``.
+
+        ``scheme="split"`` (DESIGN §3 table): ``Z_l``, ``D_l`` and ``(S_l, T_l)`` are separate blocks.
+        ``scheme="joint"``: the slacks are minimised together with ``Z_l`` (block
+        ``"preactivation_slacks"``) and again together with ``D_l`` (``"activation_slacks"``);
+        both are exact, convex block minimisations of ``L_ρ``. ``order="forward"``: layer 1 to
+        ``L`` (:data:`BLOCK_ORDER_DOC`); ``order="backward"``: the reverse, ``Z_L → W_L,b_L`` then
+        for ``l = L−1..1``: ``X_l → D_l → S_l,T_l → Z_l → W_l,b_l`` (the loss reaches ``W_1`` within
+        one sweep).
+        """
+        if scheme not in SCHEMES or order not in ORDERS:
+            raise ProblemError(f"Unknown sweep scheme {scheme!r} or order {order!r}; choose a scheme in {SCHEMES} "
+                               f"and an order in {ORDERS}.")
+        if scheme == "split":
+            hidden = [("weights",), ("preactivation",), ("activation",), ("slacks",), ("postactivation",)]
+        else:
+            hidden = [("weights",), ("preactivation_slacks",), ("activation_slacks",), ("postactivation",)]
+        blocks = []
         for l in range(self.L - 1):
-            order += [("weights", l), ("preactivation", l), ("activation", l), ("slacks", l), ("postactivation", l)]
-        order += [("weights", self.L - 1), ("output", self.L - 1)]
-        return order
+            blocks += [(kind, l) for (kind,) in hidden]
+        blocks += [("weights", self.L - 1), ("output", self.L - 1)]
+        return blocks if order == "forward" else blocks[::-1]
 
     def subproblem(self, block: tuple[str, int], *, build_model: bool = True) -> sp.Subproblem:
         """The (cached) subproblem object of ``block``; its CVXPY model is built once."""
@@ -319,13 +337,17 @@ class ALProblem:
             sub = sp.ActivationBoxQP(n, N, build_model=build_model)
         elif kind == "slacks":
             sub = sp.SlackProjection(n, N, build_model=build_model)
+        elif kind == "preactivation_slacks":
+            sub = sp.PreactivationSlacks(n, N, build_model=build_model)
+        elif kind == "activation_slacks":
+            sub = sp.ActivationSlacks(n, N, build_model=build_model)
         elif kind == "postactivation":
             sub = sp.HiddenPostactivation(n, self.widths[l + 2], N, build_model=build_model)
         elif kind == "output":
             cls = sp.OutputSquaredLoss if self.loss == "squared" else sp.OutputSoftmaxCrossEntropy
             sub = cls(n, N, build_model=build_model)
         else:
-            raise ProblemError(f"Unknown block {block!r}; blocks are {self.blocks()}.")
+            raise ProblemError(f"Unknown block {block!r}; blocks are {self.blocks()} and {self.blocks('joint')}.")
         self._subproblems[block] = sub
         return sub
 
@@ -355,6 +377,17 @@ class ALProblem:
                 "P4": Z + state.T[l] + r * state.lam4[l],
                 "D_prev": D,
             }
+        if kind == "preactivation_slacks":
+            return {
+                "D": D,
+                "Q": state.W[l] @ self._previous_X(state, l) + state.b[l][:, None] - r * state.lam1[l],
+                "P2": state.X[l] + r * state.lam2[l],
+                "A3": r * state.lam3[l],
+                "A4": r * state.lam4[l],
+            }
+        if kind == "activation_slacks":
+            return {"Z": Z, "P2": state.X[l] + r * state.lam2[l], "A3": r * state.lam3[l], "A4": r * state.lam4[l],
+                    "D_prev": D}
         if kind == "slacks":
             DZ = D * Z
             return {"PS": DZ + r * state.lam3[l], "PT": -(Z - DZ) - r * state.lam4[l]}
@@ -378,6 +411,10 @@ class ALProblem:
             state.D[l] = values["D"]
         elif kind == "slacks":
             state.S[l], state.T[l] = values["S"], values["T"]
+        elif kind == "preactivation_slacks":
+            state.Z[l], state.S[l], state.T[l] = values["Z"], values["S"], values["T"]
+        elif kind == "activation_slacks":
+            state.D[l], state.S[l], state.T[l] = values["D"], values["S"], values["T"]
         elif kind == "postactivation":
             state.X[l] = values["X"]
 
@@ -388,14 +425,16 @@ class ALProblem:
         *,
         build_model: bool = False,
         callback: Callable[[tuple[str, int], ALState], None] | None = None,
+        scheme: str = "split",
+        order: str = "forward",
     ) -> ALState:
-        """One block-coordinate sweep in :meth:`blocks` order, in place; returns ``state``.
+        """One block-coordinate sweep in :meth:`blocks` order (``scheme``, ``order``), in place; returns ``state``.
 
         ``solve`` maps a subproblem with its parameters set to the values of its variables
         (for example ``lambda sub: solvers.solve(sub, "closed_form").values``).
         ``formulation`` never imports a backend, so the caller provides it.
         """
-        for block in self.blocks():
+        for block in self.blocks(scheme, order):
             sub = self.subproblem(block, build_model=build_model)
             sub.set_parameters(**self.block_parameters(state, block))
             self.assign(state, block, solve(sub))

@@ -40,6 +40,8 @@ __all__ = [
     "SlackProjection",
     "OutputSquaredLoss",
     "OutputSoftmaxCrossEntropy",
+    "PreactivationSlacks",
+    "ActivationSlacks",
     "SUBPROBLEM_TYPES",
 ]
 
@@ -605,6 +607,192 @@ class OutputSoftmaxCrossEntropy(Subproblem):
         return 2.0 * p["w"] * (scipy.special.softmax(Z, axis=0) - p["Y"]) + 2.0 * (Z - p["Q"])
 
 
+# ============================================================================ joint blocks with the slacks
+def _lowest(candidates, value):
+    """Elementwise the candidate array with the smallest ``value(candidate)`` (first one on ties)."""
+    best = candidates[0]
+    best_value = value(best)
+    for candidate in candidates[1:]:
+        current = value(candidate)
+        better = current < best_value
+        best = np.where(better, candidate, best)
+        best_value = np.where(better, current, best_value)
+    return best
+
+
+class PreactivationSlacks(Subproblem):
+    r"""Joint block ``(Z_l, S_l, T_l)`` of a hidden layer: pre-activation and sign slacks together.
+
+    .. math::
+
+        \min_{Z,\ S \ge 0,\ T \ge 0}\ \|Z - Q\|^2 + \|D \odot Z - P_2\|^2
+            + \|D \odot Z - S + A_3\|^2 + \|(1 - D) \odot Z + T + A_4\|^2,
+
+    with ``Q = W_l X_{l-1} + b_l 1ᵀ − Λ1/ρ``, ``P2 = X + Λ2/ρ``, ``A3 = Λ3/ρ``, ``A4 = Λ4/ρ``:
+    the same ``(2/ρ) L_ρ`` as :class:`HiddenPreactivation` and :class:`SlackProjection`, minimised
+    over the three variables at once (a convex QP: every term is a square of an affine function).
+    Splitting ``Z`` from ``S, T`` makes the old slacks act as a proximal anchor on ``Z`` (a sweep
+    moves ``Z`` only part of the way); the joint block has no such anchor.
+
+    Closed form, elementwise: minimising over ``S, T`` first leaves the convex piecewise quadratic
+    ``φ(z) = (z − q)² + (dz − p₂)² + min(dz + a₃, 0)² + max((1 − d)z + a₄, 0)²``; its minimiser is
+    the stationary point of one of the four quadratics given by which of the two hinge terms is
+    active, and it is the one of those four points with the smallest ``φ``. Then
+    ``S = max(dz + a₃, 0)`` and ``T = max(−(1 − d)z − a₄, 0)``.
+    """
+
+    key = "preactivation_slacks"
+
+    def __init__(self, n: int, N: int, *, build_model: bool = True):
+        self.n = check_positive_int("n", n)
+        self.N = check_positive_int("N", N)
+        super().__init__(build_model=build_model)
+
+    @property
+    def parameter_shapes(self):
+        shape = (self.n, self.N)
+        return {name: shape for name in ("D", "Q", "P2", "A3", "A4")}
+
+    @property
+    def variable_shapes(self):
+        shape = (self.n, self.N)
+        return {"Z": shape, "S": shape, "T": shape}
+
+    def _build(self):
+        shape = (self.n, self.N)
+        Z, S, T = (cp.Variable(shape, name=name) for name in ("Z", "S", "T"))
+        p = {name: _param(shape, name) for name in self.parameter_shapes}
+        DZ = cp.multiply(p["D"], Z)
+        objective = (cp.sum_squares(Z - p["Q"]) + cp.sum_squares(DZ - p["P2"])
+                     + cp.sum_squares(DZ - S + p["A3"]) + cp.sum_squares(Z - DZ + T + p["A4"]))
+        return {"Z": Z, "S": S, "T": T}, p, cp.Problem(cp.Minimize(objective), [S >= 0, T >= 0])
+
+    def objective(self, values):
+        p, Z = self.parameters, values["Z"]
+        DZ = p["D"] * Z
+        return (_sq(Z - p["Q"]) + _sq(DZ - p["P2"]) + _sq(DZ - values["S"] + p["A3"])
+                + _sq(Z - DZ + values["T"] + p["A4"]))
+
+    def closed_form(self):
+        p = self.parameters
+        D, Q, P2, A3, A4 = p["D"], p["Q"], p["P2"], p["A3"], p["A4"]
+        E = 1.0 - D
+
+        def phi(z):
+            return ((z - Q) ** 2 + (D * z - P2) ** 2 + np.minimum(D * z + A3, 0.0) ** 2
+                    + np.maximum(E * z + A4, 0.0) ** 2)
+
+        base_num, base_den = Q + D * P2, 1.0 + D * D
+        candidates = [base_num / base_den,
+                      (base_num - D * A3) / (base_den + D * D),
+                      (base_num - E * A4) / (base_den + E * E),
+                      (base_num - D * A3 - E * A4) / (base_den + D * D + E * E)]
+        Z = _lowest(candidates, phi)
+        return {"Z": Z, "S": np.maximum(D * Z + A3, 0.0), "T": np.maximum(-E * Z - A4, 0.0)}
+
+    def infeasibility(self, values):
+        return float(max(np.max(-values["S"], initial=0.0), np.max(-values["T"], initial=0.0)))
+
+
+class ActivationSlacks(Subproblem):
+    r"""Joint block ``(D_l, S_l, T_l)`` of a hidden layer: activation and sign slacks together.
+
+    .. math::
+
+        \min_{0 \le D \le 1,\ S \ge 0,\ T \ge 0}\ \|Z \odot D - P_2\|^2 + \|Z \odot D - S + A_3\|^2
+            + \|Z - Z \odot D + T + A_4\|^2,
+
+    ``P2 = X + Λ2/ρ``, ``A3 = Λ3/ρ``, ``A4 = Λ4/ρ`` (the terms of ``(2/ρ) L_ρ`` that involve
+    ``D, S, T``). Convex: written in ``U = Z ⊙ D`` the box becomes ``min(Z,0) ≤ U ≤ max(Z,0)``.
+
+    Closed form, elementwise: minimising over ``S, T`` leaves the convex piecewise quadratic
+    ``ψ(u) = (u − p₂)² + min(u + a₃, 0)² + max(z − u + a₄, 0)²``; its unconstrained minimiser is the
+    one of four stationary points (by active hinge terms) with the smallest ``ψ``, and the
+    constrained one is its projection on the interval. ``D = U / Z`` where ``Z ≠ 0``; where
+    ``Z = 0``, ``D`` is free: it keeps ``D_prev`` (as :class:`ActivationBoxQP`). Then
+    ``S = max(U + a₃, 0)``, ``T = max(U − Z − a₄, 0)``.
+    """
+
+    key = "activation_slacks"
+
+    def __init__(self, n: int, N: int, *, build_model: bool = True):
+        self.n = check_positive_int("n", n)
+        self.N = check_positive_int("N", N)
+        self.D_prev = np.zeros((self.n, self.N))
+        super().__init__(build_model=build_model)
+
+    @property
+    def parameter_shapes(self):
+        shape = (self.n, self.N)
+        return {name: shape for name in ("Z", "P2", "A3", "A4")}
+
+    @property
+    def variable_shapes(self):
+        shape = (self.n, self.N)
+        return {"D": shape, "S": shape, "T": shape}
+
+    def set_parameters(self, D_prev=None, **values):
+        if D_prev is not None:
+            D_prev = as_float_array("D_prev", D_prev)
+            check_shape("D_prev", D_prev, (self.n, self.N), "It is the previous D of this block.")
+            self.D_prev = np.clip(D_prev, 0.0, 1.0)
+        return super().set_parameters(**values)
+
+    def _push_parameters(self, checked):
+        super()._push_parameters(checked)
+        if self.model is not None and "Z" in checked:
+            self._cp_parameters["lower"].value = np.minimum(checked["Z"], 0.0)
+            self._cp_parameters["upper"].value = np.maximum(checked["Z"], 0.0)
+
+    def _build(self):
+        shape = (self.n, self.N)
+        U, S, T = (cp.Variable(shape, name=name) for name in ("U", "S", "T"))
+        p = {name: _param(shape, name) for name in ("Z", "P2", "A3", "A4", "lower", "upper")}
+        objective = (cp.sum_squares(U - p["P2"]) + cp.sum_squares(U - S + p["A3"])
+                     + cp.sum_squares(p["Z"] - U + T + p["A4"]))
+        constraints = [U >= p["lower"], U <= p["upper"], S >= 0, T >= 0]
+        return {"U": U, "S": S, "T": T}, p, cp.Problem(cp.Minimize(objective), constraints)
+
+    def variable_values(self):
+        values = super().variable_values()
+        U = values.pop("U")
+        if U is None:
+            return {"D": None, "S": values["S"], "T": values["T"]}
+        Z = self.parameters["Z"]
+        D = self.D_prev.copy()
+        nonzero = Z != 0
+        D[nonzero] = np.clip(U[nonzero] / Z[nonzero], 0.0, 1.0)
+        return {"D": D, "S": values["S"], "T": values["T"]}
+
+    def objective(self, values):
+        p = self.parameters
+        U = p["Z"] * values["D"]
+        return (_sq(U - p["P2"]) + _sq(U - values["S"] + p["A3"])
+                + _sq(p["Z"] - U + values["T"] + p["A4"]))
+
+    def closed_form(self):
+        p = self.parameters
+        Z, P2, A3, A4 = p["Z"], p["P2"], p["A3"], p["A4"]
+
+        def psi(u):
+            return (u - P2) ** 2 + np.minimum(u + A3, 0.0) ** 2 + np.maximum(Z - u + A4, 0.0) ** 2
+
+        candidates = [P2, (P2 - A3) / 2.0, (P2 + Z + A4) / 2.0, (P2 - A3 + Z + A4) / 3.0]
+        U = np.clip(_lowest(candidates, psi), np.minimum(Z, 0.0), np.maximum(Z, 0.0))
+        D = self.D_prev.copy()
+        nonzero = Z != 0
+        D[nonzero] = np.clip(U[nonzero] / Z[nonzero], 0.0, 1.0)
+        U = Z * D
+        return {"D": D, "S": np.maximum(U + A3, 0.0), "T": np.maximum(U - Z - A4, 0.0)}
+
+    def canonical(self, values):
+        # D is not unique where Z = 0; Z ⊙ D and the slacks are
+        return {"Z*D": self.parameters["Z"] * values["D"], "S": values["S"], "T": values["T"]}
+
+    def infeasibility(self, values):
+        D = values["D"]
+        return float(max(np.max(-D, initial=0.0), np.max(D - 1.0, initial=0.0),
+                         np.max(-values["S"], initial=0.0), np.max(-values["T"], initial=0.0)))
 
 
 #: All block types, in DESIGN §3 order.

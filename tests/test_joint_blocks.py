@@ -1,0 +1,68 @@
+"""The joint slack blocks (Z,S,T) and (D,S,T): closed form = CVXPY model, and exact block minimisers of L_ρ."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import solvers
+from formulation import ALProblem
+from formulation.subproblems import ActivationSlacks, PreactivationSlacks
+
+
+def _random(cls, rng, n=3, N=7, zeros=0.0):
+    sub = cls(n, N)
+    values = {name: rng.normal(size=shape) for name, shape in sub.parameter_shapes.items()}
+    if cls is PreactivationSlacks:
+        values["D"] = rng.uniform(size=(n, N))
+        values["D"][:, :2] = np.round(values["D"][:, :2])  # binary entries too
+    else:
+        values["Z"][rng.uniform(size=(n, N)) < zeros] = 0.0
+        values["D_prev"] = rng.uniform(size=(n, N))
+    # multipliers of both signs and large enough to activate every hinge
+    values["A3"] = 2.0 * values["A3"]
+    values["A4"] = 2.0 * values["A4"]
+    return sub.set_parameters(**values)
+
+
+@pytest.mark.parametrize("cls", [PreactivationSlacks, ActivationSlacks])
+@pytest.mark.parametrize("backend", ["CLARABEL", "OSQP"])
+def test_closed_form_matches_cvxpy_model(cls, backend):
+    if backend not in solvers.available_backends():
+        pytest.skip(f"{backend} not installed")
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        sub = _random(cls, rng, zeros=0.2)
+        assert sub.model.is_dpp()
+        exact = sub.closed_form()
+        other = solvers.solve(sub, backend).values
+        f_exact, f_other = sub.objective(exact), sub.objective(other)
+        assert f_exact <= f_other + 1e-9 * max(1.0, abs(f_other)), (f_exact, f_other)
+        for key, value in sub.canonical(exact).items():
+            np.testing.assert_allclose(sub.canonical(other)[key], value, atol=2e-6 * max(1.0, np.abs(value).max()))
+        assert sub.infeasibility(exact) == 0.0
+
+
+def test_joint_blocks_are_exact_block_minimisers_of_the_augmented_lagrangian():
+    rng = np.random.default_rng(3)
+    X0, Y = rng.normal(size=(3, 25)), rng.normal(size=(2, 25))
+    problem = ALProblem(X0, Y, (3, 5, 4, 2), mu=0.2)
+    state = problem.random_state(rng, rho=0.9)
+    for lam in state.lam3 + state.lam4:
+        lam *= 3.0
+    for l in range(problem.L - 1):
+        for block in (("preactivation_slacks", l), ("activation_slacks", l)):
+            before = problem.lagrangian(state)
+            sub = problem.subproblem(block, build_model=False)
+            sub.set_parameters(**problem.block_parameters(state, block))
+            problem.assign(state, block, sub.closed_form())
+            assert problem.lagrangian(state) <= before + 1e-12 * max(1.0, abs(before))
+            gradient = problem.gradient(state)
+            names = ("Z", "S", "T") if block[0] == "preactivation_slacks" else ("D", "S", "T")
+            for name in names:
+                g, x = gradient[name][l], getattr(state, name)[l]
+                if name == "D":
+                    g = np.clip(x - g, 0, 1) - x
+                elif name in ("S", "T"):
+                    g = np.maximum(x - g, 0) - x
+                assert np.max(np.abs(g)) <= 1e-9 * max(1.0, np.max(np.abs(x))), (block, name)
