@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import cvxpy as cp
 
 from formulation.results import TerminationCondition
@@ -9,9 +12,30 @@ from solvers._base import MILP
 from solvers._mip import MipBackend
 
 try:
-    import highspy  # noqa: F401
+    import highspy
 except ImportError as exc:  # pragma: no cover - exercised by the missing-backend test
     raise ImportError("highspy is not installed; install it with `pip install highspy`.") from exc
+
+
+def _construct_quietly() -> None:
+    """HiGHS prints a two-line banner to the C-level stdout on the first ``Highs()`` of a process, before
+    CVXPY can set ``output_flag``; construct that first instance here with file descriptor 1 muted."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no real stdout (e.g. captured): nothing to protect
+        highspy.Highs()
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+_construct_quietly()
 if "HIGHS" not in cp.installed_solvers():  # pragma: no cover
     raise ImportError("CVXPY cannot find HiGHS; install it with `pip install highspy`.")
 
