@@ -210,8 +210,8 @@ def test_cs_quick_end_to_end_and_resume(tmp_path, capsys):
     from validation.cli import main
 
     checkpoint, out_json, plots = tmp_path / "ck", tmp_path / "cs.json", tmp_path / "plots"
-    code = main(["cs", "--quick", "--no-progress", "--checkpoint-dir", str(checkpoint), "--json", str(out_json),
-                 "--plot", str(plots)])
+    code = main(["cs", "--quick", "--no-progress", "--smooth", "--checkpoint-dir", str(checkpoint),
+                 "--json", str(out_json), "--plot", str(plots)])
     assert code == 0
     text = capsys.readouterr().out
     assert "== mnist" in text and "== images" in text and "lasso" in text
@@ -223,12 +223,12 @@ def test_cs_quick_end_to_end_and_resume(tmp_path, capsys):
     for record in records.values():
         assert np.isfinite(record["psnr"]) and record["recovery_seconds_per_item"] > 0
         if record["dataset"] == "images":
-            assert 0 < record["ssim"] <= 1
+            assert 0 < record["ssim"] <= 1 and np.isfinite(record["smooth"]["psnr"])
     assert {p.name for p in plots.iterdir()} >= {"cs_mnist_psnr.png", "cs_mnist_examples.png",
                                                  "cs_images_psnr.png", "cs_images_examples.png"}
     # a rerun skips every finished cell: nothing is retrained and the numbers are unchanged
     start = time.perf_counter()
-    assert main(["cs", "--quick", "--no-progress", "--checkpoint-dir", str(checkpoint)]) == 0
+    assert main(["cs", "--quick", "--no-progress", "--smooth", "--checkpoint-dir", str(checkpoint)]) == 0
     assert time.perf_counter() - start < 30
     again = json.loads((checkpoint / "cs_quick.json").read_text())["records"]
     assert again == records

@@ -506,7 +506,7 @@ def _cell(records, dataset, ratio, method):
     base, _, suffix = method.partition("+")
     for record in records:
         if record["dataset"] == dataset and record["ratio"] == ratio and record["method"] == base:
-            return record["smooth"] if suffix else record, record
+            return (record.get("smooth") if suffix else record), record
     return None, None
 
 
@@ -573,7 +573,8 @@ def plot(records: dict, store: Store, directory: str) -> list[str]:
         methods = [m for m in _ordered_methods(rows, dataset) if "+" not in m]
         ratios = sorted({r["ratio"] for r in rows if r["dataset"] == dataset})
         figure, axis = plt.subplots(figsize=(5, 3.5))
-        for method in methods + [m + "+smooth" for m in methods if any("smooth" in r for r in rows)]:
+        smoothed = any("smooth" in r for r in rows if r["dataset"] == dataset)
+        for method in methods + ([m + "+smooth" for m in methods] if smoothed else []):
             points = [(ratio, _cell(rows, dataset, ratio, method)[0]) for ratio in ratios]
             points = [(x, s["psnr"]) for x, s in points if s is not None]
             if points:
