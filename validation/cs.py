@@ -355,6 +355,15 @@ def run_experiment(args, out=print) -> Store:
     setting = dict(SETTINGS["quick" if args.quick else "full"])
     if args.budget is not None:
         setting["budget_mnist"] = setting["budget_images"] = float(args.budget)
+    for option, key in ((args.mnist_ms, "mnist_ms"), (args.image_ratios, "image_ratios")):
+        if option:
+            try:
+                setting[key] = tuple(int(value) for value in option.split(","))
+            except ValueError as exc:
+                flag = "--" + key.replace("_", "-")
+                raise ProblemError(f"{flag} takes comma-separated integers, got {option!r}.") from exc
+            if key == "image_ratios" and not set(setting[key]) <= set(ds.PHI_ROWS):
+                raise ProblemError(f"--image-ratios must be among {sorted(ds.PHI_ROWS)} (percent), got {option!r}.")
     datasets = args.datasets.split(",")
     for name in datasets:
         if name not in ("mnist", "images"):
@@ -679,6 +688,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="folder of phi_0_{R}_1089.mat (default ../shared/data/cs_phi; else seeded Gaussian)")
     parser.add_argument("--budget", type=float, default=None,
                         help="AL training budget in seconds per (dataset, ratio); default from the setting")
+    parser.add_argument("--mnist-ms", default=None, help="comma-separated m values for MNIST (default per setting)")
+    parser.add_argument("--image-ratios", default=None,
+                        help="comma-separated ratios in percent for images, among 1,4,10,25,40 (default per setting)")
     parser.add_argument("--al-rho", type=float, default=10.0, help="initial relative penalty of the AL method")
     parser.add_argument("--lasso-solver", default="SCS", help="CVXPY solver of the LASSO")
     parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian measurement noise e")
