@@ -1,8 +1,8 @@
 """How subproblems are solved: a registry of interchangeable backends behind one ``solve``.
 
 Each backend lives in a module named after its key (``closed_form``, ``ecos_``, ``osqp_``,
-``clarabel_``, ``scs_``; mixed-integer: ``highs_``, ``scip_``, ``ecos_bb_``) and is registered here
-when it imports; CVXPY backends are installed when ``cvxpy.installed_solvers()`` lists them.
+``clarabel_``, ``scs_``; mixed-integer: ``highs_``, ``scip_``, ``ecos_bb_``) and is registered
+here when it imports; CVXPY backends are installed when ``cvxpy.installed_solvers()`` lists them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from formulation.subproblems import Subproblem
 from solvers._base import BILINEAR, EXP, MILP, MIQP, QP, Backend
 
 __all__ = ["solve", "available_backends", "capable_backends", "get_backend", "register", "Backend",
-           "QP", "EXP", "MILP", "MIQP", "BILINEAR", "KNOWN_BACKENDS"]
+           "QP", "EXP", "MILP", "MIQP", "BILINEAR", "KNOWN_BACKENDS", "SolverNotFound"]
 
 #: Every backend this package knows: key -> (module, install command).
 KNOWN_BACKENDS: dict[str, tuple[str, str]] = {
