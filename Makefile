@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/unrelu bench subproblems --quick
+	$(BIN)/unrelu verify
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs
