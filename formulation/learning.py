@@ -158,6 +158,26 @@ class ALProblem:
             rho=float(rho),
         )
 
+    def warm_multipliers(self, state: ALState) -> None:
+        """Set the multipliers, in place, to the first-order estimate at a forward-pass state.
+
+        At a state from :meth:`initial_state` (every constraint exact, ``D`` binary) these make the
+        gradient of the Lagrangian vanish over every block except ``W, b``, whose gradient is then
+        the backpropagation gradient of the training loss: ``Λ1_L = −∇f(Z_L)``, and for
+        ``l = L−1..1``: ``Λ2_l = W_{l+1}ᵀ Λ1_{l+1}``, ``Λ1_l = D ⊙ Λ2_l``,
+        ``Λ3_l = (1 − D) ⊙ min(Λ2_l, 0)``, ``Λ4_l = D ⊙ max(−Λ2_l, 0)`` (the signs keep ``D`` and
+        the slacks at their bounds stationary). The first sweep then sees the loss at every layer
+        instead of waiting for multipliers to build up from zero.
+        """
+        state.lam1[-1] = -self.loss_gradient(state.Z[-1])
+        for l in range(self.L - 2, -1, -1):
+            D = state.D[l]
+            lam2 = state.W[l + 1].T @ state.lam1[l + 1]
+            state.lam1[l] = D * lam2
+            state.lam3[l] = (1.0 - D) * np.minimum(lam2, 0.0)
+            state.lam4[l] = D * np.maximum(-lam2, 0.0)
+            state.lam2[l] = lam2
+
     def random_state(self, rng: np.random.Generator, rho: float = 1.0, scale: float = 1.0) -> ALState:
         """A state with every block random (constraints violated), for tests and checks."""
         state = self.initial_state(ReluNetwork.random(self.widths, rng), rho)

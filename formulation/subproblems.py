@@ -609,14 +609,19 @@ class OutputSoftmaxCrossEntropy(Subproblem):
 
 # ============================================================================ joint blocks with the slacks
 def _lowest(candidates, value):
-    """Elementwise the candidate array with the smallest ``value(candidate)`` (first one on ties)."""
-    best = candidates[0]
+    """Elementwise the candidate array with the smallest ``value(candidate)`` (first one on ties).
+
+    ``candidates`` may be a generator: one candidate is alive at a time (memory of a few arrays).
+    """
+    candidates = iter(candidates)
+    best = next(candidates)
     best_value = value(best)
-    for candidate in candidates[1:]:
+    for candidate in candidates:
         current = value(candidate)
         better = current < best_value
-        best = np.where(better, candidate, best)
-        best_value = np.where(better, current, best_value)
+        np.copyto(best, candidate, where=better)
+        np.copyto(best_value, current, where=better)
+        del candidate, current, better
     return best
 
 
@@ -683,10 +688,8 @@ class PreactivationSlacks(Subproblem):
                     + np.maximum(E * z + A4, 0.0) ** 2)
 
         base_num, base_den = Q + D * P2, 1.0 + D * D
-        candidates = [base_num / base_den,
-                      (base_num - D * A3) / (base_den + D * D),
-                      (base_num - E * A4) / (base_den + E * E),
-                      (base_num - D * A3 - E * A4) / (base_den + D * D + E * E)]
+        candidates = ((base_num - c3 * D * A3 - c4 * E * A4) / (base_den + c3 * D * D + c4 * E * E)
+                      for c3, c4 in ((0, 0), (1, 0), (0, 1), (1, 1)))  # which hinge terms are active
         Z = _lowest(candidates, phi)
         return {"Z": Z, "S": np.maximum(D * Z + A3, 0.0), "T": np.maximum(-E * Z - A4, 0.0)}
 
@@ -777,7 +780,8 @@ class ActivationSlacks(Subproblem):
         def psi(u):
             return (u - P2) ** 2 + np.minimum(u + A3, 0.0) ** 2 + np.maximum(Z - u + A4, 0.0) ** 2
 
-        candidates = [P2, (P2 - A3) / 2.0, (P2 + Z + A4) / 2.0, (P2 - A3 + Z + A4) / 3.0]
+        candidates = ((P2 - c3 * A3 + c4 * (Z + A4)) / (1.0 + c3 + c4)
+                      for c3, c4 in ((0, 0), (1, 0), (0, 1), (1, 1)))  # which hinge terms are active
         U = np.clip(_lowest(candidates, psi), np.minimum(Z, 0.0), np.maximum(Z, 0.0))
         D = self.D_prev.copy()
         nonzero = Z != 0

@@ -239,6 +239,9 @@ class ALTrainer:
         fixed ``ρ`` they oscillated (backward) or diverged (alternate) on the tiny test net.
     penalty_balance : float
         Gate of the penalty rule (module docstring, step 4).
+    warm_multipliers : bool
+        Start from the first-order multiplier estimate (:meth:`ALProblem.warm_multipliers`,
+        the backpropagated loss gradient) instead of zero.
     """
 
     def __init__(self, hidden: Sequence[int] = (64,), *, backend: str = "closed_form", seed: int = 0,
@@ -247,8 +250,8 @@ class ALTrainer:
                  tol: float = 1e-6, max_iters: int = 200, time_budget: float | None = None,
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10, resume: bool = True,
                  divergence_patience: int = 30, progress: bool | None = None, standardize: bool = True,
-                 solver_options: dict | None = None, scheme: str = "split", order: str = "forward",
-                 penalty_balance: float = 1.0):
+                 solver_options: dict | None = None, scheme: str = "joint", order: str = "forward",
+                 penalty_balance: float = 1.0, warm_multipliers: bool = True):
         self.hidden = tuple(check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden))
         self.backend = backend
         solvers.get_backend(backend)  # fail now, with the install hint
@@ -288,6 +291,7 @@ class ALTrainer:
                                "'forward', 'backward', 'alternate'.")
         self.scheme = scheme
         self.penalty_balance = check_nonnegative("penalty_balance", penalty_balance)
+        self.warm_multipliers = bool(warm_multipliers)
         self.order = order
         self._sweep_count = 0  # index of the current sweep, set by fit (order="alternate" reads it)
 
@@ -298,7 +302,7 @@ class ALTrainer:
                 "rho": self.rho, "gamma": self.gamma, "tau": self.tau, "rho_max": self.rho_max,
                 "penalty_period": self.penalty_period, "multiplier_box": self.multiplier_box, "mu": self.mu, "sweeps": self.sweeps,
                 "standardize": self.standardize, "scheme": self.scheme, "order": self.order,
-                "penalty_balance": self.penalty_balance}
+                "penalty_balance": self.penalty_balance, "warm_multipliers": self.warm_multipliers}
 
     # ------------------------------------------------------------------ initialisation
     def initial_network(self, X0: np.ndarray, Y: np.ndarray) -> ReluNetwork:
@@ -560,6 +564,8 @@ class ALTrainer:
         else:
             network = self.initial_network(Xs, Ys)
             state = problem.initial_state(network, rho=self.rho * alpha)
+            if self.warm_multipliers:
+                problem.warm_multipliers(state)
             init_train, init_val = losses(network)
             first = self.diagnostics(problem, state)
             history = [self._row(0, problem, state, first, init_train, init_val, alpha, 0.0)]

@@ -66,3 +66,34 @@ def test_joint_blocks_are_exact_block_minimisers_of_the_augmented_lagrangian():
                 elif name in ("S", "T"):
                     g = np.maximum(x - g, 0) - x
                 assert np.max(np.abs(g)) <= 1e-9 * max(1.0, np.max(np.abs(x))), (block, name)
+
+
+def test_warm_multipliers_leave_only_the_backprop_gradient():
+    from formulation import ReluNetwork
+
+    rng = np.random.default_rng(0)
+    X0, Y = rng.normal(size=(3, 15)), rng.normal(size=(2, 15))
+    widths = (3, 5, 4, 2)
+    problem = ALProblem(X0, Y, widths, mu=0.0, loss_scale=0.3)
+    network = ReluNetwork.random(widths, rng)
+    state = problem.initial_state(network, rho=0.7)
+    problem.warm_multipliers(state)
+    gradient = problem.gradient(state)
+    for name in ("Z", "X", "D", "S", "T"):
+        for index, g in enumerate(gradient[name]):
+            x = getattr(state, name)[index]
+            if name == "D":
+                g = np.clip(x - g, 0, 1) - x
+            elif name in ("S", "T"):
+                g = np.maximum(x - g, 0) - x
+            assert np.max(np.abs(g)) <= 1e-12, (name, index)
+
+    def loss(W1):
+        return 0.15 * np.sum((ReluNetwork([W1] + network.weights[1:], network.biases)(X0) - Y) ** 2)
+
+    step, fd = 1e-6, np.zeros_like(network.weights[0])
+    for i, j in np.ndindex(fd.shape):
+        E = np.zeros_like(fd)
+        E[i, j] = step
+        fd[i, j] = (loss(network.weights[0] + E) - loss(network.weights[0] - E)) / (2 * step)
+    np.testing.assert_allclose(gradient["W"][0], fd, atol=1e-7)
