@@ -608,6 +608,17 @@ class OutputSoftmaxCrossEntropy(Subproblem):
 
 
 # ============================================================================ joint blocks with the slacks
+def _column_chunks(n: int, N: int):
+    """Column slices of an ``(n, N)`` array with at most ``max(4096, min(65536, nN/16))`` entries each.
+
+    The closed forms below keep about a dozen temporaries of one chunk alive: with chunks of at most
+    1/16 of the array that stays below one array's size, so the trainer's memory bound holds.
+    """
+    entries = max(4096, min(1 << 16, (n * N) // 16))
+    step = max(1, entries // max(n, 1))
+    return [slice(start, min(start + step, N)) for start in range(0, N, step)]
+
+
 def _lowest(candidates, value):
     """Elementwise the candidate array with the smallest ``value(candidate)`` (first one on ties).
 
@@ -680,7 +691,15 @@ class PreactivationSlacks(Subproblem):
 
     def closed_form(self):
         p = self.parameters
-        D, Q, P2, A3, A4 = p["D"], p["Q"], p["P2"], p["A3"], p["A4"]
+        out = {name: np.empty((self.n, self.N)) for name in ("Z", "S", "T")}
+        for cols in _column_chunks(self.n, self.N):  # elementwise: chunks keep the temporaries small
+            values = self._closed_form_chunk(*(p[k][:, cols] for k in ("D", "Q", "P2", "A3", "A4")))
+            for name, value in values.items():
+                out[name][:, cols] = value
+        return out
+
+    @staticmethod
+    def _closed_form_chunk(D, Q, P2, A3, A4):
         E = 1.0 - D
 
         def phi(z):
@@ -775,15 +794,22 @@ class ActivationSlacks(Subproblem):
 
     def closed_form(self):
         p = self.parameters
-        Z, P2, A3, A4 = p["Z"], p["P2"], p["A3"], p["A4"]
+        out = {name: np.empty((self.n, self.N)) for name in ("D", "S", "T")}
+        for cols in _column_chunks(self.n, self.N):  # elementwise: chunks keep the temporaries small
+            values = self._closed_form_chunk(*(p[k][:, cols] for k in ("Z", "P2", "A3", "A4")), self.D_prev[:, cols])
+            for name, value in values.items():
+                out[name][:, cols] = value
+        return out
 
+    @staticmethod
+    def _closed_form_chunk(Z, P2, A3, A4, D_prev):
         def psi(u):
             return (u - P2) ** 2 + np.minimum(u + A3, 0.0) ** 2 + np.maximum(Z - u + A4, 0.0) ** 2
 
         candidates = ((P2 - c3 * A3 + c4 * (Z + A4)) / (1.0 + c3 + c4)
                       for c3, c4 in ((0, 0), (1, 0), (0, 1), (1, 1)))  # which hinge terms are active
         U = np.clip(_lowest(candidates, psi), np.minimum(Z, 0.0), np.maximum(Z, 0.0))
-        D = self.D_prev.copy()
+        D = D_prev.copy()
         nonzero = Z != 0
         D[nonzero] = np.clip(U[nonzero] / Z[nonzero], 0.0, 1.0)
         U = Z * D

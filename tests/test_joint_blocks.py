@@ -11,7 +11,7 @@ from formulation.subproblems import ActivationSlacks, PreactivationSlacks
 
 
 def _random(cls, rng, n=3, N=7, zeros=0.0):
-    sub = cls(n, N)
+    sub = cls(n, N, build_model=N < 1000)
     values = {name: rng.normal(size=shape) for name, shape in sub.parameter_shapes.items()}
     if cls is PreactivationSlacks:
         values["D"] = rng.uniform(size=(n, N))
@@ -97,3 +97,15 @@ def test_warm_multipliers_leave_only_the_backprop_gradient():
         E[i, j] = step
         fd[i, j] = (loss(network.weights[0] + E) - loss(network.weights[0] - E)) / (2 * step)
     np.testing.assert_allclose(gradient["W"][0], fd, atol=1e-7)
+
+
+@pytest.mark.parametrize("cls", [PreactivationSlacks, ActivationSlacks])
+def test_chunked_closed_form_equals_one_chunk(cls):
+    rng = np.random.default_rng(5)
+    sub = _random(cls, rng, n=2, N=300_000, zeros=0.1)
+    chunked = sub.closed_form()
+    names = ("D", "Q", "P2", "A3", "A4") if cls is PreactivationSlacks else ("Z", "P2", "A3", "A4")
+    args = [sub.parameters[k] for k in names] + ([] if cls is PreactivationSlacks else [sub.D_prev])
+    whole = cls._closed_form_chunk(*args)
+    for key, value in whole.items():
+        np.testing.assert_array_equal(chunked[key], value)
