@@ -492,7 +492,7 @@ class OutputSquaredLoss(Subproblem):
         \qquad w = \alpha/\rho,\quad Q = W_L X_{L-1} + b_L 1^T - \Lambda_{1,L}/\rho,
 
     for the loss ``f = (α/2)||Z_L − Y||²``. Closed form ``Z = (w Y + Q) / (1 + w)``. To stay
-    DPP the model expands ``w||Z − Y||²`` and takes the product ``wY`` as its own parameter.
+    DPP and cheap to canonicalise, the model carries the residual ``V = Z − Y`` as a variable.
     """
 
     key = "output_l2"
@@ -511,21 +511,20 @@ class OutputSquaredLoss(Subproblem):
     def variable_shapes(self):
         return {"Z": (self.n, self.N)}
 
-    def _push_parameters(self, checked):
-        super()._push_parameters({k: v for k, v in checked.items() if k in ("Q", "w")})
-        if self.model is not None:
-            self._cp_parameters["wY"].value = self.parameters["w"] * self.parameters["Y"]
-
     def _build(self):
-        # w ||Z - Y||² = w ||Z||² - 2 <wY, Z> + const: the product wY is one parameter (DPP).
-        Z = cp.Variable((self.n, self.N), name="Z")
-        p = {
-            "Q": _param((self.n, self.N), "Q"),
-            "w": _param((), "w", nonneg=True),
-            "wY": _param((self.n, self.N), "wY"),
-        }
-        objective = p["w"] * cp.sum_squares(Z) - 2 * cp.sum(cp.multiply(p["wY"], Z)) + cp.sum_squares(Z - p["Q"])
-        return {"Z": Z}, p, cp.Problem(cp.Minimize(objective))
+        # w ||Z − Y||² is not DPP as written (a parameter times a parameter-affine term), and
+        # expanding it puts the product w·Y against Z, whose DPP canonicalisation grows
+        # quadratically. The residual V = Z − Y as its own variable keeps every product
+        # parameter-free: w ||V||² with V == Z − Y.
+        shape = (self.n, self.N)
+        Z, V = cp.Variable(shape, name="Z"), cp.Variable(shape, name="V")
+        p = {"Y": _param(shape, "Y"), "Q": _param(shape, "Q"), "w": _param((), "w", nonneg=True)}
+        objective = p["w"] * cp.sum_squares(V) + cp.sum_squares(Z - p["Q"])
+        problem = cp.Problem(cp.Minimize(objective), [V == Z - p["Y"]])
+        return {"Z": Z, "V": V}, p, problem
+
+    def variable_values(self):
+        return {"Z": super().variable_values()["Z"]}
 
     def objective(self, values):
         p = self.parameters
