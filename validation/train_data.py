@@ -7,16 +7,11 @@
 
 from __future__ import annotations
 
-import gzip
-import os
-
 import numpy as np
+from skimage.metrics import peak_signal_noise_ratio
 
 from formulation.network import ReluNetwork
-from formulation.results import ProblemError
-
-#: Where MNIST is looked for: ``../shared/data/mnist`` relative to the repository root.
-MNIST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "mnist")
+from validation.datasets import load_mnist
 
 
 def teacher_student(N: int = 2000, N_val: int = 1000, *, n0: int = 10, teacher_hidden=(32,), seed: int = 0,
@@ -36,40 +31,20 @@ def teacher_student(N: int = 2000, N_val: int = 1000, *, n0: int = 10, teacher_h
     return {"X": X[:, :N], "Y": Y[:, :N], "X_val": X[:, N:], "Y_val": Y[:, N:], "name": "teacher-student"}
 
 
-def read_idx_images(path: str) -> np.ndarray:
-    """Images of a gzipped IDX file as ``float64`` in ``[0, 1]``, shape ``(count, rows*cols)``."""
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read()
-    magic, count, rows, cols = (int(v) for v in np.frombuffer(raw[:16], dtype=">i4"))
-    if magic != 2051:
-        raise ProblemError(f"{path!r} is not an IDX image file (magic {magic}, expected 2051).")
-    pixels = np.frombuffer(raw[16:], dtype=np.uint8)
-    if pixels.size != count * rows * cols:
-        raise ProblemError(f"{path!r} is truncated: {pixels.size} bytes for {count}x{rows}x{cols} images.")
-    return pixels.reshape(count, rows * cols).astype(np.float64) / 255.0
-
-
 def mnist_cs(m: int = 100, n_train: int = 8000, n_val: int = 2000, *, seed: int = 0,
              directory: str | None = None) -> dict:
     """Compressed-sensing pairs ``(y = A s, s)``; ``A`` Gaussian ``m × n`` with variance ``1/m``.
 
-    The first ``n_train`` images of ``t10k-images-idx3-ubyte.gz`` train, the last ``n_val`` validate.
-    Without the file, scikit-learn's 8×8 digits (n = 64, m ≤ 32) stand in and ``note`` says so.
+    The images come from :func:`validation.datasets.load_mnist`: the first ``n_train`` of the
+    t10k split train, the last ``n_val`` validate. Without the MNIST folder, scikit-learn's 8×8
+    digits (n = 64, m ≤ 32) stand in and ``note`` says so.
     """
-    directory = MNIST_DIR if directory is None else directory
-    path = os.path.join(directory, "t10k-images-idx3-ubyte.gz")
+    data = load_mnist(directory, n_train=n_train, n_test=n_val)
+    train, val = data.train, data.test
     note = ""
-    if os.path.exists(path):
-        images = read_idx_images(path)
-        train, val = images[:n_train], images[-n_val:]
-    else:
-        from sklearn.datasets import load_digits
-
-        images = load_digits().data / 16.0
-        split = int(0.8 * len(images))
-        train, val = images[:split], images[split:]
-        m = min(m, images.shape[1] // 2)
-        note = f"MNIST not found at {os.path.normpath(path)}: using sklearn 8x8 digits (n=64, m={m}) instead"
+    if data.fallback:
+        m = min(m, data.n // 2)
+        note = f"{data.source}: using sklearn 8x8 digits (n=64, m={m}) instead of MNIST"
     rng = np.random.default_rng(seed)
     A = rng.normal(0.0, 1.0 / np.sqrt(m), size=(m, train.shape[1]))
     return {"X": A @ train.T, "Y": train.T.copy(), "X_val": A @ val.T, "Y_val": val.T.copy(), "A": A,
@@ -97,8 +72,9 @@ def psnr_images(prediction: np.ndarray, target: np.ndarray) -> float:
     This is the convention behind DESIGN's 19.7 dB ridge figure (measured: 19.71 dB here; the
     PSNR of the pooled MSE without clipping gives 18.65 dB for the same ridge fit).
     """
-    mse = np.mean((np.clip(prediction, 0.0, 1.0) - target) ** 2, axis=0)
-    return float(np.mean(10.0 * np.log10(1.0 / np.maximum(mse, 1e-300))))
+    clipped = np.clip(prediction, 0.0, 1.0)
+    return float(np.mean([peak_signal_noise_ratio(target[:, j], clipped[:, j], data_range=1.0)
+                          for j in range(target.shape[1])]))
 
 
 def ridge_fit(X: np.ndarray, Y: np.ndarray, X_val: np.ndarray, ridge: float = 1e-3):
