@@ -57,11 +57,11 @@ def random_parameters(sub: sp.Subproblem, rng: np.random.Generator, *, zeros: fl
             values["X"] = rng.normal(size=(n_in, k)) @ rng.normal(size=(k, N)) if k else np.zeros((n_in, N))
         if r is not None:
             values["r"] = float(r)
-    if isinstance(sub, sp.ActivationBoxQP):
+    if isinstance(sub, (sp.ActivationBoxQP, sp.ActivationSlacks)):
         Z = values["Z"]
         Z[rng.uniform(size=Z.shape) < zeros] = 0.0
         values["D_prev"] = rng.uniform(size=Z.shape)
-    if isinstance(sub, sp.HiddenPreactivation):
+    if isinstance(sub, (sp.HiddenPreactivation, sp.PreactivationSlacks)):
         D = rng.uniform(size=values["D"].shape)
         D[rng.uniform(size=D.shape) < zeros] = 0.0
         values["D"] = D

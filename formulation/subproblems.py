@@ -55,6 +55,12 @@ class Subproblem(abc.ABC):
     requires: ClassVar[str] = "QP"
     #: Whether :meth:`closed_form` is available.
     has_closed_form: ClassVar[bool] = True
+    #: How the cost of building the CVXPY model grows, which sets benchmark sizes:
+    #: ``"linear"`` (no parameter multiplies a variable), ``"elementwise"`` (a parameter
+    #: multiplies the variable entry by entry: CVXPY's DPP canonicalisation grows faster than
+    #: the number of entries), ``"matrix"`` (a parameter matrix multiplies the variable) or
+    #: ``"exp"`` (one exponential cone per entry).
+    build_growth: ClassVar[str] = "linear"
 
     def __init__(self, *, build_model: bool = True):
         self.parameters: dict[str, np.ndarray | float] = {}
@@ -180,6 +186,7 @@ class WeightLeastSquares(Subproblem):
     """
 
     key = "weights"
+    build_growth = "matrix"
     _nonnegative_parameters = frozenset({"r"})
 
     def __init__(self, n_in: int, n_out: int, N: int, *, build_model: bool = True):
@@ -350,6 +357,7 @@ class HiddenPreactivation(Subproblem):
     """
 
     key = "preactivation"
+    build_growth = "elementwise"
 
     def __init__(self, n: int, N: int, *, build_model: bool = True):
         self.n = check_positive_int("n", n)
@@ -405,6 +413,7 @@ class HiddenPostactivation(Subproblem):
     """
 
     key = "postactivation"
+    build_growth = "matrix"
 
     def __init__(self, n: int, n_next: int, N: int, *, build_model: bool = True):
         self.n = check_positive_int("n", n)
@@ -549,6 +558,7 @@ class OutputSoftmaxCrossEntropy(Subproblem):
     """
 
     key = "output_softmax"
+    build_growth = "exp"
     requires = "EXP"
     has_closed_form = False
     _nonnegative_parameters = frozenset({"w"})
@@ -657,6 +667,7 @@ class PreactivationSlacks(Subproblem):
     """
 
     key = "preactivation_slacks"
+    build_growth = "elementwise"
 
     def __init__(self, n: int, N: int, *, build_model: bool = True):
         self.n = check_positive_int("n", n)
@@ -833,6 +844,8 @@ SUBPROBLEM_TYPES: tuple[type[Subproblem], ...] = (
     SlackProjection,
     OutputSquaredLoss,
     OutputSoftmaxCrossEntropy,
+    PreactivationSlacks,
+    ActivationSlacks,
 )
 
 

@@ -258,7 +258,8 @@ class ALTrainer:
 
     def __init__(self, hidden: Sequence[int] = (64,), *, backend: str = "closed_form", seed: int = 0,
                  init: str = "ridge", rho: float = 10.0, gamma: float = 1.2, tau: float = 0.9,
-                 penalty_period: int = 25, rho_max: float = 1e4, multiplier_box: float = 1e8, mu: float = 1e-6, sweeps: int = 1,
+                 penalty_period: int = 25, rho_max: float = 1e4, multiplier_box: float = 1e8, mu: float = 1e-6,
+                 sweeps: int = 1,
                  tol: float = 1e-6, max_iters: int = 200, time_budget: float | None = None,
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10, resume: bool = True,
                  divergence_patience: int = 30, progress: bool | None = None, standardize: bool = True,
@@ -312,7 +313,8 @@ class ALTrainer:
         """Everything that determines the iterates (stored in checkpoints and compared on resume)."""
         return {"hidden": list(self.hidden), "backend": self.backend, "seed": self.seed, "init": self.init,
                 "rho": self.rho, "gamma": self.gamma, "tau": self.tau, "rho_max": self.rho_max,
-                "penalty_period": self.penalty_period, "multiplier_box": self.multiplier_box, "mu": self.mu, "sweeps": self.sweeps,
+                "penalty_period": self.penalty_period, "multiplier_box": self.multiplier_box, "mu": self.mu,
+                "sweeps": self.sweeps,
                 "standardize": self.standardize, "scheme": self.scheme, "order": self.order,
                 "penalty_balance": self.penalty_balance, "warm_multipliers": self.warm_multipliers}
 
@@ -647,8 +649,9 @@ class ALTrainer:
                                + (f"; the last good checkpoint {last_saved!r} is kept" if last_saved else ""))
                     break
                 if violation <= self.tol and diag["kkt"] <= self.tol:
-                    stop_reason, message = "converged", (f"converged at outer iteration {iteration}: KKT residual "
-                                                         f"{diag['kkt']:.2e} and violation {violation:.2e} <= {self.tol:g}")
+                    stop_reason = "converged"
+                    message = (f"converged at outer iteration {iteration}: KKT residual "
+                               f"{diag['kkt']:.2e} and violation {violation:.2e} <= {self.tol:g}")
                 if self.checkpoint is not None and iteration % self.checkpoint_every == 0:
                     self._save(state, history, loop, fingerprint, init_train, init_val)
                     last_saved = self.checkpoint

@@ -14,7 +14,7 @@ CONTRACT_SEEDS = range(20)
 def contract_instance(kind: str, seed: int):
     """Seeded instance ``seed`` of ``kind`` with hard features on some seeds.
 
-    * seeds 0 mod 3: exact zeros in ``Z`` (activation) and ``D`` (pre-activation);
+    * seeds 0 mod 3: exact zeros in ``Z`` (activation blocks) and ``D`` (pre-activation blocks);
     * seeds 1 mod 3 of the weight block: rank-deficient ``X`` with ``μ = 0`` (r = 0);
     * sizes cycle through ``CONTRACT_SIZES`` (widths 1, N = 1).
     """
@@ -22,7 +22,7 @@ def contract_instance(kind: str, seed: int):
     N, n = CONTRACT_SIZES[seed % len(CONTRACT_SIZES)]
     n_other = 1 + seed % 3
     features = {}
-    if seed % 3 == 0 and kind in ("activation", "preactivation"):
+    if seed % 3 == 0 and kind in ("activation", "preactivation", "activation_slacks", "preactivation_slacks"):
         features["zeros"] = 0.4
     if kind == "weights" and seed % 3 == 1:
         features.update(rank=max(0, min(N, n_other) - 1), r=0.0)

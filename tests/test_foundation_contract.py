@@ -18,23 +18,9 @@ from problems import CONTRACT_SEEDS, contract_instance
 import solvers
 from formulation.instances import KINDS, make_subproblem, random_parameters
 from formulation.results import InaccurateSolutionWarning, SolutionStatus, TerminationCondition
+from validation.compare_solvers import TOLERANCES
 
-# Tolerances on max |x − x_ref| / max(1, max |x_ref|) (primal) and on
-# |f − f_ref| / max(1, |f_ref|) (objective).
-TOLERANCES = {
-    # the same arithmetic as the reference; only rounding differs
-    "closed_form": (1e-12, 1e-12),
-    # OSQP with eps 1e-9 and solution polishing recovers the active set exactly
-    "OSQP": (1e-8, 1e-10),
-    # interior point stopped at gap 1e-10; exponential-cone blocks reach ~5e-7 in the primal
-    "CLARABEL": (2e-6, 1e-9),
-    # ADMM with eps 1e-9; exponential-cone blocks reach ~5e-7 in the primal
-    "SCS": (2e-6, 1e-9),
-    # ECOS sees ||r||² as a second-order cone: an objective accurate to its 1e-8 tolerances
-    # leaves the primal accurate only to about sqrt(1e-8) = 1e-4 (measured: up to 1.7e-4)
-    "ECOS": (5e-4, 1e-7),
-}
-
+# The tolerance table (commented entry by entry) is shared with `unrelu compare-solvers`.
 #: Backends for continuous blocks; mixed-integer-only backends must refuse every AL block.
 CONTINUOUS = [
     b for b in solvers.available_backends() if solvers.get_backend(b).capabilities & {solvers.QP, solvers.EXP}

@@ -27,32 +27,30 @@ import solvers
 from formulation.instances import KINDS, make_subproblem, random_parameters
 from formulation.results import InaccurateSolutionWarning, SolverError, SolverNotFound
 
-#: (N, n) sizes per kind. Blocks whose CVXPY model has no parameter multiplying a variable
-#: (activation in its U = Z*D form, slacks, squared-loss output) go up to N = 10,000 x 256
-#: units. Where a parameter multiplies the variable (pre-activation: D*Z; weights: W X;
-#: post-activation: W X), CVXPY's DPP canonicalisation grows faster than the number of
-#: unknowns (measured: 3,200 -> 32,000 unknowns took the build from 0.1 s to 7 s, and 64,000
-#: needed a 30 GiB array), so those stay smaller. The softmax block has one exponential cone per
-#: entry.
+#: (N, n) sizes per ``Subproblem.build_growth``. Blocks whose CVXPY model has no parameter
+#: multiplying a variable (activation in its U = Z*D form, slacks, squared-loss output) go up to
+#: N = 10,000 x 256 units. Where a parameter multiplies the variable entry by entry
+#: (pre-activation: D*Z), CVXPY's DPP canonicalisation grows faster than the number of unknowns
+#: (measured: 3,200 -> 32,000 unknowns took the build from 0.1 s to 7 s, and 64,000 needed a
+#: 30 GiB array); a parameter matrix times the variable (weights, post-activation) grows like
+#: N n^2. The softmax block has one exponential cone per entry.
 SIZES = {
-    "full": {"big": [(100, 16), (1000, 64), (10000, 256)],
-             "param": [(100, 16), (500, 32), (1000, 32)],
-             "dense": [(100, 16), (1000, 32), (2000, 64)],
+    "full": {"linear": [(100, 16), (1000, 64), (10000, 256)],
+             "elementwise": [(100, 16), (500, 32), (1000, 32)],
+             "matrix": [(100, 16), (1000, 32), (2000, 64)],
              "exp": [(100, 4), (500, 10), (2000, 10)]},
-    "quick": {"big": [(20, 4), (100, 8), (400, 16)],
-              "param": [(20, 4), (100, 8), (400, 16)],
-              "dense": [(20, 4), (100, 8), (400, 16)],
+    "quick": {"linear": [(20, 4), (100, 8), (400, 16)],
+              "elementwise": [(20, 4), (100, 8), (400, 16)],
+              "matrix": [(20, 4), (100, 8), (400, 16)],
               "exp": [(10, 3), (30, 4), (60, 5)]},
 }
-GROUP = {"activation": "big", "slacks": "big", "output_l2": "big", "preactivation": "param",
-         "weights": "dense", "postactivation": "dense", "output_softmax": "exp"}
 
 COLUMNS = ["backend", "subproblem", "N", "n", "unknowns", "status", "build_s", "resolve_median_s",
            "resolve_over_build", "over_closed_form", "max_abs_err", "note"]
 
 
 def _sizes(kind: str, mode: str):
-    return SIZES[mode][GROUP[kind]]
+    return SIZES[mode][KINDS[kind].build_growth]
 
 
 def _reference(sub):
@@ -194,7 +192,8 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub.add_argument("--quick", action="store_true", help="small sizes (about a minute); default: up to N=10,000 x 256")
-    sub.add_argument("--backends", default="", help="comma-separated backend keys (default: every installed backend for continuous blocks)")
+    sub.add_argument("--backends", default="",
+                     help="comma-separated backend keys (default: every installed backend for continuous blocks)")
     sub.add_argument("--subproblems", default="", help=f"comma-separated kinds from: {', '.join(KINDS)}")
     sub.add_argument("--repeats", type=int, default=3, help="re-solves per case; the median is reported (default 3)")
     sub.add_argument("--seed", type=int, default=0, help="base seed of the random instances")

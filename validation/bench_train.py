@@ -88,7 +88,8 @@ def bench_one(name, hidden, data, budget, seed):
     if name == "mnist-cs":
         train_pred, val_pred = ridge_fit(data["X"], data["Y"], data["X_val"])
         rows.append({"problem": name, "method": "ridge (linear)", "seconds": 0.0, "iterations": 0,
-                     "train_psnr": psnr_images(train_pred, data["Y"]), "val_psnr": psnr_images(val_pred, data["Y_val"])})
+                     "train_psnr": psnr_images(train_pred, data["Y"]),
+                     "val_psnr": psnr_images(val_pred, data["Y_val"])})
     scaled_x, scaled_y = scaler.x(data["X"]), scaler.y(data["Y"])
     torch_s = full_batch_step_seconds(scaler.scale_network(result.network), scaled_x, scaled_y)
     timing = {"problem": name, "al_sweep_s": sweep_s, "torch_fwd_bwd_s": torch_s, "ratio": sweep_s / torch_s}
@@ -105,7 +106,8 @@ def format_tables(rows, timings) -> str:
     lines = []
     al_val = {r["problem"]: r.get("val_loss") for r in rows if r["method"] == "AL"}
     for r in rows:
-        ratio = None if r.get("val_loss") is None or not al_val.get(r["problem"]) else r["val_loss"] / al_val[r["problem"]]
+        reference = al_val.get(r["problem"])
+        ratio = None if r.get("val_loss") is None or not reference else r["val_loss"] / reference
         lines.append([r["problem"], r["method"], _fmt(r.get("seconds"), ".1f"), str(r.get("iterations", "-")),
                       _fmt(r.get("train_loss"), ".4g"), _fmt(r.get("val_loss"), ".4g"), _fmt(ratio, ".3g"),
                       _fmt(r.get("train_psnr"), ".2f"), _fmt(r.get("val_psnr"), ".2f"),

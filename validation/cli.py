@@ -13,7 +13,8 @@ import sys
 from formulation.results import UnreluError
 
 #: Modules that contribute commands, in the order of ``unrelu --help``.
-COMMAND_MODULES = ("validation.bench", "validation.verify", "validation.compare_solvers", "validation.train", "validation.cs")
+COMMAND_MODULES = ("validation.verify", "validation.train", "validation.cs", "validation.compare_solvers",
+                   "validation.bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

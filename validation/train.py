@@ -150,7 +150,8 @@ def run(args) -> int:
     print(f"initialisation ({trainer.init}): train loss {result.init_train_loss:.4g}"
           + (f", val loss {result.init_val_loss:.4g}" if result.init_val_loss is not None else "")
           + "  (forward pass, fraction of target variance)")
-    print(f"after {final['iteration']} outer iterations ({final['seconds']:.1f} s): train loss {final['train_loss']:.4g}"
+    print(f"after {final['iteration']} outer iterations ({final['seconds']:.1f} s): "
+          f"train loss {final['train_loss']:.4g}"
           + (f", val loss {final['val_loss']:.4g}" if final["val_loss"] is not None else "")
           + f", violation {final['violation']:.2e}, KKT residual {final['kkt']:.2e}, rho {final['rho']:.3g}")
     print(f"stopped: {result.message}" + (" (resumed from checkpoint)" if result.extras.get("resumed") else ""))
@@ -178,7 +179,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--backend", default="closed_form",
                         help="backend of every block: closed_form (default) or a CVXPY solver such as OSQP, CLARABEL")
     parser.add_argument("--seed", type=int, default=0, help="seed of the He initialisation (default 0)")
-    parser.add_argument("--rho", type=float, default=10.0, help="initial penalty relative to the loss scale (default 10)")
+    parser.add_argument("--rho", type=float, default=10.0,
+                        help="initial penalty relative to the loss scale (default 10)")
     parser.add_argument("--sweeps", type=int, default=1, help="block sweeps per outer iteration (default 1)")
     parser.add_argument("--tol", type=float, default=1e-6, help="KKT residual and violation tolerance (default 1e-6)")
     parser.add_argument("--checkpoint", default="", help="checkpoint .npz, written atomically; resumed if it exists")
