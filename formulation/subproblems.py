@@ -163,6 +163,49 @@ class Subproblem(abc.ABC):
         return f"{type(self).__name__}({shapes})"
 
 
+class _Elementwise(Subproblem):
+    """A block whose variables are ``(n, N)`` arrays: ``n`` units by ``N`` samples."""
+
+    def __init__(self, n: int, N: int, *, build_model: bool = True):
+        self.n = check_positive_int("n", n)
+        self.N = check_positive_int("N", N)
+        super().__init__(build_model=build_model)
+
+
+class _ActivationBlock(_Elementwise):
+    """Shared by the blocks over ``D``: ``D_prev`` where ``Z = 0``, and the box in ``U = Z ⊙ D``.
+
+    The CVXPY models are written in ``U = Z ⊙ D`` with the parameters ``lower = min(Z, 0)`` and
+    ``upper = max(Z, 0)``, so that no parameter multiplies a variable.
+    """
+
+    def __init__(self, n: int, N: int, *, build_model: bool = True):
+        super().__init__(n, N, build_model=build_model)
+        self.D_prev = np.zeros((self.n, self.N))
+
+    def set_parameters(self, D_prev=None, **values):
+        """As :meth:`Subproblem.set_parameters`; ``D_prev`` is the value kept where ``Z = 0``."""
+        if D_prev is not None:
+            D_prev = as_float_array("D_prev", D_prev)
+            check_shape("D_prev", D_prev, (self.n, self.N), "It is the previous D of this block.")
+            self.D_prev = np.clip(D_prev, 0.0, 1.0)
+        return super().set_parameters(**values)
+
+    def _push_parameters(self, checked):
+        super()._push_parameters(checked)
+        if self.model is not None and "Z" in checked:
+            self._cp_parameters["lower"].value = np.minimum(checked["Z"], 0.0)
+            self._cp_parameters["upper"].value = np.maximum(checked["Z"], 0.0)
+
+
+def _activation_from_product(U: np.ndarray, Z: np.ndarray, D_prev: np.ndarray) -> np.ndarray:
+    """``D = clip(U / Z, 0, 1)`` where ``Z ≠ 0``; ``D_prev`` where ``Z = 0`` (there ``D`` is free)."""
+    D = D_prev.copy()
+    nonzero = Z != 0
+    D[nonzero] = np.clip(U[nonzero] / Z[nonzero], 0.0, 1.0)
+    return D
+
+
 def _param(shape, name, **kw) -> cp.Parameter:
     return cp.Parameter(shape, name=name, **kw)
 
@@ -253,7 +296,7 @@ class WeightLeastSquares(Subproblem):
 
 
 # ============================================================================ D_l
-class ActivationBoxQP(Subproblem):
+class ActivationBoxQP(_ActivationBlock):
     r"""Activation box-constrained QP for hidden layer ``l``.
 
     .. math::
@@ -270,12 +313,6 @@ class ActivationBoxQP(Subproblem):
 
     key = "activation"
 
-    def __init__(self, n: int, N: int, *, build_model: bool = True):
-        self.n = check_positive_int("n", n)
-        self.N = check_positive_int("N", N)
-        self.D_prev = np.zeros((self.n, self.N))
-        super().__init__(build_model=build_model)
-
     @property
     def parameter_shapes(self):
         shape = (self.n, self.N)
@@ -284,19 +321,6 @@ class ActivationBoxQP(Subproblem):
     @property
     def variable_shapes(self):
         return {"D": (self.n, self.N)}
-
-    def set_parameters(self, D_prev=None, **values):
-        if D_prev is not None:
-            D_prev = as_float_array("D_prev", D_prev)
-            check_shape("D_prev", D_prev, (self.n, self.N))
-            self.D_prev = np.clip(D_prev, 0.0, 1.0)
-        return super().set_parameters(**values)
-
-    def _push_parameters(self, checked):
-        super()._push_parameters({k: v for k, v in checked.items() if k != "Z"})
-        if "Z" in checked and self.model is not None:
-            self._cp_parameters["lower"].value = np.minimum(checked["Z"], 0.0)
-            self._cp_parameters["upper"].value = np.maximum(checked["Z"], 0.0)
 
     def _build(self):
         # Written in the product U = Z ⊙ D: the box 0 ≤ D ≤ 1 becomes min(Z,0) ≤ U ≤ max(Z,0).
@@ -315,11 +339,7 @@ class ActivationBoxQP(Subproblem):
         U = self.variables["U"].value
         if U is None:
             return {"D": None}
-        Z = self.parameters["Z"]
-        D = self.D_prev.copy()
-        nonzero = Z != 0
-        D[nonzero] = np.clip(np.asarray(U)[nonzero] / Z[nonzero], 0.0, 1.0)
-        return {"D": D}
+        return {"D": _activation_from_product(np.asarray(U), self.parameters["Z"], self.D_prev)}
 
     def objective(self, values):
         ZD = self.parameters["Z"] * values["D"]
@@ -328,10 +348,7 @@ class ActivationBoxQP(Subproblem):
     def closed_form(self):
         Z = self.parameters["Z"]
         P_mean = (self.parameters["P2"] + self.parameters["P3"] + self.parameters["P4"]) / 3.0
-        D = self.D_prev.copy()
-        nonzero = Z != 0
-        D[nonzero] = np.clip(P_mean[nonzero] / Z[nonzero], 0.0, 1.0)
-        return {"D": D}
+        return {"D": _activation_from_product(P_mean, Z, self.D_prev)}
 
     def canonical(self, values):
         return {"Z*D": self.parameters["Z"] * values["D"]}
@@ -342,7 +359,7 @@ class ActivationBoxQP(Subproblem):
 
 
 # ============================================================================ Z_l hidden
-class HiddenPreactivation(Subproblem):
+class HiddenPreactivation(_Elementwise):
     r"""Pre-activation ``Z_l`` of a hidden layer: a separable QP coupling C1–C4.
 
     .. math::
@@ -358,11 +375,6 @@ class HiddenPreactivation(Subproblem):
 
     key = "preactivation"
     build_growth = "elementwise"
-
-    def __init__(self, n: int, N: int, *, build_model: bool = True):
-        self.n = check_positive_int("n", n)
-        self.N = check_positive_int("N", N)
-        super().__init__(build_model=build_model)
 
     @property
     def parameter_shapes(self):
@@ -448,7 +460,7 @@ class HiddenPostactivation(Subproblem):
 
 
 # ============================================================================ S_l, T_l
-class SlackProjection(Subproblem):
+class SlackProjection(_Elementwise):
     r"""Slacks ``S_l, T_l`` of the sign constraints: projection onto the nonnegative orthant.
 
     .. math::
@@ -460,11 +472,6 @@ class SlackProjection(Subproblem):
     """
 
     key = "slacks"
-
-    def __init__(self, n: int, N: int, *, build_model: bool = True):
-        self.n = check_positive_int("n", n)
-        self.N = check_positive_int("N", N)
-        super().__init__(build_model=build_model)
 
     @property
     def parameter_shapes(self):
@@ -492,7 +499,7 @@ class SlackProjection(Subproblem):
 
 
 # ============================================================================ Z_L
-class OutputSquaredLoss(Subproblem):
+class OutputSquaredLoss(_Elementwise):
     r"""Output pre-activation ``Z_L``: proximal step of the squared loss.
 
     .. math::
@@ -506,11 +513,6 @@ class OutputSquaredLoss(Subproblem):
 
     key = "output_l2"
     _nonnegative_parameters = frozenset({"w"})
-
-    def __init__(self, n: int, N: int, *, build_model: bool = True):
-        self.n = check_positive_int("n", n)
-        self.N = check_positive_int("N", N)
-        super().__init__(build_model=build_model)
 
     @property
     def parameter_shapes(self):
@@ -544,7 +546,7 @@ class OutputSquaredLoss(Subproblem):
         return {"Z": (p["w"] * p["Y"] + p["Q"]) / (1.0 + p["w"])}
 
 
-class OutputSoftmaxCrossEntropy(Subproblem):
+class OutputSoftmaxCrossEntropy(_Elementwise):
     r"""Output pre-activation ``Z_L``: proximal step of softmax cross-entropy.
 
     .. math::
@@ -562,11 +564,6 @@ class OutputSoftmaxCrossEntropy(Subproblem):
     requires = "EXP"
     has_closed_form = False
     _nonnegative_parameters = frozenset({"w"})
-
-    def __init__(self, n: int, N: int, *, build_model: bool = True):
-        self.n = check_positive_int("n", n)
-        self.N = check_positive_int("N", N)
-        super().__init__(build_model=build_model)
 
     @property
     def parameter_shapes(self):
@@ -645,7 +642,7 @@ def _lowest(candidates, value):
     return best
 
 
-class PreactivationSlacks(Subproblem):
+class PreactivationSlacks(_Elementwise):
     r"""Joint block ``(Z_l, S_l, T_l)`` of a hidden layer: pre-activation and sign slacks together.
 
     .. math::
@@ -668,11 +665,6 @@ class PreactivationSlacks(Subproblem):
 
     key = "preactivation_slacks"
     build_growth = "elementwise"
-
-    def __init__(self, n: int, N: int, *, build_model: bool = True):
-        self.n = check_positive_int("n", n)
-        self.N = check_positive_int("N", N)
-        super().__init__(build_model=build_model)
 
     @property
     def parameter_shapes(self):
@@ -726,7 +718,7 @@ class PreactivationSlacks(Subproblem):
         return float(max(np.max(-values["S"], initial=0.0), np.max(-values["T"], initial=0.0)))
 
 
-class ActivationSlacks(Subproblem):
+class ActivationSlacks(_ActivationBlock):
     r"""Joint block ``(D_l, S_l, T_l)`` of a hidden layer: activation and sign slacks together.
 
     .. math::
@@ -747,12 +739,6 @@ class ActivationSlacks(Subproblem):
 
     key = "activation_slacks"
 
-    def __init__(self, n: int, N: int, *, build_model: bool = True):
-        self.n = check_positive_int("n", n)
-        self.N = check_positive_int("N", N)
-        self.D_prev = np.zeros((self.n, self.N))
-        super().__init__(build_model=build_model)
-
     @property
     def parameter_shapes(self):
         shape = (self.n, self.N)
@@ -762,19 +748,6 @@ class ActivationSlacks(Subproblem):
     def variable_shapes(self):
         shape = (self.n, self.N)
         return {"D": shape, "S": shape, "T": shape}
-
-    def set_parameters(self, D_prev=None, **values):
-        if D_prev is not None:
-            D_prev = as_float_array("D_prev", D_prev)
-            check_shape("D_prev", D_prev, (self.n, self.N), "It is the previous D of this block.")
-            self.D_prev = np.clip(D_prev, 0.0, 1.0)
-        return super().set_parameters(**values)
-
-    def _push_parameters(self, checked):
-        super()._push_parameters(checked)
-        if self.model is not None and "Z" in checked:
-            self._cp_parameters["lower"].value = np.minimum(checked["Z"], 0.0)
-            self._cp_parameters["upper"].value = np.maximum(checked["Z"], 0.0)
 
     def _build(self):
         shape = (self.n, self.N)
@@ -790,10 +763,7 @@ class ActivationSlacks(Subproblem):
         U = values.pop("U")
         if U is None:
             return {"D": None, "S": values["S"], "T": values["T"]}
-        Z = self.parameters["Z"]
-        D = self.D_prev.copy()
-        nonzero = Z != 0
-        D[nonzero] = np.clip(U[nonzero] / Z[nonzero], 0.0, 1.0)
+        D = _activation_from_product(U, self.parameters["Z"], self.D_prev)
         return {"D": D, "S": values["S"], "T": values["T"]}
 
     def objective(self, values):
@@ -819,9 +789,7 @@ class ActivationSlacks(Subproblem):
         candidates = ((P2 - c3 * A3 + c4 * (Z + A4)) / (1.0 + c3 + c4)
                       for c3, c4 in ((0, 0), (1, 0), (0, 1), (1, 1)))  # which hinge terms are active
         U = np.clip(_lowest(candidates, psi), np.minimum(Z, 0.0), np.maximum(Z, 0.0))
-        D = D_prev.copy()
-        nonzero = Z != 0
-        D[nonzero] = np.clip(U[nonzero] / Z[nonzero], 0.0, 1.0)
+        D = _activation_from_product(U, Z, D_prev)
         U = Z * D
         return {"D": D, "S": np.maximum(U + A3, 0.0), "T": np.maximum(U - Z - A4, 0.0)}
 
