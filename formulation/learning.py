@@ -277,23 +277,25 @@ class ALProblem:
         grad["Z"].append(self.loss_gradient(state.Z[-1]) + M1[-1])
         return grad
 
-    def kkt_residual(self, state: ALState) -> float:
-        """Projected gradient of ``L_ρ`` over all primal blocks (∞-norm), maxed with the violation.
+    def projected_gradient(self, state: ALState) -> dict[str, list[np.ndarray]]:
+        """Gradient of ``L_ρ`` projected on the bounds (zero exactly at a block-stationary point).
 
-        Bounds are handled by projection: for ``D ∈ [0,1]`` the entry is ``clip(D − g) − D``,
-        for ``S, T ≥ 0`` it is ``max(S − g, 0) − S``.
+        For ``D ∈ [0,1]`` the entry is ``clip(D − g, 0, 1) − D``, for ``S, T ≥ 0`` it is
+        ``max(S − g, 0) − S``; the unbounded blocks keep ``g``.
         """
         grad = self.gradient(state)
-        worst = 0.0
-        for name, arrays in grad.items():
-            for index, g in enumerate(arrays):
-                if name == "D":
-                    x = state.D[index]
-                    g = np.clip(x - g, 0.0, 1.0) - x
-                elif name in ("S", "T"):
-                    x = getattr(state, name)[index]
-                    g = np.maximum(x - g, 0.0) - x
-                worst = max(worst, float(np.max(np.abs(g), initial=0.0)))
+        for index, g in enumerate(grad["D"]):
+            grad["D"][index] = np.clip(state.D[index] - g, 0.0, 1.0) - state.D[index]
+        for name in ("S", "T"):
+            for index, g in enumerate(grad[name]):
+                x = getattr(state, name)[index]
+                grad[name][index] = np.maximum(x - g, 0.0) - x
+        return grad
+
+    def kkt_residual(self, state: ALState) -> float:
+        """:meth:`projected_gradient` over all primal blocks (∞-norm), maxed with the violation."""
+        worst = max(float(np.max(np.abs(g), initial=0.0))
+                    for arrays in self.projected_gradient(state).values() for g in arrays)
         return max(worst, self.violation(state)["max"])
 
     # ------------------------------------------------------------------ flat vectors

@@ -57,14 +57,10 @@ def test_joint_blocks_are_exact_block_minimisers_of_the_augmented_lagrangian():
             sub.set_parameters(**problem.block_parameters(state, block))
             problem.assign(state, block, sub.closed_form())
             assert problem.lagrangian(state) <= before + 1e-12 * max(1.0, abs(before))
-            gradient = problem.gradient(state)
+            gradient = problem.projected_gradient(state)
             names = ("Z", "S", "T") if block[0] == "preactivation_slacks" else ("D", "S", "T")
             for name in names:
                 g, x = gradient[name][l], getattr(state, name)[l]
-                if name == "D":
-                    g = np.clip(x - g, 0, 1) - x
-                elif name in ("S", "T"):
-                    g = np.maximum(x - g, 0) - x
                 assert np.max(np.abs(g)) <= 1e-9 * max(1.0, np.max(np.abs(x))), (block, name)
 
 
