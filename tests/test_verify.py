@@ -16,6 +16,12 @@ pytestmark = pytest.mark.skipif("SCIP" not in solvers.available_backends(),
                                 reason="unrelu verify needs SCIP for the relaxed model (pip install pyscipopt)")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_results_folder(tmp_path, monkeypatch):
+    # the default store is ./results/verify.sqlite: each test starts without one
+    monkeypatch.chdir(tmp_path)
+
+
 def test_default_specs_cover_all_kinds_and_sizes():
     specs = verify.default_specs(30, 0)
     assert {s["kind"] for s in specs} == set(verify.KINDS)
@@ -133,3 +139,16 @@ def test_verify_user_training_teacher(tmp_path, capsys):
             "--starts", "1", "--no-adam"]
     assert main(args) == 0
     assert "1 instances: relaxation preserved the optimum on 1/1" in capsys.readouterr().out
+
+
+def test_verify_runs_as_a_resumable_study(tmp_path, capsys):
+    store = tmp_path / "verify.sqlite"
+    arguments = ["verify", "--instances", "2", "--starts", "0", "--no-adam", "--store", str(store)]
+    assert main(arguments) == 0
+    first = capsys.readouterr().out
+    assert store.exists() and "already in" not in first
+    assert main(arguments) == 0  # every instance is read back from the store, none is solved again
+    second = capsys.readouterr().out
+    assert f"2 of 2 instances were already in {store}" in second
+    summary = [line for line in first.splitlines() if line.startswith("2 instances:")]
+    assert summary and summary[0] in second.splitlines()

@@ -30,7 +30,6 @@ import warnings
 import zipfile
 
 import numpy as np
-from tqdm import tqdm
 
 import solvers
 from formulation import mixed_integer as mi
@@ -505,31 +504,72 @@ def run(args) -> int:
                 torch.set_num_threads(threads)
 
 
+#: Figures stored per case by the study runner: the whole row as JSON, and two scalars to query.
+CASE_FIGURES = {"row": "TEXT", "preserved": "INTEGER", "rel_diff": "REAL"}
+
+
+def run_case(case) -> dict:
+    """Runner entry point: one embedded instance (``case.problem`` is its spec).
+
+    ``case.settings`` holds ``loss``, ``tighten``, ``time_limit``, ``starts``, ``adam`` and the
+    MI ``backends``; the row is the one :func:`verify_instance` returns, stored as JSON.
+    """
+    settings = case.settings
+    spec = case.problem
+    with _single_threaded():
+        problem = build_instance(spec, loss=settings["loss"], tighten=settings["tighten"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            row = verify_instance(spec, problem, backends=settings["backends"], time_limit=settings["time_limit"],
+                                  starts=settings["starts"], rng=np.random.default_rng([case.seed, spec["id"]]),
+                                  adam=settings["adam"])
+    return {"row": json.dumps(row, default=_json_default), "preserved": int(bool(row["preserved"])),
+            "rel_diff": row["rel_diff"]}
+
+
+def _run_default_set(args, backends) -> tuple[list[dict], list[str]]:
+    """The embedded instances through the study runner: stored as they finish, resumable."""
+    from validation.runner import Case, Study, default_store, read_results, run_study
+
+    settings = {"loss": args.loss, "tighten": args.tighten, "time_limit": args.time_limit, "starts": args.starts,
+                "adam": not args.no_adam, "backends": backends}
+    cases = [Case(problem=spec, backend="+".join(backends), settings=settings, seed=args.seed)
+             for spec in default_specs(args.instances, args.seed)]
+    study = Study("verify", cases, run="validation.verify:run_case", figures=CASE_FIGURES)
+    store = args.store or default_store(study.name)
+    summary = run_study(study, store=store, workers=args.workers, scheduler=args.scheduler,
+                        case_timeout=args.case_timeout)
+    if summary.skipped:
+        print(f"{summary.skipped} of {summary.total} instances were already in {store}; "
+              "delete it or pass --store to run them again")
+    wanted = {case.case_id: index for index, case in enumerate(cases)}
+    rows, failures = [None] * len(cases), []
+    for stored in read_results(store, study.name):
+        index = wanted.get(stored["case_id"])
+        if index is None:
+            continue
+        if stored["status"] == "ok":
+            rows[index] = json.loads(stored["row"])
+        else:
+            failures.append(f"instance {cases[index].problem['id']}: {stored['status']}: {stored['message']}")
+    return [row for row in rows if row is not None], failures
+
+
 def _run(args) -> int:
     backends = installed_mi_backends(args.backends)
     if args.instances < 1:
         raise ProblemError(f"--instances must be at least 1, got {args.instances}.")
-    rng = np.random.default_rng(args.seed)
-    if args.network:
-        problems = [({"id": 0, "kind": args.problem, "seed": args.seed, "file": args.network},
-                     user_problem(args, rng))]
-    else:
-        specs = default_specs(args.instances, args.seed)
-        problems = None
-    rows = []
     started = time.perf_counter()
-    iterator = problems if problems is not None else specs
-    for item in tqdm(iterator, desc="verify", unit="instance", disable=None):
-        if problems is not None:
-            spec, problem = item
-        else:
-            spec = item
-            problem = build_instance(spec, loss=args.loss, tighten=args.tighten)
+    failures = []
+    if args.network:
+        spec = {"id": 0, "kind": args.problem, "seed": args.seed, "file": args.network}
+        problem = user_problem(args, np.random.default_rng(args.seed))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            row = verify_instance(spec, problem, backends=backends, time_limit=args.time_limit, starts=args.starts,
-                                  rng=np.random.default_rng([args.seed, spec["id"]]), adam=not args.no_adam)
-        rows.append(row)
+            rows = [verify_instance(spec, problem, backends=backends, time_limit=args.time_limit, starts=args.starts,
+                                    rng=np.random.default_rng([args.seed, spec["id"]]), adam=not args.no_adam)]
+    else:
+        rows, failures = _run_default_set(args, backends)
     elapsed = time.perf_counter() - started
     print(format_table(rows, backends))
     print()
@@ -547,7 +587,9 @@ def _run(args) -> int:
     if args.plot:
         for path in write_plots(rows, args.plot, backends):
             print(f"wrote {path}")
-    return 0 if all(row["preserved"] and row["relaxed"]["rounding_ok"] for row in rows) else 1
+    for line in failures:
+        print(f"FAILED {line}")
+    return 0 if not failures and all(row["preserved"] and row["relaxed"]["rounding_ok"] for row in rows) else 1
 
 
 def _json_default(value):
@@ -576,6 +618,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-adam", action="store_true", help="skip the Adam baseline of the training problems")
     parser.add_argument("--json", default="", help="write every result to this JSON file")
     parser.add_argument("--plot", default="", help="write plots (PNG) to this directory")
+    study = parser.add_argument_group("running the embedded set as a resumable study")
+    study.add_argument("--store", default="",
+                       help="SQLite results store; finished instances are kept and skipped on a rerun "
+                            "(default results/verify.sqlite)")
+    study.add_argument("--workers", type=int, default=1, help="instances at once in local processes (default 1)")
+    study.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="run the instances on Dask")
+    study.add_argument("--case-timeout", type=float, default=None, metavar="SECONDS",
+                       help="stop an instance after this long and record it as timeout")
     user = parser.add_argument_group("your own network")
     user.add_argument("--network", default="", help="network .npz (W1, b1, ..., WL, bL) instead of the random set")
     user.add_argument("--problem", choices=KINDS, default="recovery", help="reference problem for --network")
