@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import solvers
 from formulation.instances import make_subproblem, random_parameters
 from validation.cli import main
 from validation.compare_solvers import (
@@ -71,3 +72,27 @@ def test_command_runs_resumes_and_plots(tmp_path, capsys):
 def test_command_refuses_an_unknown_block(capsys):
     assert main(["compare-solvers", "--subproblems", "nope"]) == 2
     assert "Unknown subproblem" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not {"SCIP", "HIGHS"} <= set(solvers.available_backends()),
+                    reason="the MI comparison needs SCIP (reference) and HiGHS (pip install '.[mip]')")
+def test_mixed_integer_cases_are_judged_by_our_checks(monkeypatch):
+    from validation import compare_solvers, verify
+    from validation.runner import Case
+
+    spec = verify.default_specs(2, seed=0)[1]  # an output-bound instance (MILP)
+    case = Case(problem={"kind": "mi_bound", "spec": spec}, backend="HIGHS", settings={"time_limit": 30.0},
+                seed=spec["seed"])
+    row = compare_solvers.compare_case(case)
+    assert row["success"] == 1 and abs(row["objective_error"]) < 1e-8 and row["unknowns"] >= 1
+    solve_version = verify.solve_version
+
+    def claims_optimal_but_is_off(problem, backend, relaxed, time_limit):
+        result = solve_version(problem, backend, relaxed, time_limit)
+        if not relaxed:  # the backend's answer is shifted; its claimed status stays "optimal"
+            result = dict(result, objective=result["objective"] + 1e-3)
+        return result
+
+    monkeypatch.setattr(verify, "solve_version", claims_optimal_but_is_off)
+    row = compare_solvers.compare_case(case)
+    assert row["claimed"] == "optimal" and row["success"] == 0

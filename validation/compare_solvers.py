@@ -149,7 +149,10 @@ def compare_case(case: Case) -> dict:
 
     The rng of ``case.seed`` draws a warm-up instance (solved first: build cost) and then the
     evaluated instance, so every backend sees the same evaluated instance for a given seed.
+    Mixed-integer cases (``MI_KINDS``) go to :func:`compare_mi_case`.
     """
+    if case.problem["kind"] in MI_KINDS:
+        return compare_mi_case(case)
     kind, N, n = case.problem["kind"], int(case.problem["N"]), int(case.problem["n"])
     rng = np.random.default_rng(case.seed)
     backend = case.backend
@@ -190,16 +193,80 @@ def compare_case(case: Case) -> dict:
     return row
 
 
+# --------------------------------------------------------------------------- mixed-integer references
+#: The fixed-weight reference problems of DESIGN §5, compared on their binary version (i).
+MI_KINDS = ("mi_recovery", "mi_bound", "mi_training")
+#: Embedded instances per mode (``verify.default_specs``: recovery, bound, training in turn).
+MI_INSTANCES = {"quick": 6, "full": 24}
+ALL_KINDS = tuple(KINDS) + MI_KINDS
+
+
+def compare_mi_case(case: Case) -> dict:
+    """Solve version (i) of one §5 instance with ``case.backend`` and check it ourselves.
+
+    The reference is the relaxed bilinear model solved to global optimality by SCIP. Success
+    needs (a) the objective to match it, ``|f − f*| ≤ 1e-6 max(|f|, |f*|) + 1e-8`` (the agreement
+    rule of ``unrelu verify``), and (b) the returned point, pushed through a float64 forward
+    pass, to give the objective the backend reported (to 1e-6 relative); the solver's own
+    status does not count. ``unknowns`` is the number of binaries.
+    """
+    from validation import verify
+
+    spec = case.problem["spec"]
+    time_limit = float(case.settings.get("time_limit", 30.0))
+    with verify.single_threaded(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        problem = verify.build_instance(spec, loss="l1", tighten=False)
+        start = time.perf_counter()
+        result = verify.solve_version(problem, case.backend, relaxed=False, time_limit=time_limit)
+        solve_s = time.perf_counter() - start
+        start = time.perf_counter()
+        reference = verify.solve_version(problem, "SCIP", relaxed=True, time_limit=time_limit)
+        reference_s = time.perf_counter() - start
+    binaries = sum(model.n_binary for _, model in verify.forms(problem))
+    f, f_ref = result["objective"], reference["objective"]
+    row = {"unknowns": binaries, "claimed": result["termination"], "inaccurate_warning": 0,
+           "reference_objective": f_ref, "build_s": None, "solve_s": solve_s, "reference_s": reference_s,
+           "success": 0, "primal_error": None, "objective_error": None, "infeasibility": None, "objective": f}
+    if not (math.isfinite(f) and reference["optimal"] and math.isfinite(f_ref)):
+        return row
+    agree = abs(f - f_ref) <= verify.REL_TOL * max(abs(f), abs(f_ref)) + verify.ABS_TOL
+    mismatch = max((abs(part["forward_objective"] - part["objective"]) / max(1.0, abs(part["objective"]))
+                    for part in result["parts"] if "forward_objective" in part), default=math.inf)
+    row.update(success=int(agree and mismatch <= 1e-6), objective_error=(f - f_ref) / max(1.0, abs(f_ref)),
+               infeasibility=mismatch)
+    return row
+
+
+def _mi_cases(mode: str, backends: list[str], kinds: list[str]) -> list[Case]:
+    from validation import verify
+
+    cases = []
+    for spec in verify.default_specs(MI_INSTANCES[mode], seed=0):
+        kind = "mi_" + spec["kind"]
+        if kind not in kinds:
+            continue
+        needs = solvers.MIQP if spec["kind"] == "training" else solvers.MILP
+        for backend in backends:
+            if needs in solvers.get_backend(backend).capabilities:
+                cases.append(Case(problem={"kind": kind, "spec": spec}, backend=backend,
+                                  settings={"time_limit": 30.0}, seed=spec["seed"]))
+    return cases
+
+
 # --------------------------------------------------------------------------- the study
 def build_study(mode: str = "quick", backends: list[str] | None = None, kinds: list[str] | None = None,
                 seeds: int | None = None) -> Study:
     """The cases of the comparison: kinds x growing sizes x seeds x capable backends."""
     backends = backends or solvers.available_backends()
-    kinds = kinds or list(KINDS)
+    kinds = kinds or list(ALL_KINDS)
+    unknown = [k for k in kinds if k not in ALL_KINDS]
+    if unknown:
+        raise ProblemError(f"Unknown subproblem(s) {unknown}; choose from {', '.join(ALL_KINDS)}.")
     cases = []
     for kind in kinds:
-        if kind not in KINDS:
-            raise ProblemError(f"Unknown subproblem {kind!r}; choose from {', '.join(KINDS)}.")
+        if kind in MI_KINDS:
+            continue
         probe = make_subproblem(kind, 1, 1, build_model=False)
         able = [b for b in backends if solvers.get_backend(b).accepts(probe)]
         for N, n in SIZES[mode][GROUP[KINDS[kind].build_growth]]:
@@ -207,6 +274,8 @@ def build_study(mode: str = "quick", backends: list[str] | None = None, kinds: l
                 for backend in able:
                     problem = {"kind": kind, "N": N, "n": n, "n_other": n}
                     cases.append(Case(problem=problem, backend=backend, settings={}, seed=1000 * N + seed))
+    if "SCIP" in solvers.available_backends():  # the certified reference of the MI problems
+        cases += _mi_cases(mode, backends, kinds)
     name = "compare_solvers" if mode == "full" else "compare_solvers_quick"
     return Study(name, cases, run="validation.compare_solvers:compare_case", figures=FIGURES, timing=TIMING)
 
@@ -234,7 +303,7 @@ def summary_table(rows: list[dict]) -> list[dict]:
         kind = row["problem"].split('"kind":"')[1].split('"')[0]
         groups[(kind, row["backend"])].append(row)
     out = []
-    for (kind, backend), members in sorted(groups.items(), key=lambda item: (list(KINDS).index(item[0][0]),
+    for (kind, backend), members in sorted(groups.items(), key=lambda item: (ALL_KINDS.index(item[0][0]),
                                                                                item[0][1])):
         ok = [r for r in members if r["status"] == "ok"]
         succeeded = [r for r in ok if r["success"]]
@@ -340,7 +409,7 @@ def plot(rows: list[dict], directory: str) -> list[str]:
     plt.close(fig)
 
     exponents = growth_exponents(rows)
-    kinds = [k for k in KINDS if any(key[0] == k for key in exponents)]
+    kinds = [k for k in ALL_KINDS if any(key[0] == k for key in exponents)]
     cols = 4
     fig, axes = plt.subplots(math.ceil(len(kinds) / cols), cols, figsize=(4 * cols, 3.2 * math.ceil(len(kinds) / cols)),
                              squeeze=False)
@@ -369,9 +438,9 @@ def run(args) -> int:
         solvers.get_backend(name)  # fail early with the install hint
     kinds = args.subproblems.split(",") if args.subproblems else None
     if kinds:
-        unknown = [k for k in kinds if k not in KINDS]
+        unknown = [k for k in kinds if k not in ALL_KINDS]
         if unknown:
-            raise SolverNotFound(f"Unknown subproblem(s) {unknown}; choose from {', '.join(KINDS)}.")
+            raise SolverNotFound(f"Unknown subproblem(s) {unknown}; choose from {', '.join(ALL_KINDS)}.")
     study = build_study(mode, [solvers.get_backend(b).name for b in backends] if backends else None, kinds,
                         args.seeds)
     store = args.store or os.path.join("results", f"{study.name}.sqlite")
@@ -389,7 +458,8 @@ def run(args) -> int:
         print(f"  ... and {len(failed) - 10} more runs that raised or timed out")
     print("\ngrowth = slope of log(median re-solve time) on log(unknowns) (np.polyfit); "
           "success = our residual checks at the TOLERANCES table, not the solver's status.")
-    print("Mixed-integer references (HiGHS, SCIP) are not compared: they solve §5 problems, not AL blocks.")
+    print("mi_*: the §5 references, version (i) against SCIP's global optimum of the relaxed model; "
+          "unknowns = binaries; 'max primal err' there is not defined (nan).")
     if args.plot:
         for path in plot(rows, args.plot):
             print(f"wrote {path}")
@@ -414,7 +484,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="3 small sizes x 3 seeds per block (about 2 minutes); default: 4 sizes x 3 seeds")
     parser.add_argument("--backends", default="", help="comma-separated backend keys (default: all installed)")
-    parser.add_argument("--subproblems", default="", help=f"comma-separated blocks from: {', '.join(KINDS)}")
+    parser.add_argument("--subproblems", default="",
+                        help=f"comma-separated blocks from: {', '.join(ALL_KINDS)}")
     parser.add_argument("--seeds", type=int, default=None,
                         help="instances per block and size (default 3)")
     parser.add_argument("--plot", metavar="DIR", default="",

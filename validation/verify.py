@@ -98,7 +98,7 @@ def build_instance(spec: dict, *, loss: str, tighten: bool):
 
 
 # ====================================================================== solving
-def _forms(problem):
+def forms(problem):
     """[(p, MixedIntegerModel)]: one per sign split for training, one otherwise."""
     if isinstance(problem, mi.TinyTraining):
         return list(enumerate(problem.models))
@@ -119,7 +119,7 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float) -> di
     """Solve (i) or (ii) of every sign split; combine into the optimum over splits."""
     parts, total = [], 0.0
     best = None
-    for p, model in _forms(problem):
+    for p, model in forms(problem):
         form = mi.RelaxedForm(model) if relaxed else mi.BinaryForm(model)
         solution = solvers.solve(form, backend, time_limit=time_limit)
         total += solution.solve_time + solution.build_time
@@ -231,7 +231,7 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
             interval = mi.interval_bounds(problem.network, problem.box_lower, problem.box_upper)
             row["bounds"]["interval_mean_width"] = interval.mean_width()
             row["bounds"]["interval_unstable"] = interval.hidden_counts()["unstable"]
-    requires = _forms(problem)[0][1].requires
+    requires = forms(problem)[0][1].requires
     row["mi"] = {}
     for name in backends:
         backend = solvers.get_backend(name)
@@ -478,7 +478,7 @@ def installed_mi_backends(requested: str = "") -> list[str]:
     return names
 
 
-def _single_threaded():
+def single_threaded():
     """One BLAS and one torch thread: the arrays here are tiny, and on a busy 2-core machine threaded
     BLAS made the AL 50x slower (measured: 19 s against 0.34 s CPU for 5 runs)."""
     try:
@@ -489,7 +489,7 @@ def _single_threaded():
 
 
 def run(args) -> int:
-    with _single_threaded():
+    with single_threaded():
         try:
             import torch
         except ImportError:
@@ -516,7 +516,7 @@ def run_case(case) -> dict:
     """
     settings = case.settings
     spec = case.problem
-    with _single_threaded():
+    with single_threaded():
         problem = build_instance(spec, loss=settings["loss"], tighten=settings["tighten"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
