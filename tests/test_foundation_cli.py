@@ -40,3 +40,14 @@ def test_bench_unknown_backend_is_a_clear_error(tmp_path, capsys):
     code = main(["bench", "subproblems", "--quick", "--backends", "NOPE", "--csv", str(tmp_path / "b.csv")])
     assert code == 2
     assert "Unknown backend 'NOPE'" in capsys.readouterr().err
+
+
+def test_bench_table_shows_cases_without_figures():
+    from validation.bench import format_table
+
+    rows = [{"backend": "OSQP", "subproblem": "slacks", "N": 10000, "n": 256, "status": "timeout",
+             "build_s": None, "resolve_median_s": None, "note": "stopped after 180 s"},
+            {"backend": "closed_form", "subproblem": "slacks", "N": 10, "n": 2, "status": "optimal", "build_s": 1e-3,
+             "resolve_median_s": 1e-4, "resolve_over_build": 0.1, "over_closed_form": 1.0, "max_abs_err": 0.0}]
+    table = format_table(rows)
+    assert "timeout" in table and "stopped after 180 s" in table and "1e-04" in table

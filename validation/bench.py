@@ -99,7 +99,7 @@ def format_table(rows: list[dict]) -> str:
               "x closed", "max|err|"]
     lines = []
     for row in rows:
-        if row.get("status") in ("skipped", "error"):
+        if row.get("resolve_median_s") is None:  # skipped, error or timeout: no figures, say why
             lines.append([row["backend"], row["subproblem"], str(row["N"]), str(row["n"]), row["status"],
                           "-", "-", "-", "-", row.get("note", "")[:60]])
             continue
