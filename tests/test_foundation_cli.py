@@ -50,4 +50,4 @@ def test_bench_table_shows_cases_without_figures():
             {"backend": "closed_form", "subproblem": "slacks", "N": 10, "n": 2, "status": "optimal", "build_s": 1e-3,
              "resolve_median_s": 1e-4, "resolve_over_build": 0.1, "over_closed_form": 1.0, "max_abs_err": 0.0}]
     table = format_table(rows)
-    assert "timeout" in table and "stopped after 180 s" in table and "1e-04" in table
+    assert "timeout" in table and "stopped after 180 s" in table and "0.0001" in table
