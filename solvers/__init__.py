@@ -46,7 +46,7 @@ for _key, (_module, _install) in KNOWN_BACKENDS.items():
     try:
         register(importlib.import_module(_module).backend)
     except ImportError as _exc:
-        _MISSING[_key] = f"{_exc} ({_install})"
+        _MISSING[_key] = str(_exc) if _install in str(_exc) else f"{_exc} ({_install})"
 
 
 def available_backends() -> list[str]:
