@@ -64,3 +64,21 @@ def check_nonnegative(name: str, value) -> float:
     if not np.isfinite(number) or number < 0:
         raise ProblemError(f"`{name}` must be finite and nonnegative, got {value!r}.")
     return number
+
+
+def read_npz(path, what: str, fix: str) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file, never unpickling; ``ProblemError`` naming ``what`` otherwise.
+
+    ``fix`` ends the message of a missing or unreadable file (how to make a good one).
+    """
+    import os
+    import zipfile
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ProblemError(f"{what} {path!r} does not exist; {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ProblemError(f"{what} {path!r} is not a readable .npz archive without pickles ({exc}); {fix}") from exc

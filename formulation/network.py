@@ -17,13 +17,12 @@ and the output layer is linear: ``Z_L`` is the prediction. Un-rectifying writes 
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from formulation._checks import as_float_array, check_positive_int, check_shape
+from formulation._checks import as_float_array, check_positive_int, check_shape, read_npz
 from formulation.results import ProblemError
 
 __all__ = ["ReluNetwork", "UnrectifiedBatch"]
@@ -205,16 +204,8 @@ class ReluNetwork:
     def load(cls, path: str | os.PathLike) -> ReluNetwork:
         """Load a network saved by :meth:`save` (never unpickles)."""
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise ProblemError(f"Network file {path!r} does not exist; check the path (it should be a .npz file).")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-            raise ProblemError(
-                f"Network file {path!r} is not a readable .npz archive ({exc}); "
-                "re-create it with `ReluNetwork.save` or `np.savez(path, W1=..., b1=..., ...)`."
-            ) from exc
+        arrays = read_npz(path, "Network file", "check the path, or write the file with `ReluNetwork.save` or "
+                                                "`np.savez(path, W1=..., b1=..., ...)`.")
         depth = 0
         while f"W{depth + 1}" in arrays or f"b{depth + 1}" in arrays:
             depth += 1

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import solvers
-from formulation._checks import as_float_array, check_nonnegative, check_positive_int
+from formulation._checks import as_float_array, check_nonnegative, check_positive_int, read_npz
 from formulation.learning import ALProblem, ALState
 from formulation.network import ReluNetwork
 from formulation.results import ConvergenceWarning, ProblemError, SolverError
@@ -513,12 +513,7 @@ class ALTrainer:
     @staticmethod
     def load_checkpoint(path: str) -> tuple[dict, dict[str, np.ndarray]]:
         """``(metadata, arrays)`` of a checkpoint (never unpickles)."""
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, EOFError) as exc:
-            raise ProblemError(f"Checkpoint {path!r} is not a readable .npz archive ({exc}); delete it to start "
-                               "afresh.") from exc
+        arrays = read_npz(path, "Checkpoint", "delete it to start afresh.")
         if "__meta__" not in arrays:
             raise ProblemError(f"Checkpoint {path!r} has no `__meta__` entry; it was not written by ALTrainer.")
         meta = json.loads(str(arrays.pop("__meta__")))

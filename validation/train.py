@@ -12,10 +12,10 @@ import argparse
 import csv
 import os
 import warnings
-import zipfile
 
 import numpy as np
 
+from formulation._checks import read_npz
 from formulation.results import ConvergenceWarning, ProblemError
 from solvers.al_trainer import HISTORY_COLUMNS, ALTrainer
 
@@ -31,14 +31,8 @@ def load_data(path: str) -> dict:
     ProblemError
         Missing file or key, unknown key, wrong dtype, NaN/inf, mismatched sample counts or widths.
     """
-    if not os.path.exists(path):
-        raise ProblemError(f"Data file {path!r} does not exist; pass an .npz with X (N x n0) and Y (N x nL).")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise ProblemError(f"Data file {path!r} is not a readable .npz archive without pickles ({exc}); write it "
-                           "with np.savez(path, X=..., Y=...).") from exc
+    arrays = read_npz(path, "Data file", "pass an .npz written with np.savez(path, X=..., Y=...), "
+                                         "X of shape (N, n0) and Y of shape (N, nL).")
     for key in ("X", "Y"):
         if key not in arrays:
             raise ProblemError(f"Data file {path!r} has no key {key!r} (found {sorted(arrays)}); it needs X (N x n0) "
