@@ -381,7 +381,10 @@ class ALTrainer:
             # solve, so that old and new values are not alive together (the memory bound)
             for name in _OVERWRITTEN[block[0]]:
                 getattr(state, name)[block[1]] = None
-        solution = solvers.solve(sub, self.backend, **self.solver_options)
+        options = dict(self.solver_options)
+        if self.backend == "closed_form":
+            options.setdefault("compute_objective", False)  # never read here; costs a product per block
+        solution = solvers.solve(sub, self.backend, **options)
         if not solution.found:
             raise SolverError(f"Backend {self.backend!r} returned no point for block {block} "
                               f"({solution.termination.value}); try backend='closed_form'.")

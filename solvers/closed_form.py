@@ -12,7 +12,12 @@ from solvers._base import QP, Backend
 
 
 class ClosedFormBackend(Backend):
-    """Closed forms in NumPy/SciPy: Cholesky with an ``lstsq`` fall-back, clipping, quotients."""
+    """Closed forms in NumPy/SciPy: Cholesky with an ``lstsq`` fall-back, clipping, quotients.
+
+    Its one option, ``compute_objective`` (default ``True``), can turn off the evaluation of
+    ``Solution.objective`` (left NaN): for the weight and post-activation blocks that evaluation
+    is one more product as large as the solve itself, and the AL trainer never reads it.
+    """
 
     name = "closed_form"
     capabilities = frozenset({QP})
@@ -21,9 +26,9 @@ class ClosedFormBackend(Backend):
     def accepts(self, subproblem: Subproblem) -> bool:
         return subproblem.has_closed_form
 
-    def solve(self, subproblem: Subproblem, **options) -> Solution:
+    def solve(self, subproblem: Subproblem, compute_objective: bool = True, **options) -> Solution:
         if options:
-            raise SolverError(f"closed_form takes no options, got {sorted(options)}.")
+            raise SolverError(f"closed_form takes only the option `compute_objective`, got {sorted(options)}.")
         if not subproblem.ready:
             raise SolverError(f"{type(subproblem).__name__}: set every parameter before solving.")
         start = time.perf_counter()
@@ -37,7 +42,7 @@ class ClosedFormBackend(Backend):
             termination=TerminationCondition.OPTIMAL,
             status=SolutionStatus.OPTIMAL,
             values=values,
-            objective=subproblem.objective(values),
+            objective=subproblem.objective(values) if compute_objective else float("nan"),
             solve_time=elapsed,
             iterations=0,
         )

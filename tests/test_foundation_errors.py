@@ -151,3 +151,15 @@ def test_ecos_refuses_models_it_cannot_build_in_memory(monkeypatch):
     with pytest.raises(SolverError, match="would need about .* GiB.*use CLARABEL, OSQP or SCS"):
         solvers.solve(sub, "ECOS")
     assert sub.model.status is None  # refused before CVXPY built anything
+
+
+def test_closed_form_objective_can_be_skipped_and_other_options_are_refused():
+    sub = make_subproblem("weights", 40, 5, n_other=7, build_model=False)
+    sub.set_parameters(**random_parameters(sub, np.random.default_rng(3)))
+    full = solvers.solve(sub, "closed_form")
+    lean = solvers.solve(sub, "closed_form", compute_objective=False)
+    assert np.isfinite(full.objective) and np.isnan(lean.objective)
+    for name in full.values:
+        np.testing.assert_array_equal(full.values[name], lean.values[name])
+    with pytest.raises(SolverError, match="compute_objective"):
+        solvers.solve(sub, "closed_form", max_iter=3)
