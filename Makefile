@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench scnn clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/unrelu bench subproblems
+
+# optional pyscnn peer (validation/bench_scnn.py); --no-deps: its requirements would pull torchvision and a CUDA torch
+scnn: $(STAMP)
+	$(BIN)/pip install --quiet --no-deps pyscnn linalg_backends opt_einsum
 
 clean:
 	rm -rf $(VENV) results *.egg-info
