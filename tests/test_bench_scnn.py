@@ -64,5 +64,5 @@ def test_gated_rfista_learns_digits_subset():
     assert row["method"] == "pyscnn R-FISTA (gated ReLU)"
     assert row["train_acc"] > 0.9, row
     assert row["val_acc"] > 0.8, row  # chance is 0.1
-    assert 0.0 < row["seconds"] < 20.0, row
+    assert row["seconds"] > 0.0, row  # timings belong to the benchmark, not to tests
     assert "50 sampled gates" in row["note"] and "lam=" in row["note"]

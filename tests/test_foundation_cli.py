@@ -51,3 +51,21 @@ def test_bench_table_shows_cases_without_figures():
              "resolve_median_s": 1e-4, "resolve_over_build": 0.1, "over_closed_form": 1.0, "max_abs_err": 0.0}]
     table = format_table(rows)
     assert "timeout" in table and "stopped after 180 s" in table and "0.0001" in table
+
+
+def test_bench_train_digits_rows_and_csv(tmp_path, capsys):
+    pytest.importorskip("torch", reason="the Adam baseline needs the [torch] extra")
+    path = tmp_path / "bench_train.csv"
+    code = main(["bench", "train", "--quick", "--problems", "digits", "--budget", "1", "--csv", str(path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "AL sweep s" in out and "torch fwd+bwd s" in out
+    with open(path) as handle:
+        rows = {r["method"]: r for r in csv.DictReader(handle)}
+    assert {"AL", "Adam", "init (He + ridge output)"} <= set(rows)
+    for method in ("AL", "Adam"):
+        assert 0.5 < float(rows[method]["val_acc"]) <= 1.0  # chance is 0.1; the start is already ~0.95
+    peers = [m for m in rows if m.startswith("pyscnn")]
+    assert peers, "the pyscnn peer must appear, as results or as an install hint"
+    if peers == ["pyscnn"]:  # not installed: the row says how to install it
+        assert "make scnn" in rows["pyscnn"]["note"]

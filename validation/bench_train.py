@@ -7,7 +7,9 @@ Problems (same data, same initial network for both methods, in one process):
    8,000 images of t10k for training and the last 2,000 for validation (sklearn 8x8 digits when
    MNIST is absent; the table says so); PSNR is the mean over images with predictions clipped to
    [0, 1]; linear ridge is the reference (bar: AL >= ridge + 1 dB);
-3. sklearn digits classification, 64 -> 100 -> 10, squared loss on one-hot targets, 70/30 split.
+3. sklearn digits classification, 64 -> 100 -> 10, squared loss on one-hot targets, 70/30 split,
+   with pyscnn's AL (convex ReLU) and R-FISTA (gated ReLU) solvers as the maintained peer when it is
+   installed (`make scnn`; run to its own stopping rule, or within the budget with --quick).
 
 Losses are forward-pass losses as fractions of the target variance. Also printed: the time of one
 AL sweep against one full-batch forward+backward pass in PyTorch, and the peak traced memory of
@@ -51,7 +53,7 @@ def _metrics(name, data, network):
     return out
 
 
-def bench_one(name, hidden, data, budget, seed):
+def bench_one(name, hidden, data, budget, seed, quick=False):
     from solvers.adam_ import full_batch_step_seconds, train_adam
 
     rows = []
@@ -90,6 +92,10 @@ def bench_one(name, hidden, data, budget, seed):
         rows.append({"problem": name, "method": "ridge (linear)", "seconds": 0.0, "iterations": 0,
                      "train_psnr": psnr_images(train_pred, data["Y"]),
                      "val_psnr": psnr_images(val_pred, data["Y_val"])})
+    if name == "digits":  # the maintained peer, when installed (`make scnn`); a hint row otherwise
+        from validation.bench_scnn import run_scnn
+
+        rows += run_scnn(data, hidden=hidden[0], seed=seed, max_seconds=budget if quick else None)
     scaled_x, scaled_y = scaler.x(data["X"]), scaler.y(data["Y"])
     torch_s = full_batch_step_seconds(scaler.scale_network(result.network), scaled_x, scaled_y)
     timing = {"problem": name, "al_sweep_s": sweep_s, "torch_fwd_bwd_s": torch_s, "ratio": sweep_s / torch_s}
@@ -139,12 +145,15 @@ def run(args) -> int:
         budget = args.budget if args.budget else BUDGETS[mode][name.split("-")[0]]
         print(f"[{name}] widths {(data['X'].shape[0], *hidden, data['Y'].shape[0])}, N={data['X'].shape[1]}, "
               f"budget {budget:g} s per method", flush=True)
-        problem_rows, timing = bench_one(name, hidden, data, budget, args.seed)
+        problem_rows, timing = bench_one(name, hidden, data, budget, args.seed, quick=args.quick)
         rows += problem_rows
         timings.append(timing)
     print(format_tables(rows, timings))
     for note in notes:
         print("note:", note)
+    for r in rows:
+        if r.get("note"):
+            print(f"note ({r['problem']}, {r['method']}): {r['note']}")
     if args.csv:
         os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
         keys = sorted({k for r in rows for k in r})
