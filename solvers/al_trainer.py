@@ -44,7 +44,9 @@ Measured on MNIST CS at full size (DESIGN §3 task; t10k first 8,000 / last 2,00
 19.78 dB val): with the split blocks and zero multipliers the validation loss rose for the first
 21 iterations (19.80 dB after 150 s); joint blocks + warm multipliers lower it from the first
 iteration (20.18 dB after 25 iterations, 20.29 dB after 34 iterations / 360 s, where Adam reached
-20.59 dB in 15 epochs on the same machine at the same time).
+20.59 dB in 15 epochs on the same machine at the same time). With the 2 cores nearly to itself
+(``unrelu bench train``): 20.58 dB after 87 iterations / 150 s and 20.99 dB after 369 iterations /
+600 s, against Adam's 21.77 and 22.08 dB and ridge's 19.71 dB.
 
 Memory: the trainer keeps the AL state (``9`` arrays of ``n_l × N`` per hidden layer, ``2`` for the
 output layer), the data, and at most a few temporaries of one layer; diagnostics and the multiplier
