@@ -71,7 +71,6 @@ def bench_one(name, hidden, data, budget, seed, quick=False):
     data_bytes = sum(data[k].nbytes for k in ("X", "Y", "X_val", "Y_val"))
     history = result.history
     sweep_s = (history[-1]["seconds"] - history[0]["seconds"]) / max(len(history) - 1, 1)
-    init_network = trainer.initial_network  # noqa: F841 (documented start; metrics below use the result)
     scaler = result.standardizer
     start_net = scaler.unscale_network(trainer.initial_network(scaler.x(data["X"]), scaler.y(data["Y"])))
     rows.append({"problem": name, "method": "init (He + ridge output)", "seconds": 0.0, "iterations": 0,
