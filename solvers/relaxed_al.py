@@ -1,6 +1,6 @@
 r"""A compact augmented-Lagrangian local method for the relaxed reference problems (DESIGN §2, §5).
 
-This is *not* :class:`solvers.al_trainer.ALTrainer`: that trainer learns every layer with free output
+This is *not* :class:`solvers.methods.al_trainer.ALTrainer`: that trainer learns every layer with free output
 weights and no weight box, while the reference problems need fixed weights with a free input ``c``
 (recovery, output bound) or fixed ``±1`` output weights with ``|W_1|, |b_1| ≤ B`` (tiny training).
 

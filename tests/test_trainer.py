@@ -1,4 +1,4 @@
-"""Tests of the AL trainer (solvers/al_trainer.py), the `train` command and the Adam baseline."""
+"""Tests of the AL trainer (solvers/methods/al_trainer.py), the `train` command and the Adam baseline."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 
 from formulation.learning import ALProblem
 from formulation.results import ConvergenceWarning, ProblemError
-from solvers.al_trainer import ALTrainer, Standardizer
+from solvers.methods.al_trainer import ALTrainer, Standardizer
 from validation.train import load_data
 from validation.train_data import teacher_student
 
-pytestmark = pytest.mark.filterwarnings("ignore::solvers.al_trainer.ConvergenceWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::solvers.methods.al_trainer.ConvergenceWarning")
 
 
 def _tiny(seed=0, N=20):
@@ -244,7 +244,7 @@ def test_train_command(tmp_path):
 
 def test_adam_baseline_runs():
     pytest.importorskip("torch")
-    from solvers.adam_ import train_adam
+    from validation.baselines.adam import train_adam
 
     data = teacher_student(N=300, N_val=100, n0=5, teacher_hidden=(8,), seed=0)
     out = train_adam(data["X"], data["Y"], data["X_val"], data["Y_val"], hidden=(16,), time_budget=0.5)

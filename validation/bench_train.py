@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from formulation.results import ConvergenceWarning
-from solvers.al_trainer import ALTrainer
+from solvers.methods.al_trainer import ALTrainer
 from validation.train_data import digits_classification, mnist_cs, psnr_images, ridge_fit, teacher_student
 
 BUDGETS = {"full": {"teacher": 60.0, "mnist": 150.0, "digits": 20.0},
@@ -54,7 +54,7 @@ def _metrics(name, data, network):
 
 
 def bench_one(name, hidden, data, budget, seed, quick=False):
-    from solvers.adam_ import full_batch_step_seconds, train_adam
+    from validation.baselines.adam import full_batch_step_seconds, train_adam
 
     rows = []
     trainer = ALTrainer(hidden, seed=seed, max_iters=10**6, time_budget=budget, tol=0.0, progress=None)

@@ -15,13 +15,13 @@ Methods, on the same data and the same ``A``:
 
 ``al``
     MLP ``y ↦ s`` with one hidden ReLU layer trained by the augmented-Lagrangian method
-    (:class:`solvers.al_trainer.ALTrainer`) within a wall-clock budget.
+    (:class:`solvers.methods.al_trainer.ALTrainer`) within a wall-clock budget.
 ``al_init``
     The AL method's starting network (He first layer, ridge output layer), so that the AL
     method's own gain is visible.
 ``adam``
     The same MLP from the same start trained by ``torch.optim.Adam`` for the wall time the AL
-    loop actually used after the common initialisation (:func:`solvers.adam_.train_adam`; its
+    loop actually used after the common initialisation (:func:`validation.baselines.adam.train_adam`; its
     evaluation pauses are not charged either).
 ``ridge``
     Linear recovery ``ŝ = W y + b``, the ridge parameter chosen on a validation split.
@@ -331,7 +331,7 @@ def _network_recovery(network):
 
 
 def _train_al(task: Task, Y, hidden, budget, max_iters, seed, checkpoint, progress, al_options):
-    from solvers.al_trainer import ALTrainer
+    from solvers.methods.al_trainer import ALTrainer
 
     trainer = ALTrainer(hidden=(hidden,), seed=seed, time_budget=budget, max_iters=max_iters,
                         checkpoint=checkpoint, progress=progress, **al_options)
@@ -451,7 +451,7 @@ def run_experiment(args, out=print) -> Store:
                 os.remove(checkpoint)  # the AL state (GBs for wide layers) is no longer needed once scored
             continue
         if method == "adam":
-            from solvers.adam_ import train_adam
+            from validation.baselines.adam import train_adam
 
             al_record = store.get(task.dataset, task.ratio, "al")
             # equal time after the shared start: the AL loop's seconds (its initialisation, which Adam

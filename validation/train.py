@@ -17,7 +17,7 @@ import numpy as np
 
 from formulation._checks import read_npz
 from formulation.results import ConvergenceWarning, ProblemError
-from solvers.al_trainer import HISTORY_COLUMNS, ALTrainer
+from solvers.methods.al_trainer import HISTORY_COLUMNS, ALTrainer
 
 #: Keys a data file may hold.
 DATA_KEYS = ("X", "Y", "X_val", "Y_val")

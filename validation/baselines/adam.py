@@ -1,7 +1,7 @@
 r"""The Adam baseline: the same MLP trained by ``torch.optim.Adam`` on the same data and start.
 
 Minimises the mean squared error ``(1/(N nL)) ||N(X0) − Y||²`` on the data standardised exactly as
-:class:`solvers.al_trainer.Standardizer` does, from the same initial network
+:class:`solvers.methods.al_trainer.Standardizer` does, from the same initial network
 (:meth:`ALTrainer.initial_network`: He with a seeded generator, output layer by ridge), with
 mini-batches drawn by a seeded ``torch.Generator`` and a wall-clock budget. Needs PyTorch
 (``pip install 'unrelu[torch]'``).
@@ -15,7 +15,7 @@ import numpy as np
 
 from formulation.network import ReluNetwork
 from formulation.results import SolverNotFound
-from solvers.al_trainer import ALTrainer, Standardizer, forward_loss_fraction
+from solvers.methods.al_trainer import ALTrainer, Standardizer, forward_loss_fraction
 
 __all__ = ["train_adam", "torch_modules"]
 
