@@ -25,10 +25,16 @@ from typing import ClassVar
 
 import cvxpy as cp
 import numpy as np
-import scipy.linalg
 import scipy.special
 
 from formulation._checks import as_float_array, check_positive_int, check_shape
+from formulation.closed_forms import (
+    activation_slacks_chunk,
+    column_chunks,
+    postactivation_operator,
+    preactivation_slacks_chunk,
+    ridge_weights,
+)
 from formulation.results import ProblemError
 
 __all__ = [
@@ -263,29 +269,8 @@ class WeightLeastSquares(Subproblem):
         return _sq(self._fit(values) - self.parameters["P"]) + self.parameters["r"] * _sq(values["W"])
 
     def closed_form(self):
-        X, P, r = self.parameters["X"], self.parameters["P"], self.parameters["r"]
-        design = np.vstack([X, np.ones((1, self.N))])  # (n_in + 1, N)
-        gram = design @ design.T
-        gram[np.arange(self.n_in), np.arange(self.n_in)] += r
-        rhs = design @ P.T
-        try:
-            if r <= 0:
-                raise np.linalg.LinAlgError("unregularised: use the minimum-norm solution")
-            factor = scipy.linalg.cho_factor(gram, lower=True, check_finite=False)
-            theta = scipy.linalg.cho_solve(factor, rhs, check_finite=False)
-        except np.linalg.LinAlgError:
-            theta = self._lstsq(design, P, r)
-        return {"W": np.ascontiguousarray(theta[: self.n_in].T), "b": theta[self.n_in].copy()}
-
-    def _lstsq(self, design, P, r):
-        # Minimum-norm least squares on the ridge-augmented system; exact for r = 0.
-        if r > 0:
-            penalty = np.zeros((self.n_in + 1, self.n_in))
-            penalty[: self.n_in] = np.sqrt(r) * np.eye(self.n_in)
-            design = np.hstack([design, penalty])
-            P = np.hstack([P, np.zeros((P.shape[0], self.n_in))])
-        theta, *_ = np.linalg.lstsq(design.T, P.T, rcond=None)
-        return theta
+        W, b = ridge_weights(self.parameters["X"], self.parameters["P"], self.parameters["r"])
+        return {"W": W, "b": b}
 
     def canonical(self, values):
         out = {"fit": self._fit(values)}
@@ -453,10 +438,7 @@ class HiddenPostactivation(Subproblem):
 
     def closed_form(self):
         W, R, Q = self.parameters["W"], self.parameters["R"], self.parameters["Q"]
-        gram = W.T @ W
-        gram[np.diag_indices_from(gram)] += 1.0  # I + WᵀW is positive definite
-        factor = scipy.linalg.cho_factor(gram, lower=True, check_finite=False)
-        return {"X": scipy.linalg.cho_solve(factor, R + W.T @ Q, check_finite=False)}
+        return {"X": postactivation_operator(W) @ (R + W.T @ Q)}
 
 
 # ============================================================================ S_l, T_l
@@ -614,34 +596,6 @@ class OutputSoftmaxCrossEntropy(_Elementwise):
 
 
 # ============================================================================ joint blocks with the slacks
-def _column_chunks(n: int, N: int):
-    """Column slices of an ``(n, N)`` array with at most ``max(4096, min(65536, nN/16))`` entries each.
-
-    The closed forms below keep about a dozen temporaries of one chunk alive: with chunks of at most
-    1/16 of the array that stays below one array's size, so the trainer's memory bound holds.
-    """
-    entries = max(4096, min(1 << 16, (n * N) // 16))
-    step = max(1, entries // max(n, 1))
-    return [slice(start, min(start + step, N)) for start in range(0, N, step)]
-
-
-def _lowest(candidates, value):
-    """Elementwise the candidate array with the smallest ``value(candidate)`` (first one on ties).
-
-    ``candidates`` may be a generator: one candidate is alive at a time (memory of a few arrays).
-    """
-    candidates = iter(candidates)
-    best = next(candidates)
-    best_value = value(best)
-    for candidate in candidates:
-        current = value(candidate)
-        better = current < best_value
-        np.copyto(best, candidate, where=better)
-        np.copyto(best_value, current, where=better)
-        del candidate, current, better
-    return best
-
-
 class PreactivationSlacks(_Elementwise):
     r"""Joint block ``(Z_l, S_l, T_l)`` of a hidden layer: pre-activation and sign slacks together.
 
@@ -658,8 +612,9 @@ class PreactivationSlacks(_Elementwise):
 
     Closed form, elementwise: minimising over ``S, T`` first leaves the convex piecewise quadratic
     ``φ(z) = (z − q)² + (dz − p₂)² + min(dz + a₃, 0)² + max((1 − d)z + a₄, 0)²``; its minimiser is
-    the stationary point of one of the four quadratics given by which of the two hinge terms is
-    active, and it is the one of those four points with the smallest ``φ``. Then
+    the stationary point of the quadratic given by which of the two hinge terms is active, and the
+    active set follows from the sign of ``φ'`` at the two hinge points
+    (:func:`formulation.closed_forms.preactivation_slacks_chunk`). Then
     ``S = max(dz + a₃, 0)`` and ``T = max(−(1 − d)z − a₄, 0)``.
     """
 
@@ -694,25 +649,10 @@ class PreactivationSlacks(_Elementwise):
     def closed_form(self):
         p = self.parameters
         out = {name: np.empty((self.n, self.N)) for name in ("Z", "S", "T")}
-        for cols in _column_chunks(self.n, self.N):  # elementwise: chunks keep the temporaries small
-            values = self._closed_form_chunk(*(p[k][:, cols] for k in ("D", "Q", "P2", "A3", "A4")))
-            for name, value in values.items():
-                out[name][:, cols] = value
+        for cols in column_chunks(self.n, self.N):  # elementwise: chunks keep the temporaries small
+            preactivation_slacks_chunk(*(p[k][:, cols] for k in ("D", "Q", "P2", "A3", "A4")),
+                                       *(out[k][:, cols] for k in ("Z", "S", "T")))
         return out
-
-    @staticmethod
-    def _closed_form_chunk(D, Q, P2, A3, A4):
-        E = 1.0 - D
-
-        def phi(z):
-            return ((z - Q) ** 2 + (D * z - P2) ** 2 + np.minimum(D * z + A3, 0.0) ** 2
-                    + np.maximum(E * z + A4, 0.0) ** 2)
-
-        base_num, base_den = Q + D * P2, 1.0 + D * D
-        candidates = ((base_num - c3 * D * A3 - c4 * E * A4) / (base_den + c3 * D * D + c4 * E * E)
-                      for c3, c4 in ((0, 0), (1, 0), (0, 1), (1, 1)))  # which hinge terms are active
-        Z = _lowest(candidates, phi)
-        return {"Z": Z, "S": np.maximum(D * Z + A3, 0.0), "T": np.maximum(-E * Z - A4, 0.0)}
 
     def infeasibility(self, values):
         return float(max(np.max(-values["S"], initial=0.0), np.max(-values["T"], initial=0.0)))
@@ -731,7 +671,8 @@ class ActivationSlacks(_ActivationBlock):
 
     Closed form, elementwise: minimising over ``S, T`` leaves the convex piecewise quadratic
     ``ψ(u) = (u − p₂)² + min(u + a₃, 0)² + max(z − u + a₄, 0)²``; its unconstrained minimiser is the
-    one of four stationary points (by active hinge terms) with the smallest ``ψ``, and the
+    stationary point of the quadratic given by the active hinge terms (read off the sign of ``ψ'``
+    at the hinge points, :func:`formulation.closed_forms.activation_slacks_chunk`), and the
     constrained one is its projection on the interval. ``D = U / Z`` where ``Z ≠ 0``; where
     ``Z = 0``, ``D`` is free: it keeps ``D_prev`` (as :class:`ActivationBoxQP`). Then
     ``S = max(U + a₃, 0)``, ``T = max(U − Z − a₄, 0)``.
@@ -774,24 +715,11 @@ class ActivationSlacks(_ActivationBlock):
 
     def closed_form(self):
         p = self.parameters
-        out = {name: np.empty((self.n, self.N)) for name in ("D", "S", "T")}
-        for cols in _column_chunks(self.n, self.N):  # elementwise: chunks keep the temporaries small
-            values = self._closed_form_chunk(*(p[k][:, cols] for k in ("Z", "P2", "A3", "A4")), self.D_prev[:, cols])
-            for name, value in values.items():
-                out[name][:, cols] = value
+        out = {"D": self.D_prev.copy(), "S": np.empty((self.n, self.N)), "T": np.empty((self.n, self.N))}
+        for cols in column_chunks(self.n, self.N):  # elementwise: chunks keep the temporaries small
+            activation_slacks_chunk(*(p[k][:, cols] for k in ("Z", "P2", "A3", "A4")),
+                                    *(out[k][:, cols] for k in ("D", "S", "T")))
         return out
-
-    @staticmethod
-    def _closed_form_chunk(Z, P2, A3, A4, D_prev):
-        def psi(u):
-            return (u - P2) ** 2 + np.minimum(u + A3, 0.0) ** 2 + np.maximum(Z - u + A4, 0.0) ** 2
-
-        candidates = ((P2 - c3 * A3 + c4 * (Z + A4)) / (1.0 + c3 + c4)
-                      for c3, c4 in ((0, 0), (1, 0), (0, 1), (1, 1)))  # which hinge terms are active
-        U = np.clip(_lowest(candidates, psi), np.minimum(Z, 0.0), np.maximum(Z, 0.0))
-        D = _activation_from_product(U, Z, D_prev)
-        U = Z * D
-        return {"D": D, "S": np.maximum(U + A3, 0.0), "T": np.maximum(U - Z - A4, 0.0)}
 
     def canonical(self, values):
         # D is not unique where Z = 0; Z ⊙ D and the slacks are

@@ -7,6 +7,7 @@ import pytest
 
 import solvers
 from formulation import ALProblem
+from formulation.closed_forms import activation_slacks_chunk, preactivation_slacks_chunk
 from formulation.subproblems import ActivationSlacks, PreactivationSlacks
 
 
@@ -100,8 +101,12 @@ def test_chunked_closed_form_equals_one_chunk(cls):
     rng = np.random.default_rng(5)
     sub = _random(cls, rng, n=2, N=300_000, zeros=0.1)
     chunked = sub.closed_form()
-    names = ("D", "Q", "P2", "A3", "A4") if cls is PreactivationSlacks else ("Z", "P2", "A3", "A4")
-    args = [sub.parameters[k] for k in names] + ([] if cls is PreactivationSlacks else [sub.D_prev])
-    whole = cls._closed_form_chunk(*args)
+    if cls is PreactivationSlacks:
+        kernel, names, whole = preactivation_slacks_chunk, ("D", "Q", "P2", "A3", "A4"), {}
+    else:
+        kernel, names, whole = activation_slacks_chunk, ("Z", "P2", "A3", "A4"), {"D": sub.D_prev.copy()}
+    for key in chunked:
+        whole.setdefault(key, np.empty_like(chunked[key]))
+    kernel(*(sub.parameters[k] for k in names), *(whole[k] for k in chunked))
     for key, value in whole.items():
         np.testing.assert_array_equal(chunked[key], value)
