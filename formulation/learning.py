@@ -240,41 +240,146 @@ class ALProblem:
                 value += float(np.sum(lam * C)) + 0.5 * state.rho * float(np.sum(C * C))
         return value
 
+    def diagnostics(self, state: ALState, *, update: bool = False, bound: float = np.inf,
+                    products: list[np.ndarray | None] | None = None, collect: dict | None = None) -> dict:
+        r"""Violation per family, KKT residual and (optionally) the multiplier update, streamed by layer.
+
+        The one definition of the AL method's diagnostics (DESIGN §3). With ``M_k = Λ_k + ρ C_k``
+        the gradient of ``L_ρ`` is ``∂W_l = −M1_l X_{l−1}ᵀ + μ W_l``, ``∂b_l = −M1_l 1``,
+        ``∂Z_l = M1_l + M4_l + D⊙A`` with ``A = M3 − M2 − M4``, ``∂D_l = Z⊙A``, ``∂S_l = −M3``,
+        ``∂T_l = M4``, ``∂X_l = M2_l − W_{l+1}ᵀ M1_{l+1}`` and ``∂Z_L = ∇f(Z_L) + M1_L``. The KKT
+        residual is the ∞-norm of this gradient projected on the bounds (for ``D ∈ [0,1]``:
+        ``clip(D − g, 0, 1) − D``; for ``S, T ≥ 0``: ``max(S − g, 0) − S``), maxed with the
+        violation ``max_k ||C_k||∞``. It equals the gradient of the ordinary Lagrangian at the
+        multipliers ``Λ + ρ C``, so it vanishes exactly at a KKT point.
+
+        Parameters
+        ----------
+        update : bool
+            Afterwards ``Λ_k ← clip(Λ_k + ρ C_k, −bound, bound)`` in place (the safeguarded
+            first-order update; the residual is taken before, at the unclipped ``M_k``).
+        products : list, optional
+            ``products[l] = W_l X_{l−1} + b_l 1ᵀ`` where the caller already has it (the fused
+            sweep does); ``None`` entries are computed.
+        collect : dict, optional
+            Filled with the raw gradient arrays (keys :attr:`ALState.PRIMAL`, one list per block).
+
+        Only a few temporaries of one layer are alive at a time.
+        """
+        rho, L = state.rho, self.L
+        viol = {"C1": 0.0, "C2": 0.0, "C3": 0.0, "C4": 0.0, "bounds": 0.0}
+        kkt = 0.0
+        if collect is not None:
+            collect.update({name: [] for name in ALState.PRIMAL})
+
+        def amax(array):
+            return float(np.max(np.abs(array), initial=0.0))
+
+        def keep(name, array):
+            if collect is not None:
+                collect[name].append(array.copy())
+
+        M2_previous = None
+        for l in range(L):
+            X_prev = self._previous_X(state, l)
+            fitted = None if products is None else products[l]
+            if fitted is None:
+                M1 = state.W[l] @ X_prev
+                M1 += state.b[l][:, None]
+            else:
+                M1 = fitted.copy()
+            np.subtract(state.Z[l], M1, out=M1)
+            viol["C1"] = max(viol["C1"], amax(M1))
+            M1 *= rho
+            M1 += state.lam1[l]
+            grad = M1 @ X_prev.T
+            np.negative(grad, out=grad)
+            grad += self.mu * state.W[l]
+            keep("W", grad)
+            kkt = max(kkt, amax(grad))
+            grad = -M1.sum(axis=1)
+            keep("b", grad)
+            kkt = max(kkt, amax(grad))
+            if l > 0:  # gradient in X_{l-1}: M2_{l-1} − W_lᵀ M1_l
+                grad = state.W[l].T @ M1
+                np.subtract(M2_previous, grad, out=grad)
+                keep("X", grad)
+                kkt = max(kkt, amax(grad))
+                del grad
+                if update:
+                    np.clip(M2_previous, -bound, bound, out=state.lam2[l - 1])
+                M2_previous = None
+            if l == L - 1:
+                grad = self.loss_gradient(state.Z[l])
+                grad += M1
+                keep("Z", grad)
+                kkt = max(kkt, amax(grad))
+                del grad
+                if update:
+                    np.clip(M1, -bound, bound, out=state.lam1[l])
+                break
+            D, Z, S, T = state.D[l], state.Z[l], state.S[l], state.T[l]
+            DZ = D * Z
+            M2 = np.subtract(state.X[l], DZ)
+            viol["C2"] = max(viol["C2"], amax(M2))
+            M2 *= rho
+            M2 += state.lam2[l]
+            M3 = np.subtract(DZ, S)
+            viol["C3"] = max(viol["C3"], amax(M3))
+            M3 *= rho
+            M3 += state.lam3[l]
+            M4 = np.subtract(Z, DZ, out=DZ)
+            del DZ
+            M4 += T
+            viol["C4"] = max(viol["C4"], amax(M4))
+            M4 *= rho
+            M4 += state.lam4[l]
+            viol["bounds"] = max(viol["bounds"], float(np.max(-D, initial=0.0)), float(np.max(D - 1, initial=0.0)),
+                                 float(np.max(-S, initial=0.0)), float(np.max(-T, initial=0.0)))
+            A = np.subtract(M3, M2)
+            A -= M4
+            grad = D * A
+            grad += M1
+            grad += M4
+            keep("Z", grad)
+            kkt = max(kkt, amax(grad))
+            np.multiply(Z, A, out=grad)  # ∂D, projected on [0, 1]
+            keep("D", grad)
+            np.subtract(D, grad, out=grad)
+            np.clip(grad, 0.0, 1.0, out=grad)
+            grad -= D
+            kkt = max(kkt, amax(grad))
+            del A
+            if collect is not None:
+                collect["S"].append(-M3)
+                collect["T"].append(M4.copy())
+            np.add(S, M3, out=grad)  # ∂S = −M3, projected on S ≥ 0
+            np.maximum(grad, 0.0, out=grad)
+            grad -= S
+            kkt = max(kkt, amax(grad))
+            np.subtract(T, M4, out=grad)  # ∂T = M4, projected on T ≥ 0
+            np.maximum(grad, 0.0, out=grad)
+            grad -= T
+            kkt = max(kkt, amax(grad))
+            del grad
+            if update:
+                np.clip(M1, -bound, bound, out=state.lam1[l])
+                np.clip(M3, -bound, bound, out=state.lam3[l])
+                np.clip(M4, -bound, bound, out=state.lam4[l])
+            del M1, M3, M4
+            M2_previous = M2
+            del M2
+        viol["max"] = max(viol.values())
+        return {"violation": viol, "kkt": max(kkt, viol["max"]), "stationarity": kkt}
+
     def violation(self, state: ALState) -> dict[str, float]:
-        """``max ||C_k||∞`` per family and overall (``"max"``)."""
-        out = {
-            family: max((float(np.max(np.abs(C), initial=0.0)) for C in residuals), default=0.0)
-            for family, residuals in self.constraints(state).items()
-        }
-        bounds = 0.0
-        for l in range(self.L - 1):
-            bounds = max(bounds, float(np.max(-state.D[l], initial=0)), float(np.max(state.D[l] - 1, initial=0)),
-                         float(np.max(-state.S[l], initial=0)), float(np.max(-state.T[l], initial=0)))
-        out["bounds"] = bounds
-        out["max"] = max(out.values())
-        return out
+        """``max ||C_k||∞`` per family, of the bounds, and overall (``"max"``): :meth:`diagnostics`."""
+        return self.diagnostics(state)["violation"]
 
     def gradient(self, state: ALState) -> dict[str, list[np.ndarray]]:
         """Gradient of ``L_ρ`` with respect to every primal block (same layout as the state)."""
-        C = self.constraints(state)
-        rho = state.rho
-        M1 = [lam + rho * c for lam, c in zip(state.lam1, C["C1"])]
-        M2 = [lam + rho * c for lam, c in zip(state.lam2, C["C2"])]
-        M3 = [lam + rho * c for lam, c in zip(state.lam3, C["C3"])]
-        M4 = [lam + rho * c for lam, c in zip(state.lam4, C["C4"])]
-        grad = {name: [] for name in ALState.PRIMAL}
-        for l in range(self.L):
-            X_prev = self._previous_X(state, l)
-            grad["W"].append(-M1[l] @ X_prev.T + self.mu * state.W[l])
-            grad["b"].append(-M1[l].sum(axis=1))
-        for l in range(self.L - 1):
-            D, Z = state.D[l], state.Z[l]
-            grad["Z"].append(M1[l] - D * M2[l] + D * M3[l] + (1 - D) * M4[l])
-            grad["X"].append(M2[l] - state.W[l + 1].T @ M1[l + 1])
-            grad["D"].append(Z * (-M2[l] + M3[l] - M4[l]))
-            grad["S"].append(-M3[l])
-            grad["T"].append(M4[l])
-        grad["Z"].append(self.loss_gradient(state.Z[-1]) + M1[-1])
+        grad: dict = {}
+        self.diagnostics(state, collect=grad)
         return grad
 
     def projected_gradient(self, state: ALState) -> dict[str, list[np.ndarray]]:
@@ -293,10 +398,8 @@ class ALProblem:
         return grad
 
     def kkt_residual(self, state: ALState) -> float:
-        """:meth:`projected_gradient` over all primal blocks (∞-norm), maxed with the violation."""
-        worst = max(float(np.max(np.abs(g), initial=0.0))
-                    for arrays in self.projected_gradient(state).values() for g in arrays)
-        return max(worst, self.violation(state)["max"])
+        """Projected gradient over all primal blocks (∞-norm), maxed with the violation: :meth:`diagnostics`."""
+        return self.diagnostics(state)["kkt"]
 
     # ------------------------------------------------------------------ flat vectors
     def pack(self, state: ALState) -> np.ndarray:
@@ -465,8 +568,5 @@ class ALProblem:
         return state
 
     def update_multipliers(self, state: ALState, bound: float = 1e6) -> None:
-        """Safeguarded first-order update ``Λ ← clip(Λ + ρ C, −bound, bound)`` in place."""
-        for family, residuals in self.constraints(state).items():
-            lams = getattr(state, "lam" + family[1])
-            for index, C in enumerate(residuals):
-                lams[index] = np.clip(lams[index] + state.rho * C, -bound, bound)
+        """Safeguarded first-order update ``Λ ← clip(Λ + ρ C, −bound, bound)`` in place (:meth:`diagnostics`)."""
+        self.diagnostics(state, update=True, bound=bound)

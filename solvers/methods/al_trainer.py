@@ -408,99 +408,6 @@ class ALTrainer:
         for block in problem.blocks(self.scheme, order):
             self._solve_block(problem, state, block, build_model)
 
-    @staticmethod
-    def diagnostics(problem: ALProblem, state: ALState, *, update: bool = False,
-                    bound: float = np.inf) -> dict:
-        r"""Violation per family, KKT residual and (optionally) the multiplier update, streamed by layer.
-
-        Same numbers as :meth:`ALProblem.violation` and :meth:`ALProblem.kkt_residual`, with at
-        most a few temporaries of one layer alive. With ``update``, afterwards
-        ``Λ_k ← clip(Λ_k + ρ C_k, −bound, bound)`` in place (the KKT residual is taken before,
-        i.e. it is the Lagrangian gradient at the unclipped new multipliers).
-        """
-        rho, L = state.rho, problem.L
-        viol = {"C1": 0.0, "C2": 0.0, "C3": 0.0, "C4": 0.0, "bounds": 0.0}
-        kkt = 0.0
-
-        def amax(array):
-            return float(np.max(np.abs(array), initial=0.0))
-
-        M2_previous = None
-        for l in range(L):
-            X_prev = problem.X0 if l == 0 else state.X[l - 1]
-            M1 = state.W[l] @ X_prev
-            np.subtract(state.Z[l], M1, out=M1)
-            M1 -= state.b[l][:, None]
-            viol["C1"] = max(viol["C1"], amax(M1))
-            M1 *= rho
-            M1 += state.lam1[l]
-            kkt = max(kkt, amax(-(M1 @ X_prev.T) + problem.mu * state.W[l]), amax(M1.sum(axis=1)))
-            if l > 0:  # gradient in X_{l-1}: M2_{l-1} − W_lᵀ M1_l
-                grad = state.W[l].T @ M1
-                np.subtract(M2_previous, grad, out=grad)
-                kkt = max(kkt, amax(grad))
-                del grad
-                if update:
-                    np.clip(M2_previous, -bound, bound, out=state.lam2[l - 1])
-                M2_previous = None
-            if l == L - 1:
-                grad = problem.loss_gradient(state.Z[l])
-                grad += M1
-                kkt = max(kkt, amax(grad))
-                del grad
-                if update:
-                    np.clip(M1, -bound, bound, out=state.lam1[l])
-                break
-            D, Z, S, T = state.D[l], state.Z[l], state.S[l], state.T[l]
-            DZ = D * Z
-            M2 = np.subtract(state.X[l], DZ)
-            viol["C2"] = max(viol["C2"], amax(M2))
-            M2 *= rho
-            M2 += state.lam2[l]
-            M3 = np.subtract(DZ, S)
-            viol["C3"] = max(viol["C3"], amax(M3))
-            M3 *= rho
-            M3 += state.lam3[l]
-            M4 = np.subtract(Z, DZ, out=DZ)
-            del DZ
-            M4 += T
-            viol["C4"] = max(viol["C4"], amax(M4))
-            M4 *= rho
-            M4 += state.lam4[l]
-            viol["bounds"] = max(viol["bounds"], float(np.max(-D, initial=0.0)), float(np.max(D - 1, initial=0.0)),
-                                 float(np.max(-S, initial=0.0)), float(np.max(-T, initial=0.0)))
-            # A = M3 − M2 − M4:  ∂Z = M1 + M4 + D⊙A,  ∂D = Z⊙A
-            A = np.subtract(M3, M2)
-            A -= M4
-            grad = D * A
-            grad += M1
-            grad += M4
-            kkt = max(kkt, amax(grad))
-            np.multiply(Z, A, out=grad)  # ∂D, projected on [0, 1]
-            np.subtract(D, grad, out=grad)
-            np.clip(grad, 0.0, 1.0, out=grad)
-            grad -= D
-            kkt = max(kkt, amax(grad))
-            del A
-            np.add(S, M3, out=grad)  # ∂S = −M3, projected on S ≥ 0
-            np.maximum(grad, 0.0, out=grad)
-            grad -= S
-            kkt = max(kkt, amax(grad))
-            np.subtract(T, M4, out=grad)  # ∂T = M4, projected on T ≥ 0
-            np.maximum(grad, 0.0, out=grad)
-            grad -= T
-            kkt = max(kkt, amax(grad))
-            del grad
-            if update:
-                np.clip(M1, -bound, bound, out=state.lam1[l])
-                np.clip(M3, -bound, bound, out=state.lam3[l])
-                np.clip(M4, -bound, bound, out=state.lam4[l])
-            del M1, M3, M4
-            M2_previous = M2
-            del M2
-        viol["max"] = max(viol.values())
-        return {"violation": viol, "kkt": max(kkt, viol["max"]), "stationarity": kkt}
-
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, path: str, state: ALState, meta: dict) -> None:
         arrays = {f"{name}_{index}": array for name, index, array in state.arrays()}
@@ -586,7 +493,7 @@ class ALTrainer:
             if self.warm_multipliers:
                 problem.warm_multipliers(state)
             init_train, init_val = losses(network)
-            first = self.diagnostics(problem, state)
+            first = problem.diagnostics(state)
             history = [self._row(0, problem, state, first, init_train, init_val, alpha, 0.0)]
             loop = {"iteration": 0, "previous_violation": None, "period_violation": None, "growth": 0,
                     "elapsed": 0.0}
@@ -612,7 +519,7 @@ class ALTrainer:
                     for inner in range(self.sweeps):
                         self._sweep_count = (iteration - 1) * self.sweeps + inner
                         self.sweep(problem, state)
-                    diag = self.diagnostics(problem, state, update=True, bound=bound)
+                    diag = problem.diagnostics(state, update=True, bound=bound)
                 violation = diag["violation"]["max"]
                 previous = loop["previous_violation"]
                 at_cap = state.rho >= self.rho_max * alpha
