@@ -35,11 +35,26 @@ from formulation.results import ProblemError
 
 __all__ = ["ALState", "ALProblem", "BLOCK_ORDER_DOC"]
 
+#: State arrays a joint block overwrites and does not read through its parameters.
+_OVERWRITTEN = {"preactivation_slacks": ("Z", "S", "T"), "activation_slacks": ("D", "S", "T")}
+
 BLOCK_ORDER_DOC = "for each hidden l: W_l,b_l -> Z_l -> D_l -> S_l,T_l -> X_l; then W_L,b_L -> Z_L"
 
 LOSSES = ("squared", "softmax")
 SCHEMES = ("split", "joint")
 ORDERS = ("forward", "backward")
+DTYPES = ("float64", "float32")
+
+
+def check_dtype(dtype) -> np.dtype:
+    """``np.dtype(dtype)`` if it is one of :data:`DTYPES`, else a ``ProblemError`` naming them."""
+    try:
+        checked = np.dtype(dtype)
+    except TypeError:
+        checked = None
+    if checked is None or checked.name not in DTYPES:
+        raise ProblemError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    return checked
 
 
 @dataclass
@@ -98,11 +113,16 @@ class ALProblem:
     loss : {"squared", "softmax"}
     loss_scale : float
         ``α > 0`` in ``f``.
+    dtype : {"float64", "float32"}
+        Floating type of the data and of every array of the state (float32 halves the memory and
+        the time of the matrix products; the small linear systems are solved in float64 either way).
     """
 
-    def __init__(self, X0, Y, widths, *, mu: float = 0.0, loss: str = "squared", loss_scale: float = 1.0):
-        self.X0 = as_float_array("X0", X0, ndim=2)
-        self.Y = as_float_array("Y", Y, ndim=2)
+    def __init__(self, X0, Y, widths, *, mu: float = 0.0, loss: str = "squared", loss_scale: float = 1.0,
+                 dtype: str | np.dtype = "float64"):
+        self.dtype = check_dtype(dtype)
+        self.X0 = as_float_array("X0", X0, ndim=2).astype(self.dtype, copy=False)
+        self.Y = as_float_array("Y", Y, ndim=2).astype(self.dtype, copy=False)
         if self.X0.shape[1] != self.Y.shape[1]:
             raise ProblemError(
                 f"`X0` has {self.X0.shape[1]} columns but `Y` has {self.Y.shape[1]}: samples are columns, "
@@ -142,13 +162,14 @@ class ALProblem:
             raise ProblemError("`rho` must be positive.")
         batch = network.unrectify(self.X0)
         hidden = range(self.L - 1)
-        Z = [z.copy() for z in batch.Z]
+        dtype = self.dtype
+        Z = [z.astype(dtype) for z in batch.Z]
         return ALState(
-            W=[w.copy() for w in network.weights],
-            b=[b.copy() for b in network.biases],
+            W=[w.astype(dtype) for w in network.weights],
+            b=[b.astype(dtype) for b in network.biases],
             Z=Z,
-            X=[batch.X[l].copy() for l in hidden],
-            D=[batch.D[l].copy() for l in hidden],
+            X=[batch.X[l].astype(dtype) for l in hidden],
+            D=[batch.D[l].astype(dtype) for l in hidden],
             S=[np.maximum(Z[l], 0.0) for l in hidden],
             T=[np.maximum(-Z[l], 0.0) for l in hidden],
             lam1=[np.zeros_like(z) for z in Z],
@@ -562,7 +583,16 @@ class ALProblem:
         for block in self.blocks(scheme, order):
             sub = self.subproblem(block, build_model=build_model)
             sub.set_parameters(**self.block_parameters(state, block))
+            if not build_model:
+                # the joint blocks' parameters do not reference the arrays they overwrite: release
+                # them before the solve, so that old and new values are not alive together
+                for name in _OVERWRITTEN.get(block[0], ()):
+                    getattr(state, name)[block[1]] = None
             self.assign(state, block, solve(sub))
+            if not build_model:  # release the parameter arrays: they are as large as the state
+                sub.parameters = {}
+                if hasattr(sub, "D_prev"):
+                    sub.D_prev = state.D[block[1]]
             if callback is not None:
                 callback(block, state)
         return state

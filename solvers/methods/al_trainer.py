@@ -68,7 +68,8 @@ import numpy as np
 
 import solvers
 from formulation._checks import as_float_array, check_nonnegative, check_positive_int, read_npz
-from formulation.learning import ALProblem, ALState
+from formulation.fused import FusedSweep
+from formulation.learning import ALProblem, ALState, check_dtype
 from formulation.network import ReluNetwork
 from formulation.results import ConvergenceWarning, ProblemError, SolverError
 from formulation.subproblems import WeightLeastSquares
@@ -81,8 +82,11 @@ HISTORY_COLUMNS = ("iteration", "objective", "train_loss", "val_loss", "viol_C1"
 
 CHECKPOINT_VERSION = 1
 
-#: State arrays a joint block overwrites and does not read through its parameters.
-_OVERWRITTEN = {"preactivation_slacks": ("Z", "S", "T"), "activation_slacks": ("D", "S", "T")}
+#: Ways of running a sweep: ``fused`` (:class:`~formulation.fused.FusedSweep`, closed forms only) or
+#: ``dispatched`` (:meth:`ALProblem.sweep`, every block through :func:`solvers.solve`); ``auto`` picks fused
+#: where it applies.
+ENGINES = ("auto", "fused", "dispatched")
+
 
 
 # ============================================================================ data scaling
@@ -266,7 +270,8 @@ class ALTrainer:
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10, resume: bool = True,
                  divergence_patience: int = 30, progress: bool | None = None, standardize: bool = True,
                  solver_options: dict | None = None, scheme: str = "joint", order: str = "forward",
-                 penalty_balance: float = 1.0, warm_multipliers: bool = True):
+                 penalty_balance: float = 1.0, warm_multipliers: bool = True, engine: str = "auto",
+                 dtype: str = "float64", threads: int | None = None):
         self.hidden = tuple(check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden))
         self.backend = backend
         solvers.get_backend(backend)  # fail now, with the install hint
@@ -309,6 +314,19 @@ class ALTrainer:
         self.warm_multipliers = bool(warm_multipliers)
         self.order = order
         self._sweep_count = 0  # index of the current sweep, set by fit (order="alternate" reads it)
+        self.dtype = check_dtype(dtype).name
+        fusable = backend == "closed_form" and scheme == "joint" and order == "forward"
+        if engine not in ENGINES:
+            raise ProblemError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
+        if engine == "fused" and not fusable:
+            raise ProblemError(f"engine='fused' needs backend='closed_form', scheme='joint' and order='forward' (got "
+                               f"{backend!r}, {scheme!r}, {order!r}); use engine='dispatched' or 'auto'.")
+        self.engine = ("fused" if fusable else "dispatched") if engine == "auto" else engine
+        if self.dtype != "float64" and self.engine != "fused":
+            raise ProblemError(f"dtype={self.dtype!r} needs the fused engine (backend='closed_form', scheme='joint', "
+                               "order='forward'); the dispatched blocks run in float64.")
+        self.threads = None if threads is None else check_positive_int("threads", threads)
+        self._fused: FusedSweep | None = None
 
     # ------------------------------------------------------------------ settings
     def settings(self) -> dict:
@@ -318,7 +336,8 @@ class ALTrainer:
                 "penalty_period": self.penalty_period, "multiplier_box": self.multiplier_box, "mu": self.mu,
                 "sweeps": self.sweeps,
                 "standardize": self.standardize, "scheme": self.scheme, "order": self.order,
-                "penalty_balance": self.penalty_balance, "warm_multipliers": self.warm_multipliers}
+                "penalty_balance": self.penalty_balance, "warm_multipliers": self.warm_multipliers,
+                "engine": self.engine, "dtype": self.dtype}
 
     # ------------------------------------------------------------------ initialisation
     def initial_network(self, X0: np.ndarray, Y: np.ndarray) -> ReluNetwork:
@@ -375,43 +394,35 @@ class ALTrainer:
         return digest.hexdigest()
 
     # ------------------------------------------------------------------ one outer iteration
-    def _solve_block(self, problem: ALProblem, state: ALState, block, build_model: bool) -> None:
-        sub = problem.subproblem(block, build_model=build_model)
-        sub.set_parameters(**problem.block_parameters(state, block))
-        if not build_model and block[0] in _OVERWRITTEN:
-            # the joint blocks' parameters do not reference these arrays: release them before the
-            # solve, so that old and new values are not alive together (the memory bound)
-            for name in _OVERWRITTEN[block[0]]:
-                getattr(state, name)[block[1]] = None
+    def _solve(self, sub) -> dict:
         options = dict(self.solver_options)
         if self.backend == "closed_form":
             options.setdefault("compute_objective", False)  # never read here; costs a product per block
         solution = solvers.solve(sub, self.backend, **options)
         if not solution.found:
-            raise SolverError(f"Backend {self.backend!r} returned no point for block {block} "
+            raise SolverError(f"Backend {self.backend!r} returned no point for block {type(sub).__name__} "
                               f"({solution.termination.value}); try backend='closed_form'.")
-        problem.assign(state, block, solution.values)
-        if not build_model:  # release the parameter arrays: they are as large as the state
-            sub.parameters = {}
-            if hasattr(sub, "D_prev"):
-                sub.D_prev = state.D[block[1]]
+        return solution.values
 
     def sweep(self, problem: ALProblem, state: ALState, index: int | None = None) -> None:
-        """One block-coordinate sweep in :meth:`ALProblem.blocks` order (``scheme``, ``order``), in place.
+        """One block-coordinate sweep, in place: :class:`~formulation.fused.FusedSweep` (engine ``"fused"``)
+        or :meth:`ALProblem.sweep` with every block dispatched to ``backend``.
 
         ``index`` counts sweeps (default: the count kept by :meth:`fit`); ``order="alternate"`` runs
         even sweeps backward and odd ones forward.
         """
-        build_model = self.backend != "closed_form"
+        if self._fused is not None and self._fused.problem is problem:
+            self._fused(state)
+            return
         index = self._sweep_count if index is None else index
         order = self.order if self.order != "alternate" else ("backward" if index % 2 == 0 else "forward")
-        for block in problem.blocks(self.scheme, order):
-            self._solve_block(problem, state, block, build_model)
+        problem.sweep(state, self._solve, build_model=self.backend != "closed_form", scheme=self.scheme,
+                      order=order)
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, path: str, state: ALState, meta: dict) -> None:
         arrays = {f"{name}_{index}": array for name, index, array in state.arrays()}
-        meta = dict(meta, version=CHECKPOINT_VERSION, rho_abs=state.rho, depth=len(state.W))
+        meta = dict(meta, version=CHECKPOINT_VERSION, rho_abs=state.rho, depth=len(state.W), dtype=self.dtype)
         arrays["__meta__"] = np.array(json.dumps(meta))
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
@@ -440,18 +451,29 @@ class ALTrainer:
         lists = {}
         for name in ALState.PRIMAL + ALState.MULTIPLIERS:
             count = L if name in ("W", "b", "Z", "lam1") else L - 1
-            lists[name] = [np.array(arrays[f"{name}_{index}"], dtype=np.float64) for index in range(count)]
+            lists[name] = [np.array(arrays[f"{name}_{index}"], dtype=meta.get("dtype", "float64"))
+                           for index in range(count)]
         return ALState(rho=float(meta["rho_abs"]), **lists)
 
     # ------------------------------------------------------------------ main loop
     def fit(self, X0, Y, X_val=None, Y_val=None) -> TrainResult:
         """Train on ``X0 (n0, N)``, ``Y (nL, N)`` (samples as columns, DESIGN §1).
 
+        With ``threads`` set, the BLAS and OpenMP pools are capped to that many threads meanwhile.
+
         Raises
         ------
         ProblemError
             Bad data, or a checkpoint written for other data or settings.
         """
+        if self.threads is None:
+            return self._fit(X0, Y, X_val, Y_val)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.threads):
+            return self._fit(X0, Y, X_val, Y_val)
+
+    def _fit(self, X0, Y, X_val, Y_val) -> TrainResult:
         from tqdm import tqdm
 
         X0, Y, X_val, Y_val = self._check_data(X0, Y, X_val, Y_val)
@@ -463,7 +485,8 @@ class ALTrainer:
         total = float(np.sum((Ys - Ys.mean(axis=1, keepdims=True)) ** 2))
         alpha = 1.0 / total if total > 0 else 1.0
         widths = (Xs.shape[0],) + self.hidden + (Ys.shape[0],)
-        problem = ALProblem(Xs, Ys, widths, mu=self.mu * alpha, loss="squared", loss_scale=alpha)
+        problem = ALProblem(Xs, Ys, widths, mu=self.mu * alpha, loss="squared", loss_scale=alpha, dtype=self.dtype)
+        self._fused = FusedSweep(problem) if self.engine == "fused" else None
         fingerprint = self.fingerprint(Xs, Ys, Xv, Yv)
         bound = self.multiplier_box * alpha
 
@@ -519,7 +542,8 @@ class ALTrainer:
                     for inner in range(self.sweeps):
                         self._sweep_count = (iteration - 1) * self.sweeps + inner
                         self.sweep(problem, state)
-                    diag = problem.diagnostics(state, update=True, bound=bound)
+                    products = self._fused.products if self._fused is not None and self._fused.valid else None
+                    diag = problem.diagnostics(state, update=True, bound=bound, products=products)
                 violation = diag["violation"]["max"]
                 previous = loop["previous_violation"]
                 at_cap = state.rho >= self.rho_max * alpha
@@ -567,7 +591,7 @@ class ALTrainer:
         if stop_reason != "diverged" and self.checkpoint is not None:
             self._save(state, history, loop, fingerprint, init_train, init_val)
         if stop_reason in ("max_iters", "time_budget", "diverged"):
-            warnings.warn(f"ALTrainer: {message}.", ConvergenceWarning, stacklevel=2)
+            warnings.warn(f"ALTrainer: {message}.", ConvergenceWarning, stacklevel=3)
         if stop_reason == "diverged" and last_saved:
             meta, arrays = self.load_checkpoint(last_saved)  # the last good iterate
             learned = self._state_from_arrays(arrays, meta).network()
