@@ -208,9 +208,48 @@ def tighten_bounds(network: ReluNetwork, lower, upper, *, solver: str = "HIGHS",
     return Bounds(lowers, uppers, "lp", time.perf_counter() - start, solves)
 
 
+#: Largest magnitude of an input or pre-activation bound a model may carry. HiGHS and SCIP treat 1e20 as
+#: infinity, so a larger bound silently becomes no bound, and float64 spaces numbers 0.125 apart at 1e15,
+#: far above any solver feasibility tolerance: such a model cannot be solved meaningfully.
+MAX_BOUND = 1e15
+
+
+def check_bound_magnitude(bounds: Bounds, box_lower, box_upper) -> None:
+    """Raise ``ProblemError`` when the input box or a pre-activation bound exceeds :data:`MAX_BOUND`."""
+    largest_box = float(max(np.max(np.abs(box_lower), initial=0.0), np.max(np.abs(box_upper), initial=0.0)))
+    largest = max([largest_box] + [float(np.max(np.abs(np.concatenate([lo, up])), initial=0.0))
+                                   for lo, up in zip(bounds.lower, bounds.upper)])
+    if not np.isfinite(largest) or largest > MAX_BOUND:
+        raise ProblemError(
+            f"The input box (largest |bound| {largest_box:.3g}) gives pre-activation bounds up to {largest:.3g}, "
+            f"beyond {MAX_BOUND:.0e}: mixed-integer solvers treat 1e20 as infinity and float64 cannot resolve "
+            f"their feasibility tolerances at that size. Use a smaller box (--box) or rescale the network's inputs."
+        )
+
+
 def network_bounds(network: ReluNetwork, lower, upper, *, tighten: bool = False) -> Bounds:
     """Interval bounds, or LP-tightened bounds when ``tighten``."""
     return tighten_bounds(network, lower, upper) if tighten else interval_bounds(network, lower, upper)
+
+
+def _hidden_error(network: ReluNetwork, bounds: Bounds, box_lower, box_upper, tolerance: float) -> np.ndarray:
+    r"""First-order error of the last hidden ``X`` of a point whose rows, bounds and integrality hold only to
+    ``tolerance`` relative to ``1 + |magnitude|``, against the float64 forward pass of its input.
+
+    With ``M_j = max(|l_j|, |u_j|)`` per unit, ReLU 1-Lipschitz and ``E_0 = ε (1 + |box|)``:
+
+    .. math::
+
+        E_l = |W_l| E_{l-1} + 2 ε (1 + M_l)
+
+    (one ``ε (1 + M)`` for the row ``z = W x + b``, one for the ReLU encoding: big-M rows, where an
+    integrality slack ``δ`` moves ``x`` by ``δ M``, or ``x = d z``).
+    """
+    error = tolerance * (1.0 + np.maximum(np.abs(box_lower), np.abs(box_upper)))
+    for layer in range(network.depth - 1):
+        magnitude = np.maximum(np.abs(bounds.lower[layer]), np.abs(bounds.upper[layer]))
+        error = np.abs(network.weights[layer]) @ error + 2.0 * tolerance * (1.0 + magnitude)
+    return error
 
 
 # ====================================================================== the neutral model
@@ -471,8 +510,13 @@ class _NetworkProblem:
         self.network = network
         lower, upper = (box if isinstance(box, tuple) else (-float(box), float(box)))
         self.box_lower, self.box_upper = _check_box(network, lower, upper)
-        self.bounds = bounds if bounds is not None else network_bounds(
-            network, self.box_lower, self.box_upper, tighten=tighten)
+        if bounds is None:
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+                interval = interval_bounds(network, self.box_lower, self.box_upper)
+            check_bound_magnitude(interval, self.box_lower, self.box_upper)  # before any LP of the tightening
+            bounds = tighten_bounds(network, self.box_lower, self.box_upper) if tighten else interval
+        self.bounds = bounds
+        check_bound_magnitude(self.bounds, self.box_lower, self.box_upper)
 
     def output(self, c: np.ndarray) -> np.ndarray:
         """``G(c)`` by a float64 forward pass."""
@@ -485,7 +529,12 @@ class _NetworkProblem:
         return model, c, last
 
     def input_of(self, v: np.ndarray) -> np.ndarray:
-        return self.model.unpack(v)["c"]
+        """The input block ``c`` of a model point, clipped to the box so that its forward pass is a point
+        of the problem (a solver may return ``c`` outside the box by its feasibility tolerance)."""
+        return np.clip(self.model.unpack(v)["c"], self.box_lower, self.box_upper)
+
+    def _last_hidden_error(self, tolerance: float) -> np.ndarray:
+        return _hidden_error(self.network, self.bounds, self.box_lower, self.box_upper, tolerance)
 
     def binary(self) -> BinaryForm:
         return BinaryForm(self.model)
@@ -527,6 +576,9 @@ class GenerativeRecovery(_NetworkProblem):
         if A.ndim == 1:
             A = A[None, :]
         check_shape("A", A, (None, n_out), f"A multiplies the network output, so it needs {n_out} columns.")
+        if A.shape[0] == 0:
+            raise ProblemError("A has 0 rows: there are no measurements, so every input fits and the problem is "
+                               "empty; give A of shape (m, n_L) with m >= 1.")
         y = as_float_array("y", y)
         if y.ndim == 2 and 1 in y.shape:
             y = y.ravel()
@@ -556,6 +608,26 @@ class GenerativeRecovery(_NetworkProblem):
         residual = self.A @ self.output(c) - self.y
         return float(np.sum(np.abs(residual))) if self.loss == "l1" else float(residual @ residual)
 
+    def allowance(self, tolerance: float, c: np.ndarray | None = None) -> float:
+        r"""How far the model objective of a point that meets every row, bound and integrality only to
+        ``tolerance`` (relative to ``1 + |magnitude|``) can be from the forward-pass objective of its input,
+        to first order: with ``e = |A W_L| E`` (``E`` the error of the last hidden layer, :func:`_hidden_error`)
+        and ``r`` the residual at ``c`` (its interval bound without ``c``),
+        ``Σ_i e_i + ε (1 + |r_i|)`` for l1 (the rows ``t ≥ ±r``) and ``Σ_i 2|r_i| e_i + e_i² + ε (1 + ||r||²)``
+        for l2 (the cone row).
+        """
+        W, b = self.network.weights[-1], self.network.biases[-1]
+        M = self.A @ W
+        e = np.abs(M) @ self._last_hidden_error(tolerance)
+        if c is not None:
+            r = np.abs(self.A @ self.output(c) - self.y)
+        else:
+            upper = np.maximum(self.bounds.upper[-2], 0.0) if self.network.depth > 1 else np.zeros(W.shape[1])
+            r = np.abs(self.A @ b - self.y) + np.abs(M) @ upper
+        if self.loss == "l1":
+            return float(np.sum(e + tolerance * (1.0 + r)))
+        return float(np.sum(2.0 * r * e + e * e) + tolerance * (1.0 + r @ r))
+
 
 class OutputBound(_NetworkProblem):
     r"""Output bound ``max`` (or ``min``) of ``e_kᵀ G(c)`` over the input box (MILP).
@@ -579,6 +651,11 @@ class OutputBound(_NetworkProblem):
 
     def evaluate(self, c: np.ndarray) -> float:
         return float(self.output(c)[self.k])
+
+    def allowance(self, tolerance: float, c: np.ndarray | None = None) -> float:
+        """First-order distance between model objective and forward-pass objective of a point whose rows,
+        bounds and integrality hold to ``tolerance``: ``|w_k|ᵀ E`` (:func:`_hidden_error`)."""
+        return float(np.abs(self.network.weights[-1][self.k]) @ self._last_hidden_error(tolerance))
 
 
 class TinyTraining:
@@ -613,11 +690,19 @@ class TinyTraining:
         if Y.ndim == 2 and Y.shape[0] == 1:
             Y = Y[0]
         check_shape("Y", Y, (X0.shape[1],), f"X0 has {X0.shape[1]} columns (samples), so Y needs {X0.shape[1]}.")
+        if X0.shape[1] == 0:
+            raise ProblemError("X0 has 0 columns: there are no samples to train on, so the problem is empty; "
+                               "give at least one sample (samples are columns).")
         self.X0, self.Y = X0, Y
         self.hidden = check_positive_int("hidden", hidden)
         if not np.isfinite(weight_bound) or weight_bound <= 0:
             raise ProblemError(f"`weight_bound` must be positive and finite, got {weight_bound!r}.")
         self.weight_bound = float(weight_bound)
+        largest = self.weight_bound * (float(np.max(np.sum(np.abs(X0), axis=0))) + 1.0)
+        if not np.isfinite(largest) or largest > MAX_BOUND:
+            raise ProblemError(f"The weight bound {weight_bound:g} and inputs give big-M bounds up to {largest:.3g}, "
+                               f"beyond {MAX_BOUND:.0e}: mixed-integer solvers treat 1e20 as infinity. Use a smaller "
+                               "weight bound or rescale the inputs.")
         self.symmetry_breaking = symmetry_breaking
         self.models = [self._model(p) for p in range(self.hidden + 1)]
 
@@ -650,8 +735,30 @@ class TinyTraining:
         return model.finish(np.zeros(model.n), F=F, g=self.Y)
 
     def weights_of(self, p: int, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(W_1, b_1)`` of a model point, clipped to ``[−B, B]`` so that they are a point of the problem."""
         values = self.models[p].unpack(v)
-        return values["W1"], values["b1"]
+        B = self.weight_bound
+        return np.clip(values["W1"], -B, B), np.clip(values["b1"], -B, B)
+
+    def allowance(self, tolerance: float, p: int, v: np.ndarray | None = None) -> float:
+        r"""First-order distance between model objective and forward-pass objective of a point of split ``p``
+        whose rows, bounds and integrality hold to ``tolerance`` (relative to ``1 + |magnitude|``).
+
+        With ``β_i = B(||x_i||_1 + 1)`` the big-M of sample ``i``, each unit's output moves by at most
+        ``e_ji = 2 ε (1 + β_i) + ε (1 + B)(||x_i||_1 + 1)`` (row, ReLU encoding, weight bounds), so the
+        prediction by ``e_i = m max_j e_ji``; with ``r`` the residual at ``v`` (its bound without ``v``) the
+        objective moves by ``Σ_i 2|r_i| e_i + e_i² + ε (1 + ||r||²)`` (the cone row).
+        """
+        B, m = self.weight_bound, self.hidden
+        norms = np.sum(np.abs(self.X0), axis=0) + 1.0
+        big = B * norms
+        e = m * (2.0 * tolerance * (1.0 + big) + tolerance * (1.0 + B) * norms)
+        if v is not None:
+            W1, b1 = self.weights_of(p, v)
+            r = np.abs(self.signs(p) @ np.maximum(W1 @ self.X0 + b1[:, None], 0.0) - self.Y)
+        else:
+            r = np.abs(self.Y) + m * big
+        return float(np.sum(2.0 * r * e + e * e) + tolerance * (1.0 + r @ r))
 
     def evaluate(self, W1: np.ndarray, b1: np.ndarray, p: int) -> float:
         """Squared loss of the network ``(W1, b1, s(p))`` by a float64 forward pass."""
@@ -677,15 +784,18 @@ class RoundingCheck:
 
 
 def rounding_check(model: MixedIntegerModel, v: np.ndarray, forward_objective: float, *,
-                   tolerance: float = 1e-6) -> RoundingCheck:
+                   tolerance: float = 1e-6, objective_tolerance: float | None = None) -> RoundingCheck:
     """Round ``d̂ = 1[z > 0]`` and check the point is feasible for version (i) within ``tolerance``
-    (bounds, rows and big-M scaled by ``1 + |bound|``) with the same objective as the float64 forward pass.
+    (bounds, rows and big-M scaled by ``1 + |bound|``) with the same objective as the float64 forward pass,
+    within ``objective_tolerance`` (default ``1e-5 max(1, |forward objective|)``).
     """
+    if objective_tolerance is None:
+        objective_tolerance = 1e-5 * max(1.0, abs(forward_objective))
     d = round_activations(model, v)
     violation = model.violation(v, d, binary=True)
     scale = 1.0 + max(np.max(np.abs(model.unit_lower), initial=0.0), np.max(np.abs(model.unit_upper), initial=0.0))
     objective = model.objective(v)
     feasible = (violation["bounds"] <= tolerance * scale and violation["eq"] <= tolerance
                 and violation["ub"] <= tolerance and violation["units"] <= tolerance * scale
-                and abs(objective - forward_objective) <= 1e-5 * max(1.0, abs(forward_objective)))
+                and abs(objective - forward_objective) <= objective_tolerance)
     return RoundingCheck(bool(feasible), objective, forward_objective, violation)

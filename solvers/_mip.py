@@ -34,6 +34,20 @@ class MipBackend(Backend):
     #: solver status name -> (why it stopped, whether a point is proven optimal). Unknown -> ERROR.
     RAW_STATUS: dict[str, TerminationCondition] = {}
 
+    def feasibility_tolerance(self, settings: dict) -> float:
+        """The largest slack the solver allows a point per row or bound, relative to ``1 + |magnitude|`` of
+        the row (``settings`` as returned by :meth:`_settings`). Recorded in
+        ``Solution.extras["feasibility_tolerance"]`` so that callers can scale their checks."""
+        raise NotImplementedError
+
+    def integrality_tolerance(self, settings: dict) -> float:
+        """The largest distance of a binary from {0, 1} the solver accepts (``extras["integrality_tolerance"]``).
+
+        On a big-M row ``x ≤ u d`` an integrality slack ``δ`` lets ``x`` move by ``δ |u|``; the distance of the
+        returned point is measured too (``extras["integrality_violation"]``).
+        """
+        return self.feasibility_tolerance(settings)
+
     def solve(self, form, *, time_limit: float | None = None, gap: float | None = None, **options) -> Solution:
         if not self.accepts(form):
             raise SolverError(f"{self.name} cannot take a {form.requires} problem.")
@@ -98,6 +112,7 @@ class MipBackend(Backend):
             iterations=getattr(problem.solver_stats, "num_iters", None),
             bound=bound,
             extras={"status": problem.status, "raw_status": raw_status, "integrality_violation": integrality,
-                    "claimed_objective": problem.value,
+                    "claimed_objective": problem.value, "feasibility_tolerance": self.feasibility_tolerance(settings),
+                    "integrality_tolerance": self.integrality_tolerance(settings),
                     "settings": {k: v for k, v in settings.items() if k != "verbose"}},
         )

@@ -37,6 +37,12 @@ class BackendECOSBB(MipBackend):
         settings.update(options)
         return settings
 
+    def feasibility_tolerance(self, settings):
+        return float(settings["feastol"])
+
+    def integrality_tolerance(self, settings):
+        return float(settings["mi_int_tol"])
+
     def _raw(self, problem):
         return problem.status, None, None, problem.status in cp.settings.SOLUTION_PRESENT
 

@@ -67,6 +67,10 @@ class BackendSCIP(MipBackend):
         params.update(options.pop("scip_params", {}))
         return {"scip_params": params, **options}
 
+    def feasibility_tolerance(self, settings):
+        # SCIP checks integrality with the same numerics/feastol as rows and bounds
+        return float(settings["scip_params"]["numerics/feastol"])
+
     def _raw(self, problem):
         model = problem.solver_stats.extra_stats["model"]
         primal = model.getPrimalbound() if model.getNSols() > 0 else None
@@ -169,6 +173,7 @@ class BackendSCIP(MipBackend):
             iterations=int(model.getNNodes()),
             bound=float(dual) if np.isfinite(dual) else None,
             extras={"raw_status": raw, "claimed_objective": model.getPrimalbound() if values else None,
+                    "feasibility_tolerance": float(model.getParam("numerics/feastol")),
                     "nodes": int(model.getNNodes()), "cuts": cuts},
         )
 

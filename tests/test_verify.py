@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import solvers
+from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
 from validation import verify
 from validation.cli import main
@@ -41,11 +42,12 @@ def test_verify_end_to_end(tmp_path, capsys):
                  "--plot", str(tmp_path / "plots")])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "3 instances: relaxation preserved the optimum on 3/3" in text
+    assert "3 instances: relaxation preserved the optimum (proved equal) on 3/3" in text
+    assert "not proved on 0/3; contradicted on 0/3" in text
     data = json.loads(out.read_text())
     assert len(data["rows"]) == 3 and {row["kind"] for row in data["rows"]} == set(verify.KINDS)
     for row in data["rows"]:
-        assert row["preserved"] and row["relaxed"]["rounding_ok"]
+        assert row["verdict"] == "proved equal" and row["preserved"] and row["relaxed"]["rounding_ok"]
         assert row["al_best_gap"] >= -1e-7
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "local_gaps.png", "mi_vs_relaxed.png", "solve_times.png"]
@@ -87,7 +89,7 @@ def test_verify_user_network(user_files, capsys, problem):
     args = ["verify", "--network", str(user_files / "net.npz"), "--problem", problem, "--starts", "1",
             "--A", str(user_files / "A.npy"), "--y", str(user_files / "y.npy"), "--box", "1"]
     assert main(args) == 0
-    assert "1 instances: relaxation preserved the optimum on 1/1" in capsys.readouterr().out
+    assert "1 instances: relaxation preserved the optimum (proved equal) on 1/1" in capsys.readouterr().out
 
 
 def test_verify_user_training_needs_a_two_layer_scalar_network(user_files, capsys):
@@ -138,7 +140,7 @@ def test_verify_user_training_teacher(tmp_path, capsys):
     args = ["verify", "--network", str(tmp_path / "teacher.npz"), "--problem", "training", "--samples", "4",
             "--starts", "1", "--no-adam"]
     assert main(args) == 0
-    assert "1 instances: relaxation preserved the optimum on 1/1" in capsys.readouterr().out
+    assert "1 instances: relaxation preserved the optimum (proved equal) on 1/1" in capsys.readouterr().out
 
 
 def test_verify_runs_as_a_resumable_study(tmp_path, capsys):
@@ -152,3 +154,97 @@ def test_verify_runs_as_a_resumable_study(tmp_path, capsys):
     assert f"2 of 2 instances were already in {store}" in second
     summary = [line for line in first.splitlines() if line.startswith("2 instances:")]
     assert summary and summary[0] in second.splitlines()
+
+
+# ---------------------------------------------------------------- verdicts from checked numbers
+def _result(lo, hi, *, optimal=True, allowance=0.0, claimed=None):
+    objective = lo
+    return {"interval": [lo, hi], "optimal": optimal, "claimed_optimal": optimal, "allowance": allowance,
+            "state": "proved" if optimal else "stopped: time_limit", "objective": objective,
+            "claimed": objective if claimed is None else claimed, "effective_tolerance": 1e-9,
+            "rounding_ok": True}
+
+
+@pytest.mark.parametrize("mi_interval, relaxed_interval, optimal, verdict", [
+    ((1.0, 1.0), (1.0, 1.0 + 5e-7), (True, True), "proved equal"),        # within 1e-6 rel + 1e-8
+    ((1.0, 1.0), (1.0, 1.0 + 5e-6), (True, True), "not proved"),          # overlap, too wide: not proved
+    ((0.5, 2.0), (1.0, 1.5), (False, True), "not proved"),                # a solve stopped, intervals overlap
+    ((0.5, 2.0), (1.0, 1.5), (False, False), "not proved"),               # both stopped: never "preserved"
+    ((1.0, 1.0), (1.1, 1.1), (True, True), "contradicted"),               # disjoint beyond the tolerance
+    ((0.5, 0.9), (1.0, 1.5), (False, False), "contradicted"),             # disjoint certified intervals
+])
+def test_compare_has_three_verdicts(mi_interval, relaxed_interval, optimal, verdict):
+    judged = verify.compare(_result(*mi_interval, optimal=optimal[0]), _result(*relaxed_interval, optimal=optimal[1]))
+    assert judged["verdict"] == verdict
+    assert judged["tolerance"] == pytest.approx(verify.REL_TOL * max(map(abs, (*mi_interval, *relaxed_interval)))
+                                                + verify.ABS_TOL)
+
+
+def test_tolerance_grows_with_the_allowance():
+    # a difference of 5e-6 is within tolerance when the solvers' tolerance carried through the bounds is 1e-5
+    judged = verify.compare(_result(1.0, 1.0, allowance=1e-5), _result(1.0, 1.0 + 5e-6))
+    assert judged["verdict"] == "proved equal" and judged["tolerance"] > 1e-5
+
+
+def test_allowance_scales_with_the_box():
+    network = ReluNetwork.random([3, 6, 4, 2], seed=1)
+    small = mi.OutputBound(network, 1.0, k=0).allowance(1e-9)
+    large = mi.OutputBound(network, 100.0, k=0).allowance(1e-9)
+    assert 0 < small < large and large / small > 30  # grows about linearly with the bound magnitudes
+
+
+@pytest.fixture
+def box_network(tmp_path):
+    # the seeded 3-6-4-2 network of issue 13: its output 0 has max 0.005410227877154389 on every box >= 5
+    ReluNetwork.random([3, 6, 4, 2], seed=1).save(tmp_path / "net.npz")
+    return tmp_path / "net.npz"
+
+
+@pytest.mark.skipif("HIGHS" not in solvers.available_backends(), reason="needs HiGHS (pip install highspy)")
+def test_box_10_is_proved_equal(box_network, tmp_path, capsys):
+    """Before: the relaxed claim 0.005410257 against 0.005410228 failed a 1e-6 relative test ("NO", exit 1),
+    although the forward passes of all returned points agree to 1e-15."""
+    out = tmp_path / "box10.json"
+    code = main(["verify", "--network", str(box_network), "--problem", "bound", "--box", "10", "--starts", "0",
+                 "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "1 instances: relaxation preserved the optimum (proved equal) on 1/1" in text
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["verdict"] == "proved equal" and row["tolerance"] > 0
+    assert row["relaxed"]["objective"] == pytest.approx(0.005410227877154389, abs=1e-12)
+
+
+@pytest.mark.skipif("HIGHS" not in solvers.available_backends(), reason="needs HiGHS (pip install highspy)")
+def test_huge_box_is_not_proved_and_not_an_error(box_network, tmp_path, capsys):
+    """At box 1e8 the solvers' tolerances times the bounds swamp the objective: not proved, exit 0, and the
+    claims that the points contradict are shown next to what the points give; JSON has no NaN."""
+    out = tmp_path / "box1e8.json"
+    code = main(["verify", "--network", str(box_network), "--problem", "bound", "--box", "1e8", "--starts", "0",
+                 "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "not proved on 1/1; contradicted on 0/1" in text and "numerics unreliable" in text
+    raw = out.read_text()
+    assert "NaN" not in raw and "Infinity" not in raw
+    row = json.loads(raw)["rows"][0]
+    assert row["verdict"] == "not proved" and not row["preserved"]
+    # every forward value is a point of the problem: none exceeds the true maximum
+    for result in [*row["mi"].values(), row["relaxed"]]:
+        assert result["objective"] <= 0.005410227877154389 + 1e-12
+
+
+def test_stopped_solves_are_never_preserved(tmp_path, capsys):
+    """A tiny time limit: unfinished solves give "not proved" (never "NO", never "preserved"), exit 0."""
+    out = tmp_path / "limit.json"
+    code = main(["verify", "--instances", "3", "--time-limit", "0.001", "--starts", "0", "--no-adam",
+                 "--json", str(out)])
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert any(not row["relaxed"]["claimed_optimal"] for row in data["rows"])  # the limit did stop solves
+    for row in data["rows"]:
+        stopped = [r for r in [*row["mi"].values(), row["relaxed"]] if not r["claimed_optimal"]]
+        if stopped:
+            assert row["verdict"] in ("not proved", "contradicted") and not row["preserved"]
+    assert code == (1 if data["verdicts"]["contradicted"] else 0), text
+    assert data["verdicts"]["contradicted"] == 0

@@ -12,10 +12,29 @@ For every instance (a seeded random network with fixed weights, or the user's ``
 5. run the local AL method on the relaxed problem from K random starts (and Adam for training), and
    report their gaps to the certified optimum.
 
-The relaxation preserved the optimum on an instance when SCIP proved (ii) optimal and every MI backend
-that proved (i) optimal agrees with it: ``|a − b| ≤ 1e-6 max(|a|, |b|) + 1e-8`` (the absolute floor is for
-optima at 0, an exact fit); when a solve stopped early, when the certified intervals ``[bound, incumbent]``
-overlap. The table's "rel diff" is ``|a − b| / max(|a|, |b|, 1e-9)``.
+Every result is judged by the float64 forward pass of the point it returns (input or weights clipped to
+their box), never by the solver's claim: its certified interval is ``[forward value, bound]`` (max) or
+``[bound, forward value]`` (min). A solver that calls its point optimal while its bound or model objective
+is further from the point's forward value than the tolerance is reported *inaccurate*, with both numbers.
+The tolerance of a comparison is
+
+    REL_TOL·scale + ABS_TOL + ε·κ      (REL_TOL = 1e-6, ABS_TOL = 1e-8)
+
+where ε is the larger feasibility (or integrality) tolerance of the two solvers and ε·κ the first-order
+change of the objective when every row is violated by ε relative to its big-M bound magnitude
+(``allowance`` in ``formulation.mixed_integer``). It is printed per instance. When ε·κ exceeds
+``1e-4·max(1, |optimum|)`` the numerics cannot resolve the comparison at this scale.
+
+Three verdicts:
+
+* *proved equal*: (ii) and at least one (i) proved optimal and consistent with their points, their
+  intervals together no wider than the tolerance, the rounded relaxed point feasible for (i); only
+  this is reported as "relaxation preserved the optimum";
+* *not proved*: a solve stopped at a limit, a solver was inaccurate or the numerics are unreliable at
+  this scale, and the certified intervals overlap;
+* *contradicted*: an MI interval and the relaxed interval are disjoint beyond the tolerance.
+
+The exit code is 1 for a contradicted instance or a failed one, 0 otherwise (also when not proved).
 """
 
 from __future__ import annotations
@@ -36,12 +55,29 @@ from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
 from formulation.results import ProblemError, SolutionStatus, TerminationCondition
 from solvers.relaxed_al import RelaxedAL
+from validation.options import (
+    atomic_open,
+    nonnegative_float,
+    nonnegative_int,
+    output_directory,
+    output_file,
+    positive_float,
+    positive_int,
+    save_figure,
+    scheduler_url,
+    seed,
+)
 
 MI_BACKENDS = ("HIGHS", "SCIP", "ECOS_BB")
 REL_TOL = 1e-6
 #: Absolute floor of the agreement test, for optima at 0 (an exact fit): 10x SCIP's feasibility tolerance
 #: 1e-9, which is how far below 0 a relaxed l1 objective can go (-8.7e-10 measured).
 ABS_TOL = 1e-8
+#: Largest allowance (feasibility tolerance carried to the objective) relative to ``max(1, |optimum|)`` at
+#: which a verdict can still be proved: beyond it the solvers' tolerances at this bound magnitude could
+#: move the objective by more than a verdict would resolve (box 1e5 on a 3-6-4-2 network: 3.7e-3).
+NUMERIC_LIMIT = 1e-4
+VERDICTS = ("proved equal", "not proved", "contradicted")
 DEFAULT_INSTANCES = 24
 KINDS = ("recovery", "bound", "training")
 
@@ -111,58 +147,144 @@ def _forward_objective(problem, p, v):
     return problem.evaluate(problem.input_of(v))
 
 
-def _better(problem, a: float, b: float) -> bool:
-    return a > b if getattr(problem, "sense", "min") == "max" else a < b
+def _effective_tolerance(extras: dict) -> float:
+    """Row/bound feasibility tolerance of a solve, or the integrality slack of its point when larger (on a
+    big-M row a binary ``δ`` away from {0, 1} moves ``x`` by ``δ M``): the measured distance when the backend
+    measured it, else the backend's integrality tolerance."""
+    rows = float(extras.get("feasibility_tolerance") or 0.0)
+    measured = extras.get("integrality_violation")
+    integrality = measured if measured is not None else extras.get("integrality_tolerance")
+    return max(rows, float(integrality or 0.0))
+
+
+def _allowance(problem, p, tolerance: float, v=None) -> float:
+    """First-order reach of ``tolerance`` (relative row/bound/integrality slack) on the objective."""
+    if isinstance(problem, mi.TinyTraining):
+        return problem.allowance(tolerance, p, v)
+    return problem.allowance(tolerance, None if v is None else problem.input_of(v))
+
+
+def _maximise(problem) -> bool:
+    return getattr(problem, "sense", "min") == "max"
+
+
+def _tolerance(scale: float, allowance: float) -> float:
+    """Agreement tolerance: ``REL_TOL·scale + ABS_TOL + allowance`` (allowance = feasibility tolerance
+    carried through the bound magnitudes to the objective, see ``formulation.mixed_integer``)."""
+    return REL_TOL * scale + ABS_TOL + allowance
+
+
+def _finite(*values) -> list[float]:
+    return [float(v) for v in values if v is not None and np.isfinite(v)]
 
 
 def solve_version(problem, backend: str, relaxed: bool, time_limit: float) -> dict:
-    """Solve (i) or (ii) of every sign split; combine into the optimum over splits."""
-    parts, total = [], 0.0
-    best = None
+    """Solve (i) or (ii) of every sign split and judge the result by the forward pass of its points.
+
+    Every part keeps the model objective of the returned point (``objective``, NaN without one), the solver's
+    ``bound`` and the float64 forward-pass objective of the point (``forward_objective``: the input or the
+    weights clipped to their box, so it is the value of a point of the problem). The combined result is
+    the certified ``interval`` ``[lo, hi]`` that holds the optimum: for a max problem ``[best forward value,
+    bound]``, for a min problem ``[bound, best forward value]`` (the optimum over splits is the best over
+    splits). A part the solver calls optimal whose bound or model objective is further from its own forward
+    value than the tolerance is ``inaccurate``; a bound on the wrong side of the part's own point is dropped.
+    """
+    maximise = _maximise(problem)
+    parts = []
     for p, model in forms(problem):
         form = mi.RelaxedForm(model) if relaxed else mi.BinaryForm(model)
         solution = solvers.solve(form, backend, time_limit=time_limit)
-        total += solution.solve_time + solution.build_time
+        tolerance = _effective_tolerance(solution.extras)
+        v = solution.values.get("v") if solution.found else None
+        allowance = _allowance(problem, p, tolerance, v)
+        forward = _forward_objective(problem, p, v) if v is not None else None
         part = {"p": p, "termination": solution.termination.value, "status": solution.status.value,
-                "objective": solution.objective, "bound": solution.bound, "seconds": solution.solve_time}
-        if solution.found:
-            part["forward_objective"] = _forward_objective(problem, p, solution.values["v"])
+                "claimed_optimal": solution.status is SolutionStatus.OPTIMAL,
+                "objective": solution.objective, "bound": solution.bound,
+                "effective_tolerance": tolerance, "allowance": allowance,
+                "seconds": solution.solve_time + solution.build_time, "inaccurate": False}
+        if forward is not None:
+            part["forward_objective"] = forward
+            tol = _tolerance(max(abs(x) for x in _finite(forward, solution.objective, solution.bound)), allowance)
+            if abs(solution.objective - forward) > tol:
+                part["inaccurate"] = True
+            if solution.bound is not None:
+                wrong_side = (solution.bound < forward - tol) if maximise else (solution.bound > forward + tol)
+                if wrong_side:  # the solver's bound is beaten by its own point: no certificate
+                    part["inaccurate"], part["bound"] = True, None
+                elif part["claimed_optimal"] and abs(solution.bound - forward) > tol:
+                    part["inaccurate"] = True
             if relaxed:
-                check = mi.rounding_check(model, solution.values["v"], part["forward_objective"])
+                check = mi.rounding_check(model, v, forward, objective_tolerance=tol)
                 part["rounding_ok"] = check.feasible
                 part["rounding_violation"] = check.violation
-            if best is None or _better(problem, solution.objective, best[1]):
-                best = (p, solution.objective)
         parts.append(part)
-    optimal = all(part["status"] == SolutionStatus.OPTIMAL.value for part in parts)
-    # the certified interval over splits: min over p of incumbents and of bounds (max problems: max)
-    maximise = getattr(problem, "sense", "min") == "max"
-    pick = max if maximise else min
-    incumbents = [part["objective"] for part in parts if part["status"] != SolutionStatus.NO_SOLUTION.value]
+    forwards = [part["forward_objective"] for part in parts if "forward_objective" in part]
     bounds = [part["bound"] for part in parts]
-    bound = pick(bounds) if bounds and all(b is not None for b in bounds) else None
+    pick = max if maximise else min
+    incumbent = pick(forwards) if forwards else None
+    bound = pick(bounds) if all(b is not None for b in bounds) else None
+    infinity = float("inf")
+    if maximise:
+        interval = [-infinity if incumbent is None else incumbent, infinity if bound is None else bound]
+    else:
+        interval = [-infinity if bound is None else bound, infinity if incumbent is None else incumbent]
+    interval = sorted(interval)  # within the tolerance a bound may sit just past the incumbent
+    claimed = all(part["claimed_optimal"] for part in parts)
+    inaccurate = any(part["inaccurate"] for part in parts)
+    allowance = max(part["allowance"] for part in parts)
     terminations = {part["termination"] for part in parts}
+    scale = max([abs(x) for x in _finite(*interval)] + [0.0])
+    reliable = allowance <= NUMERIC_LIMIT * max(1.0, scale)
+    if claimed and not inaccurate and reliable:
+        state = "proved"
+    elif claimed and inaccurate:
+        state = "inaccurate"
+    elif claimed:
+        state = "numerics unreliable"
+    else:
+        state = "stopped: " + "/".join(sorted(terminations - {"optimal"}))
     return {
-        "backend": backend, "optimal": optimal,
-        "termination": "optimal" if optimal else "/".join(sorted(terminations)),
-        "objective": pick(incumbents) if len(incumbents) == len(parts) else float("nan"),
-        "bound": bound, "best_p": None if best is None else best[0], "seconds": total, "parts": parts,
+        "backend": backend, "claimed_optimal": claimed, "optimal": state == "proved", "state": state,
+        "termination": "optimal" if claimed else "/".join(sorted(terminations)),
+        "objective": float("nan") if incumbent is None else incumbent, "bound": bound, "interval": interval,
+        "claimed": _claimed(parts, maximise), "allowance": allowance,
+        "effective_tolerance": max(part["effective_tolerance"] for part in parts),
+        "best_p": None if incumbent is None else next(part["p"] for part in parts
+                                                         if part.get("forward_objective") == incumbent),
+        "seconds": sum(part["seconds"] for part in parts), "parts": parts,
         "rounding_ok": all(part.get("rounding_ok", False) for part in parts) if relaxed else None,
     }
+
+
+def _claimed(parts: list[dict], maximise: bool) -> float | None:
+    """What the solver says the optimum is: its best model objective over splits (None without points)."""
+    values = [part["objective"] for part in parts if "forward_objective" in part]
+    return (max if maximise else min)(values) if values else None
 
 
 def relative_difference(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-9)
 
 
-def _overlap(problem, x: dict, y: dict) -> bool:
-    """Whether the certified intervals [bound, incumbent] of two results overlap."""
-    if x["bound"] is None or y["bound"] is None or not np.isfinite(x["objective"]) or not np.isfinite(y["objective"]):
-        return False
-    lo_x, hi_x = sorted((x["bound"], x["objective"]))
-    lo_y, hi_y = sorted((y["bound"], y["objective"]))
-    slack = 1e-9 * max(1.0, abs(x["objective"]))
-    return lo_x <= hi_y + slack and lo_y <= hi_x + slack
+def compare(mi_result: dict, relaxed: dict) -> dict:
+    """Judge one MI result against the relaxed one.
+
+    ``tolerance = REL_TOL·scale + ABS_TOL + max(allowances)``. *contradicted*: the certified intervals are
+    disjoint by more than the tolerance. *proved equal*: both proved optimal (claimed, consistent with their
+    own points, numerics reliable) and the union of the two intervals is no wider than the tolerance.
+    Otherwise *not proved*.
+    """
+    (lo_a, hi_a), (lo_b, hi_b) = mi_result["interval"], relaxed["interval"]
+    scale = max([abs(x) for x in _finite(lo_a, hi_a, lo_b, hi_b)] + [0.0])
+    tolerance = _tolerance(scale, max(mi_result["allowance"], relaxed["allowance"]))
+    if lo_a > hi_b + tolerance or lo_b > hi_a + tolerance:
+        verdict = "contradicted"
+    elif mi_result["optimal"] and relaxed["optimal"] and max(hi_a, hi_b) - min(lo_a, lo_b) <= tolerance:
+        verdict = "proved equal"
+    else:
+        verdict = "not proved"
+    return {"verdict": verdict, "tolerance": tolerance}
 
 
 def run_local(problem, starts: int, rng: np.random.Generator) -> list[float]:
@@ -216,6 +338,33 @@ def _gap(problem, value: float, optimum: float) -> float:
     return (optimum - value) if getattr(problem, "sense", "min") == "max" else (value - optimum)
 
 
+def _reason(row: dict, judged: dict, requires: str) -> str:
+    """Why an instance is not proved equal (empty when it is)."""
+    if row["verdict"] == "proved equal":
+        return ""
+    relaxed = row["relaxed"]
+    if row["verdict"] == "contradicted":
+        names = [name for name, judgement in judged.items() if judgement["verdict"] == "contradicted"]
+        return f"certified intervals disjoint beyond the tolerance: {', '.join(names)} against the relaxed model"
+    if not judged:
+        return f"no requested mixed-integer backend takes this {requires} problem"
+    reasons = []
+    for name, result in [*row["mi"].items(), ("relaxed", relaxed)]:
+        if result["state"] == "numerics unreliable":
+            scale = max([abs(x) for x in _finite(*result["interval"])] + [0.0])
+            reasons.append(f"{name} numerics unreliable (feasibility tolerance {result['effective_tolerance']:.0e} "
+                           f"carried through the bounds: {result['allowance']:.2g} > "
+                           f"{NUMERIC_LIMIT:g}·max(1, |optimum|) = {NUMERIC_LIMIT * max(1.0, scale):.2g})")
+        elif result["state"] == "inaccurate":
+            reasons.append(f"{name} inaccurate (claims {_number(result['claimed'], 10)}, its point gives "
+                           f"{_number(result['objective'], 10)})")
+        elif result["state"] != "proved":
+            reasons.append(f"{name} {result['state']}")
+    if relaxed["optimal"] and not relaxed["rounding_ok"]:
+        reasons.append("the rounded relaxed point is not feasible for (i) within tolerance")
+    return "; ".join(reasons) or "proved optima differ by more than the tolerance, intervals overlap"
+
+
 def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts: int, rng, adam: bool) -> dict:
     row = {"spec": spec, "kind": problem.kind}
     if isinstance(problem, mi.TinyTraining):
@@ -240,25 +389,28 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
         row["mi"][name] = solve_version(problem, name, relaxed=False, time_limit=time_limit)
     row["relaxed"] = solve_version(problem, "SCIP", relaxed=True, time_limit=time_limit)
     relaxed = row["relaxed"]
-    optimal_mi = [r for r in row["mi"].values() if r["optimal"]]
-    differences = [abs(r["objective"] - relaxed["objective"]) for r in optimal_mi]
-    relatives = [relative_difference(r["objective"], relaxed["objective"]) for r in optimal_mi]
-    row["abs_diff"] = max(differences) if differences else float("nan")
-    row["rel_diff"] = max(relatives) if relatives else float("nan")
-    # MI results that neither proved optimality nor carry a bound (e.g. ECOS_BB flagged inaccurate) are
-    # shown in the table but cannot certify anything, so they do not enter the verdict
-    stopped = [r for r in row["mi"].values() if not r["optimal"] and r["bound"] is not None]
-    agree = all(abs(r["objective"] - relaxed["objective"])
-                <= REL_TOL * max(abs(r["objective"]), abs(relaxed["objective"])) + ABS_TOL for r in optimal_mi)
-    if relaxed["optimal"] and optimal_mi and not stopped:
-        row["preserved"] = agree
-        row["verdict"] = "yes" if agree else "NO"
+    judged = {name: compare(result, relaxed) for name, result in row["mi"].items()}
+    for name, judgement in judged.items():
+        row["mi"][name].update(judgement)
+    verdicts = {judgement["verdict"] for judgement in judged.values()}
+    agreeing = [name for name, judgement in judged.items() if judgement["verdict"] == "proved equal"]
+    if "contradicted" in verdicts:
+        row["verdict"] = "contradicted"
+    elif agreeing and relaxed["rounding_ok"]:
+        row["verdict"] = "proved equal"
     else:
-        overlaps = [_overlap(problem, r, relaxed) for r in stopped + optimal_mi]
-        row["preserved"] = bool(overlaps) and all(overlaps) and agree
-        row["verdict"] = "gap" if row["preserved"] else "NO"
-    # the certified optimum: the relaxed global optimum when proven, else the best proven MI one
-    certified = relaxed["objective"] if relaxed["optimal"] else (optimal_mi[0]["objective"] if optimal_mi else None)
+        row["verdict"] = "not proved"
+    row["preserved"] = row["verdict"] == "proved equal"
+    deciding = [judged[name] for name in (agreeing or judged)]
+    row["tolerance"] = max((judgement["tolerance"] for judgement in deciding), default=None)
+    row["reason"] = _reason(row, judged, requires)
+    differences = [(abs(row["mi"][name]["objective"] - relaxed["objective"]),
+                    relative_difference(row["mi"][name]["objective"], relaxed["objective"])) for name in agreeing]
+    row["abs_diff"] = max((d[0] for d in differences), default=float("nan"))
+    row["rel_diff"] = max((d[1] for d in differences), default=float("nan"))
+    # the certified optimum: the relaxed global optimum when proved, else the best proved MI one
+    proved_mi = [result for result in row["mi"].values() if result["optimal"]]
+    certified = relaxed["objective"] if relaxed["optimal"] else (proved_mi[0]["objective"] if proved_mi else None)
     row["certified"] = certified
     start = time.perf_counter()
     row["al"] = run_local(problem, starts, rng) if starts else []
@@ -287,22 +439,34 @@ def _number(value, digits: int = 6) -> str:
 
 
 def _result_cell(result: dict | None) -> str:
+    """Forward-pass value of the returned point; for an unproved result also why and the certified interval;
+    for an inaccurate one the solver's claim next to what its point gives."""
     if result is None:
         return "n/a"
     text = _number(result["objective"], 7)
-    return text if result["optimal"] else f"{text} ({result['termination']}, bd {_number(result['bound'], 5)})"
+    if result["optimal"]:
+        return text
+    if result["state"] == "inaccurate":
+        return f"{text} (inaccurate: claims {_number(result['claimed'], 7)})"
+    lo, hi = result["interval"]
+    claim = result["claimed"]
+    scale = max([abs(x) for x in _finite(claim, result["objective"])] + [0.0])
+    claims = (f", claims {_number(claim, 7)}" if claim is not None and np.isfinite(result["objective"])
+              and abs(claim - result["objective"]) > _tolerance(scale, 0.0) else "")
+    return f"{text} ({result['state']}{claims}, in [{_number(lo, 5)}, {_number(hi, 5)}])"
 
 
 def format_table(rows: list[dict], backends) -> str:
-    header = ["#", "problem", "size", "bin", *backends, "relaxed (SCIP)", "abs diff", "rel diff", "same", "round",
-              "AL best", "AL med", "AL gap", "Adam gap", *[f"t {b}" for b in backends], "t rel", "t AL"]
+    header = ["#", "problem", "size", "bin", *backends, "relaxed (SCIP)", "abs diff", "rel diff", "tol", "verdict",
+              "round", "AL best", "AL med", "AL gap", "Adam gap", *[f"t {b}" for b in backends], "t rel", "t AL"]
     lines = []
     for row in rows:
         lines.append([
             str(row["spec"]["id"]), row["kind"], row["size"], str(row["binaries"]),
             *[_result_cell(row["mi"].get(b)) for b in backends],
-            _result_cell(row["relaxed"]), _number(row["abs_diff"], 2), _number(row["rel_diff"], 2), row["verdict"],
-            "ok" if row["relaxed"]["rounding_ok"] else "FAIL",
+            _result_cell(row["relaxed"]), _number(row["abs_diff"], 2), _number(row["rel_diff"], 2),
+            _number(row["tolerance"], 2), row["verdict"],
+            "-" if row["relaxed"]["rounding_ok"] is None else ("ok" if row["relaxed"]["rounding_ok"] else "FAIL"),
             _number(max(row["al"]) if row["kind"] == "bound" and row["al"] else
                     (min(row["al"]) if row["al"] else None), 6),
             _number(statistics.median(row["al"]) if row["al"] else None, 6),
@@ -313,21 +477,37 @@ def format_table(rows: list[dict], backends) -> str:
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
     out += [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
-    return "\n".join(out)
+    notes = [f"#{row['spec']['id']} {row['verdict']}: {row['reason']}" for row in rows if row.get("reason")]
+    return "\n".join(out + notes)
 
 
-def summary_line(rows: list[dict]) -> str:
-    n = len(rows)
-    preserved = sum(row["preserved"] for row in rows)
+def verdict_counts(rows: list[dict]) -> dict[str, int]:
+    return {verdict: sum(row["verdict"] == verdict for row in rows) for verdict in VERDICTS}
+
+
+def summary_line(rows: list[dict], timed_out: int = 0) -> str:
+    """One line with the three verdicts counted separately; only *proved equal* is called preserved."""
+    n = len(rows) + timed_out
+    counts = verdict_counts(rows)
+    counts["not proved"] += timed_out
+    proved = [row for row in rows if row["verdict"] == "proved equal"]
     # relative differences are meaningless at an optimum of 0 (an exact fit): report those as absolute
-    zero = [row for row in rows if row["certified"] is not None and abs(row["certified"]) < 1e-6]
-    relatives = [row["rel_diff"] for row in rows if np.isfinite(row["rel_diff"]) and row not in zero]
+    zero = [row for row in proved if row["certified"] is not None and abs(row["certified"]) < 1e-6]
+    relatives = [row["rel_diff"] for row in proved if np.isfinite(row["rel_diff"]) and row not in zero]
     absolutes = [row["abs_diff"] for row in zero if np.isfinite(row["abs_diff"])]
+    tolerances = [row["tolerance"] for row in proved]
     rounding = sum(bool(row["relaxed"]["rounding_ok"]) for row in rows)
-    max_rel = f"{max(relatives):.1e}" if relatives else "n/a"
-    at_zero = f"; {len(zero)} optima at 0: max abs diff {max(absolutes):.1e}" if absolutes else ""
-    return (f"{n} instances: relaxation preserved the optimum on {preserved}/{n} "
-            f"(max rel diff {max_rel}{at_zero}); rounding d=1[z>0] feasible with the same objective on {rounding}/{n}")
+    details = []
+    if relatives:
+        details.append(f"max rel diff {max(relatives):.1e}")
+    if absolutes:
+        details.append(f"{len(zero)} optima at 0: max abs diff {max(absolutes):.1e}")
+    if tolerances:
+        details.append(f"tolerance up to {max(tolerances):.1e}")
+    detail = f" ({'; '.join(details)})" if details else ""
+    return (f"{n} instances: relaxation preserved the optimum (proved equal) on {counts['proved equal']}/{n}{detail}; "
+            f"not proved on {counts['not proved']}/{n}; contradicted on {counts['contradicted']}/{n}; "
+            f"rounding d=1[z>0] feasible with the same objective on {rounding}/{n}")
 
 
 def extra_summary(rows: list[dict]) -> list[str]:
@@ -380,7 +560,7 @@ def write_plots(rows: list[dict], directory: str, backends) -> list[str]:
     ax.set_title("relaxation preserves the optimum")
     ax.legend()
     paths.append(os.path.join(directory, "mi_vs_relaxed.png"))
-    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+    save_figure(fig, paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -393,7 +573,7 @@ def write_plots(rows: list[dict], directory: str, backends) -> list[str]:
     ax.set_ylabel("runs")
     ax.legend()
     paths.append(os.path.join(directory, "local_gaps.png"))
-    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+    save_figure(fig, paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -407,7 +587,7 @@ def write_plots(rows: list[dict], directory: str, backends) -> list[str]:
     ax.set_ylabel("solve time [s]")
     ax.legend()
     paths.append(os.path.join(directory, "solve_times.png"))
-    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+    save_figure(fig, paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
     return paths
 
@@ -442,6 +622,9 @@ def user_problem(args, rng: np.random.Generator):
     box = float(args.box)
     if not np.isfinite(box) or box <= 0:
         raise ProblemError(f"--box must be positive and finite, got {args.box}.")
+    if args.problem == "training" and args.samples < 1:
+        raise ProblemError(f"--samples must be at least 1, got {args.samples}: training on no samples is an "
+                           "empty problem.")
     if args.problem == "recovery":
         if not args.A or not args.y:
             raise ProblemError("--problem recovery needs --A A.npy (shape (m, n_L)) and --y y.npy (shape (m,)).")
@@ -470,9 +653,16 @@ def user_problem(args, rng: np.random.Generator):
 
 # ====================================================================== command
 def installed_mi_backends(requested: str = "") -> list[str]:
-    names = requested.split(",") if requested else [b for b in MI_BACKENDS if b in solvers.available_backends()]
-    for name in names:
-        solvers.get_backend(name)  # SolverNotFound with the install command
+    """The MI backends to run: the requested ones (each checked to be installed and mixed-integer), or the
+    installed ones of :data:`MI_BACKENDS`."""
+    names = [name.strip() for name in requested.split(",") if name.strip()] if requested else \
+        [b for b in MI_BACKENDS if b in solvers.available_backends()]
+    for index, name in enumerate(names):
+        backend = solvers.get_backend(name)  # SolverNotFound with the install command
+        if not backend.capabilities & {solvers.MILP, solvers.MIQP}:
+            raise ProblemError(f"--backends {name}: {backend.name} is not a mixed-integer solver, so it cannot solve "
+                               f"version (i); choose from {', '.join(MI_BACKENDS)}.")
+        names[index] = backend.name
     if "SCIP" not in solvers.available_backends():
         solvers.get_backend("SCIP")  # the relaxed model needs SCIP: raise with the install hint
     return names
@@ -504,8 +694,10 @@ def run(args) -> int:
                 torch.set_num_threads(threads)
 
 
-#: Figures stored per case by the study runner: the whole row as JSON, and two scalars to query.
-CASE_FIGURES = {"row": "TEXT", "preserved": "INTEGER", "rel_diff": "REAL"}
+#: Figures stored per case by the study runner: the whole row as JSON, and two scalars to query. The
+#: verdict column replaced a ``preserved`` flag whose meaning differed; a store written before it is refused
+#: with the fix (move it aside) instead of mixing the two meanings.
+CASE_FIGURES = {"row": "TEXT", "verdict": "TEXT", "rel_diff": "REAL"}
 
 
 def run_case(case) -> dict:
@@ -523,11 +715,10 @@ def run_case(case) -> dict:
             row = verify_instance(spec, problem, backends=settings["backends"], time_limit=settings["time_limit"],
                                   starts=settings["starts"], rng=np.random.default_rng([case.seed, spec["id"]]),
                                   adam=settings["adam"])
-    return {"row": json.dumps(row, default=_json_default), "preserved": int(bool(row["preserved"])),
-            "rel_diff": row["rel_diff"]}
+    return {"row": json_text(row), "verdict": row["verdict"], "rel_diff": row["rel_diff"]}
 
 
-def _run_default_set(args, backends) -> tuple[list[dict], list[str]]:
+def _run_default_set(args, backends) -> tuple[list[dict], list[str], list[str]]:
     """The embedded instances through the study runner: stored as they finish, resumable."""
     from validation.runner import Case, Study, default_store, read_results, run_study
 
@@ -543,53 +734,92 @@ def _run_default_set(args, backends) -> tuple[list[dict], list[str]]:
         print(f"{summary.skipped} of {summary.total} instances were already in {store}; "
               "delete it or pass --store to run them again")
     wanted = {case.case_id: index for index, case in enumerate(cases)}
-    rows, failures = [None] * len(cases), []
+    rows, failures, timeouts = [None] * len(cases), [], []
     for stored in read_results(store, study.name):
         index = wanted.get(stored["case_id"])
         if index is None:
             continue
+        line = f"instance {cases[index].problem['id']}: {stored['status']}: {stored['message']}"
         if stored["status"] == "ok":
             rows[index] = json.loads(stored["row"])
+        elif stored["status"] == "timeout":
+            timeouts.append(line)
         else:
-            failures.append(f"instance {cases[index].problem['id']}: {stored['status']}: {stored['message']}")
-    return [row for row in rows if row is not None], failures
+            failures.append(line)
+    return [row for row in rows if row is not None], failures, timeouts
 
 
 def _run(args) -> int:
     backends = installed_mi_backends(args.backends)
     if args.instances < 1:
         raise ProblemError(f"--instances must be at least 1, got {args.instances}.")
+    # every output is checked before any work, so that a finished run is never lost to a bad path
+    json_path = output_file(args.json, "--json") if args.json else ""
+    plot_dir = output_directory(args.plot, "--plot") if args.plot else ""
+    if args.store and not args.network:
+        output_file(args.store, "--store")
     started = time.perf_counter()
-    failures = []
+    failures, timeouts = [], []
     if args.network:
         spec = {"id": 0, "kind": args.problem, "seed": args.seed, "file": args.network}
         problem = user_problem(args, np.random.default_rng(args.seed))
+        requires = forms(problem)[0][1].requires
+        if not any(requires in solvers.get_backend(name).capabilities for name in backends):
+            raise ProblemError(f"None of the MI backends {', '.join(backends)} takes this {requires} problem; "
+                               f"add one that does (SCIP takes MILP and MIQP).")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             rows = [verify_instance(spec, problem, backends=backends, time_limit=args.time_limit, starts=args.starts,
                                     rng=np.random.default_rng([args.seed, spec["id"]]), adam=not args.no_adam)]
     else:
-        rows, failures = _run_default_set(args, backends)
+        rows, failures, timeouts = _run_default_set(args, backends)
     elapsed = time.perf_counter() - started
     print(format_table(rows, backends))
     print()
     for line in extra_summary(rows):
         print(line)
     print(f"wall time {elapsed:.1f} s")
-    print(summary_line(rows))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as handle:
-            json.dump({"settings": {k: v for k, v in vars(args).items() if k != "func"}, "backends": backends,
-                       "wall_seconds": elapsed, "summary": summary_line(rows), "rows": rows},
-                      handle, indent=1, default=_json_default)
-        print(f"wrote {args.json}")
-    if args.plot:
-        for path in write_plots(rows, args.plot, backends):
+    summary = summary_line(rows, timed_out=len(timeouts))
+    print(summary)
+    if json_path:
+        settings = {k: v for k, v in vars(args).items() if k != "func"}
+        counts = verdict_counts(rows)
+        document = {"settings": settings, "backends": backends, "wall_seconds": elapsed, "summary": summary,
+                    "verdicts": {**counts, "not proved": counts["not proved"] + len(timeouts)},
+                    "tolerance": {"rel_tol": REL_TOL, "abs_tol": ABS_TOL, "numeric_limit": NUMERIC_LIMIT},
+                    "failures": failures, "timeouts": timeouts, "rows": rows}
+        with atomic_open(json_path, "w") as handle:
+            handle.write(json_text(document, indent=1))
+        print(f"wrote {json_path}")
+    if plot_dir:
+        for path in write_plots(rows, plot_dir, backends):
             print(f"wrote {path}")
+    for line in timeouts:
+        print(f"NOT PROVED {line}")
     for line in failures:
         print(f"FAILED {line}")
-    return 0 if not failures and all(row["preserved"] and row["relaxed"]["rounding_ok"] for row in rows) else 1
+    contradicted = verdict_counts(rows)["contradicted"]
+    return 1 if contradicted or failures else 0
+
+
+def _json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _json_safe(value.tolist())
+    if isinstance(value, (TerminationCondition, SolutionStatus)):
+        return value.value
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def json_text(value, **kwargs) -> str:
+    """Strict JSON of ``value`` (NaN and inf written as null)."""
+    return json.dumps(_json_safe(value), allow_nan=False, default=_json_default, **kwargs)
 
 
 def _json_default(value):
@@ -606,13 +836,15 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "verify", help="prove numerically that relaxing d to [0,1] preserves the optimum (MI vs bilinear)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", type=int, default=DEFAULT_INSTANCES,
+    parser.add_argument("--instances", type=positive_int, default=DEFAULT_INSTANCES,
                         help=f"number of embedded random instances (default {DEFAULT_INSTANCES})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the instance set and the local starts")
-    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds per MI / global solve (default 30)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the instance set and the local starts")
+    parser.add_argument("--time-limit", type=positive_float, default=30.0,
+                        help="seconds per MI / global solve (default 30)")
     parser.add_argument("--tighten", action="store_true", help="LP-based bound tightening (HiGHS) instead of interval")
     parser.add_argument("--loss", choices=("l1", "l2"), default="l1", help="recovery loss: l1 (MILP) or l2 (MIQP)")
-    parser.add_argument("--starts", type=int, default=5, help="random starts of the AL method and Adam (default 5)")
+    parser.add_argument("--starts", type=nonnegative_int, default=5,
+                        help="random starts of the AL method and Adam (default 5)")
     parser.add_argument("--backends", default="",
                         help=f"comma-separated MI backends (default: the installed ones of {MI_BACKENDS})")
     parser.add_argument("--no-adam", action="store_true", help="skip the Adam baseline of the training problems")
@@ -622,19 +854,21 @@ def add_parser(subparsers) -> None:
     study.add_argument("--store", default="",
                        help="SQLite results store; finished instances are kept and skipped on a rerun "
                             "(default results/verify.sqlite)")
-    study.add_argument("--workers", type=int, default=1, help="instances at once in local processes (default 1)")
-    study.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="run the instances on Dask")
-    study.add_argument("--case-timeout", type=float, default=None, metavar="SECONDS",
+    study.add_argument("--workers", type=positive_int, default=1,
+                       help="instances at once in local processes (default 1)")
+    study.add_argument("--scheduler", type=scheduler_url, default=None, metavar="tcp://HOST:PORT",
+                       help="run the instances on Dask")
+    study.add_argument("--case-timeout", type=positive_float, default=None, metavar="SECONDS",
                        help="stop an instance after this long and record it as timeout")
     user = parser.add_argument_group("your own network")
     user.add_argument("--network", default="", help="network .npz (W1, b1, ..., WL, bL) instead of the random set")
     user.add_argument("--problem", choices=KINDS, default="recovery", help="reference problem for --network")
     user.add_argument("--A", default="", help="measurement matrix A.npy, shape (m, n_L) (recovery)")
     user.add_argument("--y", default="", help="measurements y.npy, shape (m,) (recovery)")
-    user.add_argument("--box", type=float, default=1.0, help="input box [-B, B] (default 1)")
-    user.add_argument("--k", type=int, default=0, help="output index of the bound problem (default 0)")
+    user.add_argument("--box", type=positive_float, default=1.0, help="input box [-B, B] (default 1)")
+    user.add_argument("--k", type=nonnegative_int, default=0, help="output index of the bound problem (default 0)")
     user.add_argument("--sense", choices=("max", "min"), default="max", help="bound problem: max or min")
-    user.add_argument("--samples", type=int, default=6, help="training: samples drawn in the box (default 6)")
-    user.add_argument("--weight-bound", type=float, default=0.0,
+    user.add_argument("--samples", type=positive_int, default=6, help="training: samples drawn in the box (default 6)")
+    user.add_argument("--weight-bound", type=nonnegative_float, default=0.0,
                       help="training: |W1|,|b1| bound (default: the teacher's largest first-layer entry)")
     parser.set_defaults(func=run)

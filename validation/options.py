@@ -1,0 +1,176 @@
+"""Checks shared by the commands: option types for ``argparse`` and output paths.
+
+Option types are declarative: ``parser.add_argument("--seed", type=options.seed)``. A bad value stops the
+command at parse time with ``unrelu CMD: error: argument --seed: ...`` and exit code 2, before any work.
+
+Output paths are checked before the work starts (:func:`output_file`, :func:`output_directory`): not a
+folder where a file is wanted, parent folder created when missing, the folder writable. Outputs are then
+written atomically (:func:`atomic_open`, :func:`save_figure`): a temporary file in the same folder renamed
+over the target, so an interruption never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import re
+import tempfile
+
+from formulation.results import ProblemError
+
+__all__ = ["seed", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "scheduler_url",
+           "check_scheduler", "output_file", "output_directory", "atomic_open", "save_figure"]
+
+
+# ====================================================================== option types
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _real(text: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A seed of ``np.random.default_rng``: an integer ``>= 0``."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (a seed of numpy's generator), got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number ``> 0`` (seconds, box sizes, tolerances)."""
+    value = _real(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _real(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+#: ``scheme://host:port`` of a Dask scheduler.
+_SCHEDULER = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/:]+(:\d{1,5})?/?$")
+
+
+def check_scheduler(text: str) -> str:
+    """Raise ``ProblemError`` unless ``text`` looks like a scheduler address ``tcp://HOST:PORT``."""
+    if not isinstance(text, str) or not _SCHEDULER.match(text):
+        raise ProblemError(f"--scheduler {text!r} is not a scheduler address; give tcp://HOST:PORT "
+                           "(e.g. tcp://127.0.0.1:8786).")
+    return text
+
+
+def scheduler_url(text: str) -> str:
+    try:
+        return check_scheduler(text)
+    except ProblemError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# ====================================================================== output paths
+def _writable_folder(folder: str, option: str, path: str) -> None:
+    """Create ``folder`` when missing and prove it writable by creating and removing a file in it."""
+    probe = folder
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise ProblemError(f"{option} {path!r} cannot be written: {probe!r} is a file, not a folder.")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".unrelu-write-check-"):
+            pass
+    except OSError as exc:
+        raise ProblemError(f"{option} {path!r} cannot be written: folder {folder!r} is not writable "
+                           f"({exc.strerror or exc}); choose another path.") from exc
+
+
+def output_file(path, option: str, *, suffix: str = "") -> str:
+    """Check an output file path before any work; return it (with ``suffix`` appended when missing).
+
+    Raises ``ProblemError`` when the path is a folder, a parent is a file, or the folder cannot be
+    created or written. The folder is created when missing.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise ProblemError(f"{option} got an empty path; give a file name.")
+    if suffix and not path.endswith(suffix):
+        path += suffix
+    if os.path.isdir(path) or path.endswith(os.sep):
+        raise ProblemError(f"{option} {path!r} is a folder; give a file name inside it, "
+                           f"e.g. {os.path.join(path, 'result' + (suffix or ''))!r}.")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ProblemError(f"{option} {path!r} exists and is not a regular file; choose another path.")
+    _writable_folder(os.path.dirname(os.path.abspath(path)), option, path)
+    return path
+
+
+def output_directory(path, option: str) -> str:
+    """Check (and create) an output folder before any work; ``ProblemError`` when it is a file or read-only."""
+    path = os.fspath(path)
+    if not path:
+        raise ProblemError(f"{option} got an empty path; give a folder name.")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ProblemError(f"{option} {path!r} is a file; give a folder for the outputs.")
+    _writable_folder(os.path.abspath(path), option, path)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "w", **kwargs):
+    """Open a temporary file next to ``path``; on success rename it over ``path``, on failure remove it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(handle)
+    try:
+        with open(temporary, mode, **kwargs) as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def save_figure(figure, path, **kwargs) -> None:
+    """``figure.savefig`` written atomically (the format comes from ``path``'s extension)."""
+    path = os.fspath(path)
+    extension = os.path.splitext(path)[1].lstrip(".") or "png"
+    with atomic_open(path, "wb") as stream:
+        figure.savefig(stream, format=extension, **kwargs)
