@@ -82,3 +82,33 @@ def read_npz(path, what: str, fix: str) -> dict[str, np.ndarray]:
             return {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise ProblemError(f"{what} {path!r} is not a readable .npz archive without pickles ({exc}); {fix}") from exc
+
+
+#: Magnitudes inside which squares and sums of squares of data stay in float64's normal range
+#: (1e100² = 1e200 < 1.8e308 with room for sums over 1e100 samples; 1e-100² = 1e-200 > 2.2e-308).
+DATA_SCALE_RANGE = (1e-100, 1e100)
+
+
+def check_data_scale(name: str, array: np.ndarray, *, source: str = "") -> None:
+    """Raise ``ProblemError`` when ``array`` (samples are columns) cannot be standardised safely in float64.
+
+    Refused: entries beyond ``1e100`` in magnitude, a non-finite mean or standard deviation, or data that is
+    not all zero but has no entry above ``1e-100`` in magnitude. The message names the rescaling to apply.
+    """
+    where = f" in {source!r}" if source else ""
+    if array.size == 0:
+        return
+    largest = float(np.max(np.abs(array)))
+    low, high = DATA_SCALE_RANGE
+    if not np.isfinite(largest) or largest > high:
+        raise ProblemError(f"`{name}`{where} has entries up to {largest:.3g}, beyond {high:.0e}: squares overflow "
+                           f"float64. Rescale it first, e.g. divide by {largest:.3g}.")
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        spread = np.std(array, axis=1) if array.ndim == 2 else np.std(array)
+        mean = np.mean(array, axis=1) if array.ndim == 2 else np.mean(array)
+    if not (np.all(np.isfinite(spread)) and np.all(np.isfinite(mean))):
+        raise ProblemError(f"`{name}`{where} has a non-finite mean or standard deviation; rescale it to values "
+                           "of order 1.")
+    if 0 < largest < low:
+        raise ProblemError(f"`{name}`{where} has entries of at most {largest:.3g}, below {low:.0e}: their squares "
+                           f"underflow float64. Rescale it first, e.g. multiply by {1 / largest:.3g}.")

@@ -127,11 +127,13 @@ def output_file(path, option: str, *, suffix: str = "") -> str:
     path = os.fspath(path)
     if not path:
         raise ProblemError(f"{option} got an empty path; give a file name.")
-    if suffix and not path.endswith(suffix):
-        path += suffix
     if os.path.isdir(path) or path.endswith(os.sep):
         raise ProblemError(f"{option} {path!r} is a folder; give a file name inside it, "
                            f"e.g. {os.path.join(path, 'result' + (suffix or ''))!r}.")
+    if suffix and not path.endswith(suffix):
+        path += suffix
+    if os.path.isdir(path):
+        raise ProblemError(f"{option} {path!r} is a folder; give a file name.")
     if os.path.exists(path) and not os.path.isfile(path):
         raise ProblemError(f"{option} {path!r} exists and is not a regular file; choose another path.")
     _writable_folder(os.path.dirname(os.path.abspath(path)), option, path)

@@ -15,9 +15,10 @@ import warnings
 
 import numpy as np
 
-from formulation._checks import read_npz
+from formulation._checks import check_data_scale, read_npz
 from formulation.results import ConvergenceWarning, ProblemError
 from solvers.methods.al_trainer import HISTORY_COLUMNS, ALTrainer
+from validation import options
 
 #: Keys a data file may hold.
 DATA_KEYS = ("X", "Y", "X_val", "Y_val")
@@ -57,6 +58,9 @@ def load_data(path: str) -> dict:
             raise ProblemError(f"`{key}` in {path!r} has {bad} NaN or inf entries; remove or impute them.")
         out[key] = array
     for x, y in (("X", "Y"), ("X_val", "Y_val")):
+        if x in out and out[x].shape[0] < 2:
+            raise ProblemError(f"`{x}` in {path!r} has {out[x].shape[0]} sample(s); losses are reported as a fraction "
+                               f"of the target variance, which needs at least 2 samples (rows).")
         if x in out and out[x].shape[0] != out[y].shape[0]:
             raise ProblemError(f"`{x}` has {out[x].shape[0]} rows but `{y}` has {out[y].shape[0]} in {path!r}: samples "
                                "are rows, so both need one row per sample.")
@@ -64,13 +68,15 @@ def load_data(path: str) -> dict:
         if out["X_val"].shape[1] != out["X"].shape[1] or out["Y_val"].shape[1] != out["Y"].shape[1]:
             raise ProblemError(f"Validation arrays have {out['X_val'].shape[1]} and {out['Y_val'].shape[1]} columns, "
                                f"training arrays {out['X'].shape[1]} and {out['Y'].shape[1]}; they must agree.")
+    for key, value in out.items():
+        check_data_scale(key, value.T, source=path)
     return {key: value.T.copy() for key, value in out.items()}
 
 
 def write_history(path: str, history: list[dict]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    with options.atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(HISTORY_COLUMNS))
         writer.writeheader()
         for row in history:
@@ -106,7 +112,7 @@ def plot_history(path: str, history: list[dict]) -> None:
     figure.tight_layout()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    options.save_figure(figure, path, dpi=110)
     plt.close(figure)
 
 
@@ -120,8 +126,18 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     return widths
 
 
+def check_outputs(args) -> None:
+    """Check every output path before training (a folder, a file's child, a read-only place are refused),
+    with ``.npz`` appended to ``--out`` and ``--checkpoint`` as they are written."""
+    for option, attribute, suffix in (("--out", "out", ".npz"), ("--checkpoint", "checkpoint", ".npz"),
+                                      ("--history", "history", ""), ("--plot", "plot", "")):
+        if getattr(args, attribute, ""):
+            setattr(args, attribute, options.output_file(getattr(args, attribute), option, suffix=suffix))
+
+
 def run(args) -> int:
     hidden = parse_hidden(args.hidden)
+    check_outputs(args)
     if args.data:
         data = load_data(args.data)
         source = args.data
@@ -168,17 +184,21 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", default="", help="npz with X (N x n0), Y (N x nL), optional X_val, Y_val "
                                                    "(samples as rows); default: embedded teacher-student data")
     parser.add_argument("--hidden", default="64", help="hidden widths, comma-separated (default 64)")
-    parser.add_argument("--iters", type=int, default=200, help="max outer iterations (default 200)")
-    parser.add_argument("--time-budget", type=float, default=None, help="wall-clock seconds for the outer loop")
+    parser.add_argument("--iters", type=options.nonnegative_int, default=200, help="max outer iterations (default 200)")
+    parser.add_argument("--time-budget", type=options.positive_float, default=None,
+                        help="wall-clock seconds for the outer loop")
     parser.add_argument("--backend", default="closed_form",
                         help="backend of every block: closed_form (default) or a CVXPY solver such as OSQP, CLARABEL")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the He initialisation (default 0)")
-    parser.add_argument("--rho", type=float, default=10.0,
+    parser.add_argument("--seed", type=options.seed, default=0, help="seed of the He initialisation (default 0)")
+    parser.add_argument("--rho", type=options.positive_float, default=10.0,
                         help="initial penalty relative to the loss scale (default 10)")
-    parser.add_argument("--sweeps", type=int, default=1, help="block sweeps per outer iteration (default 1)")
-    parser.add_argument("--tol", type=float, default=1e-6, help="KKT residual and violation tolerance (default 1e-6)")
+    parser.add_argument("--sweeps", type=options.positive_int, default=1,
+                        help="block sweeps per outer iteration (default 1)")
+    parser.add_argument("--tol", type=options.positive_float, default=1e-6,
+                        help="KKT residual and violation tolerance (default 1e-6)")
     parser.add_argument("--checkpoint", default="", help="checkpoint .npz, written atomically; resumed if it exists")
-    parser.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints (default 10)")
+    parser.add_argument("--checkpoint-every", type=options.positive_int, default=10,
+                        help="iterations between checkpoints (default 10)")
     parser.add_argument("--out", default="", help="write the learned network (.npz, original units)")
     parser.add_argument("--history", default="", help="write the history as CSV")
     parser.add_argument("--plot", default="", help="write a PNG of losses, violation and KKT residual")
