@@ -66,6 +66,22 @@ def check_nonnegative(name: str, value) -> float:
     return number
 
 
+#: Largest total uncompressed size of an ``.npz`` that :func:`read_npz` loads (a small compressed file can
+#: expand to many GiB: 762 KiB to 2.55 GiB was seen). The sizes come from the zip directory, before loading.
+MAX_NPZ_BYTES = 2 * 2**30
+
+
+def _npy_bytes(archive, member) -> int:
+    """Bytes the array of an ``.npy`` member will take once loaded, from its header (shape x item size)."""
+    with archive.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in reader:
+            raise ValueError(f"member {member.filename!r} has .npy format version {version}")
+        shape, _, dtype = reader[version](stream)
+    return int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
+
+
 def read_npz(path, what: str, fix: str) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file, never unpickling; ``ProblemError`` naming ``what`` otherwise.
 
@@ -78,8 +94,21 @@ def read_npz(path, what: str, fix: str) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         raise ProblemError(f"{what} {path!r} does not exist; {fix}")
     try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            others = [member.filename for member in members if not member.filename.endswith(".npy")]
+            if others:
+                raise ProblemError(f"{what} {path!r} holds members that are not .npy arrays "
+                                   f"({', '.join(others[:5])}); {fix}")
+            declared = sum(_npy_bytes(archive, member) for member in members)
+        if declared > MAX_NPZ_BYTES:
+            raise ProblemError(f"{what} {path!r} expands to {declared / 2**30:.2f} GiB when loaded (shapes in its "
+                               f"members' headers), above the limit of {MAX_NPZ_BYTES / 2**30:.0f} GiB; load a smaller "
+                               f"file or raise formulation._checks.MAX_NPZ_BYTES.")
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
+    except ProblemError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise ProblemError(f"{what} {path!r} is not a readable .npz archive without pickles ({exc}); {fix}") from exc
 

@@ -304,6 +304,12 @@ def _store_error(path: str, problem: str) -> ProblemError:
 
 def _open_store(path: str) -> sqlite3.Connection:
     """Open (or create) the store at ``path`` after checking it without writing to it."""
+    if os.path.isdir(path):
+        raise ProblemError(f"Results store {path!r} is a folder; pass --store with a file name, e.g. "
+                           f"{os.path.join(path, 'results.sqlite')!r}.")
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise ProblemError(f"Results store {path!r} cannot be created: {parent!r} is a file, not a folder.")
     exists = os.path.exists(path) and os.path.getsize(path) > 0
     if exists:
         with open(path, "rb") as handle:
@@ -632,6 +638,10 @@ def run_study(study: Study, *, store: str | None = None, workers: int = 1, sched
         raise ProblemError(f"--case-timeout must be positive seconds, got {case_timeout}.")
     if workers < 1:
         raise ProblemError(f"--workers must be at least 1, got {workers}.")
+    if isinstance(scheduler, str):
+        from validation.options import check_scheduler
+
+        check_scheduler(scheduler)
     store = store or default_store(study.name)
     connection = _open_store(store)
     started = time.perf_counter()
