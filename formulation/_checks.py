@@ -141,3 +141,54 @@ def check_data_scale(name: str, array: np.ndarray, *, source: str = "") -> None:
     if 0 < largest < low:
         raise ProblemError(f"`{name}`{where} has entries of at most {largest:.3g}, below {low:.0e}: their squares "
                            f"underflow float64. Rescale it first, e.g. multiply by {1 / largest:.3g}.")
+
+
+def check_checkpoint(path, meta: dict, arrays: dict, expected: dict) -> None:
+    """Refuse a damaged checkpoint before any of it is used; ``ProblemError`` naming the entry and the fix.
+
+    Parameters
+    ----------
+    path : str
+        The checkpoint file (for the message).
+    meta : dict
+        Its metadata: ``rho_abs`` must be a finite number > 0, ``depth`` an integer >= 1, ``history`` a list
+        of dicts and ``loop`` a dict whose ``iteration`` is an integer >= 0.
+    arrays : dict of str to ndarray
+        Its arrays, metadata entry removed.
+    expected : dict of str to tuple
+        Array key -> shape the run needs (e.g. ``{f"{name}_{index}": array.shape for name, index, array in
+        state.arrays()}`` of a fresh state): every key present with that shape and finite entries, no other key.
+    """
+    fix = "delete it (or pass another --checkpoint path) to start afresh"
+
+    def refuse(problem: str):
+        raise ProblemError(f"Checkpoint {str(path)!r} is damaged: {problem}; {fix}.")
+
+    rho = meta.get("rho_abs")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not np.isfinite(rho) or rho <= 0:
+        refuse(f"its penalty rho_abs is {rho!r}, not a finite number > 0")
+    depth = meta.get("depth")
+    layers = sum(1 for key in expected if key.startswith("W_"))
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1 or (layers and depth != layers):
+        refuse(f"its depth is {depth!r}, not the network's {layers} layers" if layers else
+               f"its depth is {depth!r}, not an integer >= 1")
+    if not isinstance(meta.get("history"), list) or not all(isinstance(row, dict) for row in meta["history"]):
+        refuse("its history is not a list of rows")
+    loop = meta.get("loop")
+    iteration = loop.get("iteration") if isinstance(loop, dict) else None
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        refuse(f"its loop state {loop!r} has no iteration count >= 0")
+    missing = sorted(set(expected) - set(arrays))
+    if missing:
+        refuse(f"arrays {missing[:5]} are missing")
+    unknown = sorted(set(arrays) - set(expected))
+    if unknown:
+        refuse(f"arrays {unknown[:5]} do not belong to this network")
+    for key, shape in expected.items():
+        array = np.asarray(arrays[key])
+        if array.shape != tuple(shape):
+            refuse(f"array {key!r} has shape {array.shape}, this network needs {tuple(shape)}")
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            refuse(f"array {key!r} has dtype {array.dtype}, not real numbers")
+        if not np.all(np.isfinite(array)):
+            refuse(f"array {key!r} has NaN or inf entries")
