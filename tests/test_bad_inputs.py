@@ -253,3 +253,38 @@ def test_trainer_refuses_a_damaged_checkpoint(folder, damage, fragment):
     with pytest.raises(ProblemError, match="Checkpoint") as raised:
         ALTrainer((4,), max_iters=4, checkpoint=path, checkpoint_every=1, progress=False).fit(X, Y)
     assert fragment in str(raised.value)
+
+
+def test_refused_store_with_a_pending_wal_is_left_untouched(tmp_path):
+    """A store of another schema version whose last writes are still in its -wal file (its writer was
+    killed): refused, and neither the main file nor the -wal file changes."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from validation.runner import TRIVIAL_FIGURES, Case, Study, run_study
+
+    store = tmp_path / "store.sqlite"
+    writer = (
+        "import os, sqlite3\n"
+        f"c = sqlite3.connect({str(store)!r}, isolation_level=None)\n"
+        "c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "c.execute('CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)')\n"
+        "c.execute(\"INSERT INTO meta VALUES ('schema_version', '2')\")\n"
+        "c.execute('CREATE TABLE rows (x TEXT)')\n"
+        "for i in range(100): c.execute('INSERT INTO rows VALUES (?)', ('y' * 200,))\n"
+        "os._exit(0)\n"  # no close, no checkpoint: the writes stay in the -wal file
+    )
+    subprocess.run([sys.executable, "-c", writer], check=True)
+    wal = tmp_path / "store.sqlite-wal"
+    assert wal.exists()
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    before = (digest(store), digest(wal))
+    study = Study("kept", [Case(problem={"value": 1}, backend="none")], run="validation.runner:trivial_case",
+                  figures=TRIVIAL_FIGURES)
+    with pytest.raises(ProblemError, match="schema version 2"):
+        run_study(study, store=str(store))
+    assert wal.exists() and (digest(store), digest(wal)) == before
