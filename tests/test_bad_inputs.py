@@ -288,3 +288,30 @@ def test_refused_store_with_a_pending_wal_is_left_untouched(tmp_path):
     with pytest.raises(ProblemError, match="schema version 2"):
         run_study(study, store=str(store))
     assert wal.exists() and (digest(store), digest(wal)) == before
+
+
+def test_an_interrupted_case_is_not_a_result(monkeypatch):
+    from validation import runner
+
+    def interrupted(case):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_resolve", lambda reference: interrupted)
+    result = runner.execute_case("any:thing", runner.Case(problem={"value": 1}, backend="none").to_json())
+    assert result["status"] == "interrupted"  # the coordinator stops on it and stores nothing
+
+
+def test_stored_timeouts_are_retried_with_a_longer_case_timeout(tmp_path):
+    from validation.runner import TRIVIAL_FIGURES, Case, Study, read_results, run_study
+
+    store = str(tmp_path / "store.sqlite")
+    study = Study("slow", [Case(problem={"value": 1}, backend="none", settings={"sleep": 1.5})],
+                  run="validation.runner:trivial_case", figures=TRIVIAL_FIGURES)
+    first = run_study(study, store=store, case_timeout=0.5, progress=False)
+    assert first.timeout == 1 and read_results(store, "slow")[0]["status"] == "timeout"
+    again = run_study(study, store=store, case_timeout=0.5, progress=False)
+    assert again.skipped == 1 and again.ran == 0  # the same limit would time out again: kept
+    longer = run_study(study, store=store, case_timeout=30.0, progress=False)
+    assert longer.skipped == 0 and longer.ok == 1
+    rows = read_results(store, "slow")
+    assert len(rows) == 1 and rows[0]["status"] == "ok"

@@ -258,6 +258,10 @@ def execute_case(reference: str, case_json: str) -> dict:
     try:
         figures = _clean_figures(_resolve(reference)(Case.from_json(case_json)), reference)
         return {"status": "ok", "message": None, "figures": figures, "wall_s": time.perf_counter() - start}
+    except KeyboardInterrupt:
+        # Ctrl-C (SIGINT to the process group) is not a result of the case: never stored as a failure
+        return {"status": "interrupted", "message": "interrupted", "figures": {},
+                "wall_s": time.perf_counter() - start}
     except BaseException as exc:  # noqa: B036 - a case may raise anything; it is recorded, not re-raised
         lines = traceback.format_exception_only(type(exc), exc)
         return {"status": "error", "message": "".join(lines).strip()[:2000], "figures": {},
@@ -394,6 +398,8 @@ def _write_row(connection: sqlite3.Connection, study: Study, index: int, case: C
     quoted = ", ".join(f'"{name}"' for name in names)
     with connection:  # one transaction per row: a row is either complete or absent
         connection.execute("BEGIN IMMEDIATE")
+        # a retried timeout replaces its stored row; every other case is written once
+        connection.execute(f'DELETE FROM "{study.name}" WHERE case_id = ? AND status = ?', (case.case_id, "timeout"))
         connection.execute(f'INSERT OR IGNORE INTO "{study.name}" ({quoted}) VALUES ({placeholders})', values)
 
 
@@ -653,7 +659,10 @@ def run_study(study: Study, *, store: str | None = None, workers: int = 1, sched
     started = time.perf_counter()
     try:
         _prepare_table(connection, study, store)
-        done = {row[0] for row in connection.execute(f'SELECT case_id FROM "{study.name}"')}
+        # a stored timeout is retried when this run allows a case more time than the stored attempt had
+        done = {case_id for case_id, status, wall in
+                connection.execute(f'SELECT case_id, status, wall_s FROM "{study.name}"')
+                if status != "timeout" or (case_timeout is not None and (wall or 0.0) >= case_timeout)}
         todo = deque((index, case) for index, case in enumerate(study.cases) if case.case_id not in done)
         summary = RunSummary(study.name, store, total=len(study.cases), skipped=len(study.cases) - len(todo))
         if not todo:
@@ -668,6 +677,8 @@ def run_study(study: Study, *, store: str | None = None, workers: int = 1, sched
                 while todo and executor.has_room():
                     executor.submit(*todo.popleft())
                 for index, case, result in executor.collect(wait=0.5):
+                    if result["status"] == "interrupted":
+                        raise KeyboardInterrupt  # the case was stopped by Ctrl-C: nothing is stored for it
                     _write_row(connection, study, index, case, result)
                     setattr(summary, result["status"], getattr(summary, result["status"]) + 1)
                     bar.update(1)
