@@ -13,7 +13,7 @@ import solvers
 from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
 from formulation.results import ProblemError, SolutionStatus, SolverNotFound, TerminationCondition
-from solvers.relaxed_al import RelaxedAL
+from solvers.methods.relaxed_al import RelaxedAL
 
 HAVE = set(solvers.available_backends())
 needs_scip = pytest.mark.skipif("SCIP" not in HAVE, reason="pyscipopt not installed (pip install pyscipopt)")
@@ -261,7 +261,7 @@ def test_relaxed_al_is_feasible_and_never_below_the_certified_optimum():
     optimum = solvers.solve(problem.relaxed(), "SCIP").objective
     method = RelaxedAL()
     rng = np.random.default_rng(0)
-    method._setup(problem, None)
+    method.setup(problem)
     values = [method.run(problem, method.random_theta(rng)) for _ in range(3)]
     for result in values:
         assert result.violation < 1e-5

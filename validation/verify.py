@@ -54,7 +54,7 @@ import solvers
 from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
 from formulation.results import ProblemError, SolutionStatus, TerminationCondition
-from solvers.relaxed_al import RelaxedAL
+from solvers.methods.relaxed_al import RelaxedAL
 from validation.options import (
     atomic_open,
     nonnegative_float,
@@ -293,12 +293,12 @@ def run_local(problem, starts: int, rng: np.random.Generator) -> list[float]:
     results = []
     for _ in range(starts):
         if isinstance(problem, mi.TinyTraining):
-            method._setup(problem, 0)
+            method.setup(problem, 0)
             theta = method.random_theta(rng)
             values = [method.run(problem, theta, p=p).objective for p in range(problem.hidden + 1)]
             results.append(min(values))
         else:
-            method._setup(problem, None)
+            method.setup(problem)
             results.append(method.run(problem, method.random_theta(rng)).objective)
     return results
 

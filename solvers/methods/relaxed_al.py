@@ -81,7 +81,11 @@ class RelaxedAL:
         self.outer, self.inner, self.tol, self.bound = outer, inner, tol, multiplier_bound
 
     # ------------------------------------------------------------------ problem set-up
-    def _setup(self, problem, p: int | None):
+    def setup(self, problem, p: int | None = None) -> RelaxedAL:
+        """Lay out the unknowns of ``problem`` (split ``p`` for :class:`TinyTraining`) and return ``self``.
+
+        :meth:`run` and :meth:`check_gradient` call it; call it yourself before :meth:`random_theta`.
+        """
         if isinstance(problem, TinyTraining):
             if p is None:
                 raise ProblemError("TinyTraining needs the number p of +1 output weights.")
@@ -252,7 +256,7 @@ class RelaxedAL:
 
     def _run(self, problem, theta0, *, p):
         start = time.perf_counter()
-        self._setup(problem, p)
+        self.setup(problem, p)
         vector = np.clip(self.initial(theta0), self.lower, self.upper)
         lam = {key: np.zeros_like(c) for key, c in self.constraints(self.unpack(vector)).items()}
         rho, previous = self.rho0, np.inf
@@ -277,7 +281,7 @@ class RelaxedAL:
 
     def check_gradient(self, problem, rng: np.random.Generator, *, p: int | None = None) -> float:
         """Max abs error of the analytic gradient of ``L_ρ`` against central differences."""
-        self._setup(problem, p)
+        self.setup(problem, p)
         vector = self.initial(self.random_theta(rng)) + 0.1 * rng.normal(size=self.size)
         lam = {key: rng.normal(size=c.shape) for key, c in self.constraints(self.unpack(vector)).items()}
         _, grad = self._value_and_grad(vector, lam, 2.0)
