@@ -190,14 +190,53 @@ class ALProblem:
         the slacks at their bounds stationary). The first sweep then sees the loss at every layer
         instead of waiting for multipliers to build up from zero.
         """
-        state.lam1[-1] = -self.loss_gradient(state.Z[-1])
+        np.negative(self.loss_gradient(state.Z[-1]), out=state.lam1[-1])
         for l in range(self.L - 2, -1, -1):
-            D = state.D[l]
-            lam2 = state.W[l + 1].T @ state.lam1[l + 1]
-            state.lam1[l] = D * lam2
-            state.lam3[l] = (1.0 - D) * np.minimum(lam2, 0.0)
-            state.lam4[l] = D * np.maximum(-lam2, 0.0)
-            state.lam2[l] = lam2
+            D, lam2 = state.D[l], state.lam2[l]
+            np.matmul(state.W[l + 1].T, state.lam1[l + 1], out=lam2)
+            np.multiply(D, lam2, out=state.lam1[l])
+            lam3, lam4 = state.lam3[l], state.lam4[l]
+            np.minimum(lam2, 0.0, out=lam3)
+            lam3 -= D * lam3  # (1 − D) ⊙ min(Λ2, 0)
+            np.negative(lam2, out=lam4)
+            np.maximum(lam4, 0.0, out=lam4)
+            lam4 *= D
+
+    def forward_preactivations(self, W, b, out: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """``Z_l = W_l X_{l−1} + b_l 1ᵀ`` of the plain forward pass of the weights ``W, b`` (into ``out``)."""
+        Z = out if out is not None else [np.empty((self.widths[l + 1], self.N), dtype=self.dtype)
+                                         for l in range(self.L)]
+        H = self.X0
+        for l in range(self.L):
+            np.matmul(W[l], H, out=Z[l])
+            Z[l] += b[l][:, None]
+            if l < self.L - 1:
+                H = np.maximum(Z[l], 0.0)
+        return Z
+
+    def restart(self, state: ALState, Z: list[np.ndarray] | None = None) -> ALState:
+        """Put ``state`` at the forward pass of its own weights, in place, with first-order multipliers.
+
+        Afterwards ``Z`` is the forward pass (given, or computed by :meth:`forward_preactivations`),
+        ``X = S = max(Z, 0)``, ``T = max(−Z, 0)``, ``D = 1[Z > 0]`` (every constraint exact) and the
+        multipliers are :meth:`warm_multipliers`: the same point as :meth:`initial_state` followed by
+        :meth:`warm_multipliers`, without allocating. There the KKT residual of
+        :meth:`diagnostics` is the ∞-norm of the backpropagation gradient of ``f + (μ/2)Σ||W||²``.
+        """
+        if Z is None:
+            self.forward_preactivations(state.W, state.b, out=state.Z)
+        else:
+            for l in range(self.L):
+                np.copyto(state.Z[l], Z[l])
+        for l in range(self.L - 1):
+            Zl = state.Z[l]
+            np.maximum(Zl, 0.0, out=state.X[l])
+            np.copyto(state.S[l], state.X[l])
+            np.negative(Zl, out=state.T[l])
+            np.maximum(state.T[l], 0.0, out=state.T[l])
+            np.greater(Zl, 0.0, out=state.D[l], casting="unsafe")
+        self.warm_multipliers(state)
+        return state
 
     def random_state(self, rng: np.random.Generator, rho: float = 1.0, scale: float = 1.0) -> ALState:
         """A state with every block random (constraints violated), for tests and checks."""

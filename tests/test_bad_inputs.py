@@ -242,8 +242,6 @@ def test_check_checkpoint_accepts_a_good_one(folder):
     check_checkpoint(path, meta, arrays, {key: array.shape for key, array in arrays.items()})
 
 
-@pytest.mark.xfail(strict=True, reason="the trainer does not validate checkpoint metadata yet: it is to call "
-                                       "formulation._checks.check_checkpoint on resume (trainer area, issue 13)")
 @pytest.mark.parametrize("damage, fragment", [row[1:] for row in DAMAGE], ids=[row[0] for row in DAMAGE])
 def test_trainer_refuses_a_damaged_checkpoint(folder, damage, fragment):
     from solvers.methods.al_trainer import ALTrainer

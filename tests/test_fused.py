@@ -14,13 +14,15 @@ from validation.train_data import teacher_student
 pytestmark = pytest.mark.filterwarnings("ignore::formulation.results.ConvergenceWarning")
 
 
+@pytest.mark.parametrize("mode", ["exact", "restarted"])
 @pytest.mark.parametrize("hidden", [(7,), (6, 5)])
-def test_fused_sweep_equals_dispatched_closed_form(hidden):
+def test_fused_sweep_equals_dispatched_closed_form(hidden, mode):
     """Five outer iterations (sweeps, diagnostics, multiplier and penalty updates): every array within 1e-10."""
     data = teacher_student(N=120, N_val=30, n0=4, teacher_hidden=(5,), seed=3)
     states = {}
     for engine in ("fused", "dispatched"):
-        trainer = ALTrainer(hidden, engine=engine, max_iters=5, tol=0.0, penalty_period=2, progress=False)
+        trainer = ALTrainer(hidden, mode=mode, engine=engine, max_iters=5, tol=0.0, penalty_period=2, kkt_every=1,
+                            progress=False)
         result = trainer.fit(data["X"], data["Y"], data["X_val"], data["Y_val"])
         states[engine] = (result.extras["state"], result.history)
     (fused, fused_history), (dispatched, dispatched_history) = states["fused"], states["dispatched"]

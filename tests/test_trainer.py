@@ -10,7 +10,8 @@ import pytest
 
 from formulation.learning import ALProblem
 from formulation.results import ConvergenceWarning, ProblemError
-from solvers.methods.al_trainer import ALTrainer, Standardizer
+from solvers.methods.al_trainer import ALTrainer
+from solvers.methods.scaling import Standardizer
 from validation.train import load_data
 from validation.train_data import teacher_student
 
@@ -28,11 +29,13 @@ def _comparable(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
+@pytest.mark.parametrize("mode", ["restarted", "exact"])
 @pytest.mark.parametrize("hidden, iters", [((32,), 60), pytest.param((32, 32), 150, marks=pytest.mark.slow)],
                          ids=["2-layer", "3-layer"])
-def test_teacher_student_fits(hidden, iters):
+def test_teacher_student_fits(hidden, iters, mode):
     data = teacher_student(N=400, N_val=200, n0=5, teacher_hidden=(16,) * len(hidden), seed=1)
-    result = ALTrainer(hidden, max_iters=iters, seed=0).fit(data["X"], data["Y"], data["X_val"], data["Y_val"])
+    result = ALTrainer(hidden, mode=mode, max_iters=iters, seed=0).fit(data["X"], data["Y"], data["X_val"],
+                                                                       data["Y_val"])
     final = result.final
     assert final["train_loss"] < 0.05, (result.init_train_loss, final)
     # the AL iterations must not undo the initialisation
@@ -54,7 +57,7 @@ def test_tiny_net_reaches_kkt_tolerance():
     # iterates creep along it (measured: output weight -13.26 moving 1.5e-5 per sweep, KKT fixed at
     # 1.4e-5 from 5,000 to 20,000 sweeps). With mu = 0 every point of the valley is critical and
     # the method stops there (measured: converged after 3,569 outer iterations).
-    result = ALTrainer((4,), max_iters=20000, tol=1e-6, seed=0, gamma=1.0, mu=0.0).fit(X, Y)
+    result = ALTrainer((4,), mode="exact", max_iters=20000, tol=1e-6, seed=0, gamma=1.0, mu=0.0).fit(X, Y)
     assert result.stop_reason == "converged", result.message
     assert result.final["kkt"] <= 1e-6 and result.final["violation"] <= 1e-6
     # the closed loop's own diagnostics agree with ALProblem's reference implementation
@@ -62,11 +65,13 @@ def test_tiny_net_reaches_kkt_tolerance():
     assert problem.violation(state)["max"] <= 1e-6
 
 
+@pytest.mark.parametrize("mode", ["restarted", "exact"])
 @pytest.mark.parametrize("backend", ["OSQP", "CLARABEL"])
-def test_cvxpy_backend_history_matches_closed_form(backend):
+def test_cvxpy_backend_history_matches_closed_form(backend, mode):
     X, Y = _tiny(seed=3, N=12)
-    reference = ALTrainer((3,), max_iters=5, seed=2).fit(X, Y)
-    other = ALTrainer((3,), max_iters=5, seed=2, backend=backend).fit(X, Y)
+    reference = ALTrainer((3,), mode=mode, max_iters=5, seed=2, kkt_every=1).fit(X, Y)
+    other = ALTrainer((3,), mode=mode, max_iters=5, seed=2, backend=backend, kkt_every=1).fit(X, Y)
+    assert len(other.history) == len(reference.history) == 6
     for ours, theirs in zip(_comparable(other.history), _comparable(reference.history)):
         for key in ("objective", "train_loss", "violation", "kkt", "rho"):
             # interior-point / ADMM solves at 1e-9 tolerances: agreement to 1e-5 relative over 5 sweeps
@@ -97,10 +102,11 @@ def test_diagnostics_match_the_explicit_residuals_and_projected_gradient():
             np.testing.assert_allclose(getattr(state, name)[index], updated, rtol=1e-13, atol=1e-13)
 
 
-def test_checkpoint_resume_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["restarted", "exact"])
+def test_checkpoint_resume_is_exact(tmp_path, monkeypatch, mode):
     data = teacher_student(N=150, N_val=50, n0=4, teacher_hidden=(8,), seed=4)
     args = (data["X"], data["Y"], data["X_val"], data["Y_val"])
-    settings = dict(seed=5, checkpoint_every=4)
+    settings = dict(seed=5, checkpoint_every=4, mode=mode)
     straight = ALTrainer((8, 6), max_iters=25, **settings).fit(*args)
 
     # a run stopped at 9 iterations, then continued to 25
@@ -171,11 +177,46 @@ def test_divergence_is_reported(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ALTrainer, "sweep", poisoned)
     path = tmp_path / "d.npz"
-    result = ALTrainer((4,), max_iters=50, checkpoint=path, checkpoint_every=5).fit(X, Y)
+    result = ALTrainer((4,), mode="exact", max_iters=50, checkpoint=path, checkpoint_every=5).fit(X, Y)
     assert result.stop_reason == "diverged" and "NaN" in result.message and "checkpoint" in result.message
     meta, _ = ALTrainer.load_checkpoint(str(path))
     assert meta["loop"]["iteration"] == 5  # the last good checkpoint is kept
     assert all(np.all(np.isfinite(W)) for W in result.network.weights)
+
+
+def test_restarted_mode_rejects_a_bad_sweep(monkeypatch):
+    """The safeguard: a sweep whose weights raise the objective (here: NaN) is not taken; rho goes up."""
+    X, Y = _tiny()
+    original = ALTrainer.sweep
+    calls = {"n": 0}
+
+    def poisoned(self, problem, state):
+        calls["n"] += 1
+        original(self, problem, state)
+        if calls["n"] >= 7:
+            state.W[0][0, 0] = np.nan
+
+    monkeypatch.setattr(ALTrainer, "sweep", poisoned)
+    result = ALTrainer((4,), max_iters=12, anderson=0).fit(X, Y)
+    assert result.stop_reason == "max_iters"
+    assert result.extras["accepted"] + result.extras["rejected"] == 12 and result.extras["rejected"] >= 6
+    rhos = [row["rho"] for row in result.history]
+    assert rhos[7:] == pytest.approx([2.0 ** k * rhos[6] for k in range(1, 7)])  # every poisoned sweep rejected
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[12] == losses[6] and all(np.diff(losses) <= 0)  # monotone, and stays at the last good point
+    assert all(np.all(np.isfinite(W)) for W in result.network.weights)
+
+
+def test_restarted_mode_objective_never_rises_and_anderson_steps_are_taken():
+    data = teacher_student(N=300, N_val=50, n0=5, teacher_hidden=(8,), seed=2)
+    result = ALTrainer((16,), max_iters=60, seed=1).fit(data["X"], data["Y"])
+    objectives = [row["objective"] for row in result.history]
+    assert all(np.diff(objectives) <= 0)
+    assert result.extras["anderson_steps"] > 0
+    assert result.final["train_loss"] < 0.5 * result.init_train_loss
+    # the KKT residual, where computed, is the backprop gradient norm at the forward state (violation 0)
+    rows = [row for row in result.history[1:] if row["kkt"] is not None]
+    assert len(rows) == 6 and all(row["violation"] == 0.0 for row in rows)
 
 
 def test_standardizer_folds_exactly():

@@ -16,8 +16,9 @@ import warnings
 import numpy as np
 
 from formulation._checks import check_data_scale, read_npz
+from formulation.learning import DTYPES
 from formulation.results import ConvergenceWarning, ProblemError
-from solvers.methods.al_trainer import HISTORY_COLUMNS, ALTrainer
+from solvers.methods.al_trainer import ENGINES, HISTORY_COLUMNS, MODES, ALTrainer
 from validation import options
 
 #: Keys a data file may hold.
@@ -95,7 +96,8 @@ def plot_history(path: str, history: list[dict]) -> None:
     series = {"train loss (forward)": [row["train_loss"] for row in history],
               "objective": [row["objective"] for row in history],
               "violation": [max(row["violation"], 1e-16) for row in history],
-              "KKT residual": [max(row["kkt"], 1e-16) for row in history]}
+              # the restarted mode computes the KKT residual every kkt_every iterations: gaps elsewhere
+              "KKT residual": [np.nan if row["kkt"] is None else max(row["kkt"], 1e-16) for row in history]}
     if any(row["val_loss"] is not None for row in history):
         series["val loss (forward)"] = [np.nan if row["val_loss"] is None else row["val_loss"] for row in history]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -147,12 +149,15 @@ def run(args) -> int:
         data = teacher_student(N=2000, N_val=1000, seed=args.seed)
         data = {k: data[k] for k in DATA_KEYS}
         source = "embedded teacher-student regression (10 -> 32 -> 1 teacher, N=2000, 1000 validation)"
-    trainer = ALTrainer(hidden, backend=args.backend, seed=args.seed, max_iters=args.iters,
+    trainer = ALTrainer(hidden, mode=args.mode, backend=args.backend, seed=args.seed, max_iters=args.iters,
                         time_budget=args.time_budget, checkpoint=args.checkpoint or None,
                         checkpoint_every=args.checkpoint_every, tol=args.tol, rho=args.rho, sweeps=args.sweeps,
-                        progress=None if not args.quiet else False)
+                        anderson=args.anderson if args.mode == "restarted" else 0, dtype=args.dtype,
+                        threads=args.threads, engine=args.engine, progress=None if not args.quiet else False)
     n0, nL = data["X"].shape[0], data["Y"].shape[0]
-    print(f"data: {source}; N={data['X'].shape[1]}, widths {(n0, *hidden, nL)}, backend {args.backend}")
+    print(f"data: {source}; N={data['X'].shape[1]}, widths {(n0, *hidden, nL)}, mode {trainer.mode}, backend "
+          f"{args.backend} ({trainer.engine} sweep, {trainer.dtype}"
+          + (f", {args.threads} thread(s))" if args.threads else ")"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         result = trainer.fit(data["X"], data["Y"], data.get("X_val"), data.get("Y_val"))
@@ -163,7 +168,8 @@ def run(args) -> int:
     print(f"after {final['iteration']} outer iterations ({final['seconds']:.1f} s): "
           f"train loss {final['train_loss']:.4g}"
           + (f", val loss {final['val_loss']:.4g}" if final["val_loss"] is not None else "")
-          + f", violation {final['violation']:.2e}, KKT residual {final['kkt']:.2e}, rho {final['rho']:.3g}")
+          + f", violation {final['violation']:.2e}, KKT residual "
+          + ("-" if final["kkt"] is None else f"{final['kkt']:.2e}") + f", rho {final['rho']:.3g}")
     print(f"stopped: {result.message}" + (" (resumed from checkpoint)" if result.extras.get("resumed") else ""))
     if args.out:
         result.network.save(args.out)
@@ -190,8 +196,22 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--backend", default="closed_form",
                         help="backend of every block: closed_form (default) or a CVXPY solver such as OSQP, CLARABEL")
     parser.add_argument("--seed", type=options.seed, default=0, help="seed of the He initialisation (default 0)")
-    parser.add_argument("--rho", type=options.positive_float, default=10.0,
-                        help="initial penalty relative to the loss scale (default 10)")
+    parser.add_argument("--mode", choices=MODES, default="restarted",
+                        help="outer method: 'restarted' (default; sweeps from the forward pass with first-order "
+                             "multipliers, a step on the weights accepted only when the objective does not rise, "
+                             "adaptive penalty, Anderson acceleration) or 'exact' (DESIGN's safeguarded AL, "
+                             "whose limit points are critical points)")
+    parser.add_argument("--rho", type=options.positive_float, default=None,
+                        help="initial penalty relative to the loss scale (default 1 restarted, 10 exact)")
+    parser.add_argument("--anderson", type=options.nonnegative_int, default=5,
+                        help="memory of Anderson acceleration of the weights, restarted mode (default 5; 0 = off)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float64",
+                        help="floating type of the data and AL state (fused sweep only; default float64)")
+    parser.add_argument("--threads", type=options.positive_int, default=None,
+                        help="cap on BLAS threads while training (default: the library's own)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="sweep engine: fused closed forms (auto picks it for closed_form, joint, forward) or "
+                             "dispatched (every block through the backend registry)")
     parser.add_argument("--sweeps", type=options.positive_int, default=1,
                         help="block sweeps per outer iteration (default 1)")
     parser.add_argument("--tol", type=options.positive_float, default=1e-6,

@@ -67,14 +67,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import solvers
-from formulation._checks import as_float_array, check_nonnegative, check_positive_int, read_npz
+from formulation._checks import as_float_array, check_checkpoint, check_nonnegative, check_positive_int, read_npz
 from formulation.fused import FusedSweep
 from formulation.learning import ALProblem, ALState, check_dtype
 from formulation.network import ReluNetwork
 from formulation.results import ConvergenceWarning, ProblemError, SolverError
 from formulation.subproblems import WeightLeastSquares
+from solvers.methods.anderson import Anderson
+from solvers.methods.scaling import Standardizer, forward_loss_fraction
 
-__all__ = ["ALTrainer", "TrainResult", "Standardizer", "forward_loss_fraction", "HISTORY_COLUMNS"]
+__all__ = ["ALTrainer", "TrainResult", "HISTORY_COLUMNS", "MODES", "ENGINES"]
 
 #: Columns of the history, one row per outer iteration (iteration 0 is the initialisation).
 HISTORY_COLUMNS = ("iteration", "objective", "train_loss", "val_loss", "viol_C1", "viol_C2", "viol_C3", "viol_C4",
@@ -87,79 +89,12 @@ CHECKPOINT_VERSION = 1
 #: where it applies.
 ENGINES = ("auto", "fused", "dispatched")
 
+#: Outer methods (module docstring): ``restarted`` (default) and ``exact`` (DESIGN §3's safeguarded AL).
+MODES = ("restarted", "exact")
 
+#: Initial relative penalty ``ρ̂_0`` when ``rho`` is not given.
+DEFAULT_RHO = {"restarted": 1.0, "exact": 10.0}
 
-# ============================================================================ data scaling
-@dataclass
-class Standardizer:
-    r"""Affine scaling of inputs and targets, folded exactly into the first and last layers.
-
-    ``X̃ = (X − m_x 1ᵀ) / s_x`` and ``Ỹ = (Y − m_y 1ᵀ) / s_y`` with per-row means and one
-    scalar scale each (the root mean square of the centred data; a per-row scale would blow up
-    constant rows such as the border pixels of MNIST). A network ``Ñ`` trained on ``(X̃, Ỹ)``
-    equals ``N(X) = s_y Ñ((X − m_x)/s_x) + m_y``, i.e. ``W_1 = W̃_1/s_x``,
-    ``b_1 = b̃_1 − W̃_1 m_x / s_x``, ``W_L = s_y W̃_L``, ``b_L = s_y b̃_L + m_y``.
-    """
-
-    mean_x: np.ndarray
-    scale_x: float
-    mean_y: np.ndarray
-    scale_y: float
-
-    @classmethod
-    def fit(cls, X0: np.ndarray, Y: np.ndarray, enabled: bool = True) -> Standardizer:
-        if not enabled:
-            return cls(np.zeros(X0.shape[0]), 1.0, np.zeros(Y.shape[0]), 1.0)
-        mean_x, mean_y = X0.mean(axis=1), Y.mean(axis=1)
-        scale_x = float(np.sqrt(np.mean((X0 - mean_x[:, None]) ** 2)))
-        scale_y = float(np.sqrt(np.mean((Y - mean_y[:, None]) ** 2)))
-        return cls(mean_x, scale_x if scale_x > 0 else 1.0, mean_y, scale_y if scale_y > 0 else 1.0)
-
-    def x(self, X0: np.ndarray) -> np.ndarray:
-        return (X0 - self.mean_x[:, None]) / self.scale_x
-
-    def y(self, Y: np.ndarray) -> np.ndarray:
-        return (Y - self.mean_y[:, None]) / self.scale_y
-
-    def y_inverse(self, Y_scaled: np.ndarray) -> np.ndarray:
-        return Y_scaled * self.scale_y + self.mean_y[:, None]
-
-    def unscale_network(self, network: ReluNetwork) -> ReluNetwork:
-        """The network in original units (see the class docstring)."""
-        weights = [W.copy() for W in network.weights]
-        biases = [b.copy() for b in network.biases]
-        biases[0] = biases[0] - weights[0] @ self.mean_x / self.scale_x
-        weights[0] = weights[0] / self.scale_x
-        weights[-1] = weights[-1] * self.scale_y
-        biases[-1] = biases[-1] * self.scale_y + self.mean_y
-        return ReluNetwork(weights, biases)
-
-    def scale_network(self, network: ReluNetwork) -> ReluNetwork:
-        """Inverse of :meth:`unscale_network`."""
-        weights = [W.copy() for W in network.weights]
-        biases = [b.copy() for b in network.biases]
-        weights[-1] = weights[-1] / self.scale_y
-        biases[-1] = (biases[-1] - self.mean_y) / self.scale_y
-        biases[0] = biases[0] + weights[0] @ self.mean_x
-        weights[0] = weights[0] * self.scale_x
-        return ReluNetwork(weights, biases)
-
-
-def forward_loss_fraction(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray, chunk: int = 4096) -> float:
-    r"""``||N(X0) − Y||² / ||Y − Ȳ||²``: the fraction of target variance a network leaves unexplained.
-
-    Computed in chunks of samples, keeping one layer's activations at a time.
-    """
-    total = float(np.sum((Y - Y.mean(axis=1, keepdims=True)) ** 2))
-    error = 0.0
-    for start in range(0, X0.shape[1], chunk):
-        H = X0[:, start:start + chunk]
-        for index, (W, b) in enumerate(zip(network.weights, network.biases)):
-            H = W @ H + b[:, None]
-            if index < network.depth - 1:
-                np.maximum(H, 0.0, out=H)
-        error += float(np.sum((H - Y[:, start:start + chunk]) ** 2))
-    return error / total if total > 0 else error
 
 
 # ============================================================================ result
@@ -262,8 +197,8 @@ class ALTrainer:
         the backpropagated loss gradient) instead of zero.
     """
 
-    def __init__(self, hidden: Sequence[int] = (64,), *, backend: str = "closed_form", seed: int = 0,
-                 init: str = "ridge", rho: float = 10.0, gamma: float = 1.2, tau: float = 0.9,
+    def __init__(self, hidden: Sequence[int] = (64,), *, mode: str = "restarted", backend: str = "closed_form",
+                 seed: int = 0, init: str = "ridge", rho: float | None = None, gamma: float = 1.2, tau: float = 0.9,
                  penalty_period: int = 25, rho_max: float = 1e4, multiplier_box: float = 1e8, mu: float = 1e-6,
                  sweeps: int = 1,
                  tol: float = 1e-6, max_iters: int = 200, time_budget: float | None = None,
@@ -271,15 +206,20 @@ class ALTrainer:
                  divergence_patience: int = 30, progress: bool | None = None, standardize: bool = True,
                  solver_options: dict | None = None, scheme: str = "joint", order: str = "forward",
                  penalty_balance: float = 1.0, warm_multipliers: bool = True, engine: str = "auto",
-                 dtype: str = "float64", threads: int | None = None):
+                 dtype: str = "float64", threads: int | None = None, anderson: int = 5,
+                 relaxation: float = 1.0, adaptive_penalty: bool = True, penalty_up: float = 2.0,
+                 penalty_down: float = 1.1, rho_min: float = 1e-3, kkt_every: int = 10):
         self.hidden = tuple(check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden))
+        if mode not in MODES:
+            raise ProblemError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+        self.mode = mode
         self.backend = backend
         solvers.get_backend(backend)  # fail now, with the install hint
         if init not in ("ridge", "forward"):
             raise ProblemError(f"Unknown init {init!r}; choose 'ridge' or 'forward'.")
         self.seed = int(seed)
         self.init = init
-        self.rho = check_nonnegative("rho", rho)
+        self.rho = check_nonnegative("rho", DEFAULT_RHO[mode] if rho is None else rho)
         self.gamma = check_nonnegative("gamma", gamma)
         self.tau = check_nonnegative("tau", tau)
         self.rho_max = check_nonnegative("rho_max", rho_max)
@@ -288,6 +228,26 @@ class ALTrainer:
                 f"Penalty settings need rho > 0, gamma >= 1, 0 < tau < 1 and rho_max >= rho; got rho={rho}, "
                 f"gamma={gamma}, tau={tau}, rho_max={rho_max}."
             )
+        if isinstance(anderson, bool) or not isinstance(anderson, (int, np.integer)) or anderson < 0:
+            raise ProblemError(f"`anderson` (the memory of Anderson acceleration) must be an integer >= 0, got "
+                               f"{anderson!r}; 0 turns it off.")
+        self.anderson = int(anderson)
+        self.relaxation = check_nonnegative("relaxation", relaxation)
+        if not 0 < self.relaxation < 2:
+            raise ProblemError(f"`relaxation` must be in (0, 2) (1 = plain sweep, 1.5 over-relaxes), got {relaxation}.")
+        self.adaptive_penalty = bool(adaptive_penalty)
+        self.penalty_up = check_nonnegative("penalty_up", penalty_up)
+        self.penalty_down = check_nonnegative("penalty_down", penalty_down)
+        self.rho_min = check_nonnegative("rho_min", rho_min)
+        if self.penalty_up < 1 or self.penalty_down < 1 or not 0 < self.rho_min <= self.rho:
+            raise ProblemError(f"Adaptive penalty settings need penalty_up >= 1, penalty_down >= 1 and "
+                               f"0 < rho_min <= rho; got {penalty_up}, {penalty_down}, {rho_min}, rho={self.rho}.")
+        self.kkt_every = check_positive_int("kkt_every", kkt_every)
+        if mode == "exact" and (self.anderson or self.relaxation != 1.0):
+            if anderson != 5 or self.relaxation != 1.0:  # an explicit request, not the restarted default
+                raise ProblemError("Anderson acceleration and relaxation act on the weights of the restarted mode; "
+                                   "with mode='exact' leave anderson=0 and relaxation=1.")
+            self.anderson = 0
         self.penalty_period = check_positive_int("penalty_period", penalty_period)
         self.multiplier_box = check_nonnegative("multiplier_box", multiplier_box)
         self.mu = check_nonnegative("mu", mu)
@@ -337,7 +297,10 @@ class ALTrainer:
                 "sweeps": self.sweeps,
                 "standardize": self.standardize, "scheme": self.scheme, "order": self.order,
                 "penalty_balance": self.penalty_balance, "warm_multipliers": self.warm_multipliers,
-                "engine": self.engine, "dtype": self.dtype}
+                "engine": self.engine, "dtype": self.dtype, "mode": self.mode, "anderson": self.anderson,
+                "relaxation": self.relaxation, "adaptive_penalty": self.adaptive_penalty,
+                "penalty_up": self.penalty_up, "penalty_down": self.penalty_down, "rho_min": self.rho_min,
+                "kkt_every": self.kkt_every}
 
     # ------------------------------------------------------------------ initialisation
     def initial_network(self, X0: np.ndarray, Y: np.ndarray) -> ReluNetwork:
@@ -420,8 +383,9 @@ class ALTrainer:
                       order=order)
 
     # ------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, path: str, state: ALState, meta: dict) -> None:
+    def _save_checkpoint(self, path: str, state: ALState, meta: dict, extra: dict | None = None) -> None:
         arrays = {f"{name}_{index}": array for name, index, array in state.arrays()}
+        arrays.update(extra or {})
         meta = dict(meta, version=CHECKPOINT_VERSION, rho_abs=state.rho, depth=len(state.W), dtype=self.dtype)
         arrays["__meta__"] = np.array(json.dumps(meta))
         directory = os.path.dirname(os.path.abspath(path))
@@ -488,7 +452,7 @@ class ALTrainer:
         problem = ALProblem(Xs, Ys, widths, mu=self.mu * alpha, loss="squared", loss_scale=alpha, dtype=self.dtype)
         self._fused = FusedSweep(problem) if self.engine == "fused" else None
         fingerprint = self.fingerprint(Xs, Ys, Xv, Yv)
-        bound = self.multiplier_box * alpha
+        accelerator = Anderson(self.anderson) if self.mode == "restarted" else None
 
         def losses(network):
             train = forward_loss_fraction(network, Xs, Ys)
@@ -504,7 +468,10 @@ class ALTrainer:
             if meta.get("settings") != self.settings():
                 raise ProblemError(f"Checkpoint {self.checkpoint!r} was written with settings {meta.get('settings')}, "
                                    f"these are {self.settings()}; use the same settings or another path.")
+            check_checkpoint(self.checkpoint, meta, arrays, self._expected_arrays(widths, problem.N, arrays))
             state = self._state_from_arrays(arrays, meta)
+            if accelerator is not None:
+                accelerator.load(arrays)
             del arrays
             history = meta["history"]
             loop = dict(meta["loop"])
@@ -513,22 +480,27 @@ class ALTrainer:
         else:
             network = self.initial_network(Xs, Ys)
             state = problem.initial_state(network, rho=self.rho * alpha)
-            if self.warm_multipliers:
+            if self.warm_multipliers or self.mode == "restarted":
                 problem.warm_multipliers(state)
             init_train, init_val = losses(network)
             first = problem.diagnostics(state)
             history = [self._row(0, problem, state, first, init_train, init_val, alpha, 0.0)]
             loop = {"iteration": 0, "previous_violation": None, "period_violation": None, "growth": 0,
-                    "elapsed": 0.0}
+                    "elapsed": 0.0, "accepted": 0, "anderson_steps": 0, "rejected": 0}
         state_bytes = sum(a.nbytes for name, _, a in state.arrays() if name not in ("W", "b"))
+        if self.mode == "restarted":  # the forward pass of the current weights and of a candidate
+            run = {"Z": [z.copy() for z in state.Z], "candidate_Z": [np.empty_like(z) for z in state.Z]}
+            run["objective"] = self._weights_objective(problem, state.W, run["Z"])
 
         stop_reason, message = "max_iters", f"stopped after max_iters={self.max_iters} outer iterations"
         start_iteration = loop["iteration"]
         last_saved = None
         clock_origin = time.perf_counter() - loop["elapsed"]
-        if history and history[-1]["violation"] <= self.tol and history[-1]["kkt"] <= self.tol and start_iteration:
+        last = history[-1]
+        if (start_iteration and last["kkt"] is not None and last["violation"] <= self.tol
+                and last["kkt"] <= self.tol):
             stop_reason, message = "converged", "already converged at the checkpoint"
-        bar = tqdm(total=self.max_iters, initial=min(start_iteration, self.max_iters), desc="AL train",
+        bar = tqdm(total=self.max_iters, initial=min(start_iteration, self.max_iters), desc=f"AL train ({self.mode})",
                    unit="it", disable=(None if self.progress is None else not self.progress), leave=False)
         try:
             iteration = start_iteration
@@ -539,36 +511,37 @@ class ALTrainer:
                     break
                 iteration += 1
                 with np.errstate(all="ignore"):
-                    for inner in range(self.sweeps):
-                        self._sweep_count = (iteration - 1) * self.sweeps + inner
-                        self.sweep(problem, state)
-                    products = self._fused.products if self._fused is not None and self._fused.valid else None
-                    diag = problem.diagnostics(state, update=True, bound=bound, products=products)
-                violation = diag["violation"]["max"]
-                previous = loop["previous_violation"]
-                at_cap = state.rho >= self.rho_max * alpha
-                growing = previous is not None and violation > previous and violation > max(self.tol, 1e-8)
-                loop["growth"] = loop["growth"] + 1 if (growing and at_cap) else 0
-                loop["previous_violation"] = violation
-                if iteration % self.penalty_period == 0:  # Birgin–Martínez test, once per period
-                    reference = loop["period_violation"]
-                    # gated: raise rho only while feasibility is the bottleneck. When the violation is
-                    # already below penalty_balance x the stationarity residual, the sweeps have not
-                    # solved the primal problem, and a larger rho only slows them down further.
-                    if (reference is not None and violation > self.tau * reference
-                            and violation > self.penalty_balance * diag["stationarity"]):
-                        state.rho = min(self.gamma * state.rho, self.rho_max * alpha)
-                    loop["period_violation"] = violation
+                    try:
+                        if self.mode == "exact":
+                            diag = self._exact_iteration(problem, state, loop, iteration, alpha)
+                        else:
+                            diag = self._restarted_iteration(problem, state, loop, iteration, alpha, run,
+                                                             accelerator)
+                    except (np.linalg.LinAlgError, SolverError) as exc:
+                        stop_reason = "diverged"
+                        message = (f"diverged at outer iteration {iteration}: a block solve failed ({exc})"
+                                   + (f"; the last good checkpoint {last_saved!r} is kept" if last_saved else ""))
+                        break
                 loop["iteration"] = iteration
                 loop["elapsed"] = time.perf_counter() - clock_origin
-                finite = math.isfinite(violation) and math.isfinite(diag["kkt"]) and all(
+                violation = diag["violation"]["max"]
+                finite = math.isfinite(violation) and (diag["kkt"] is None or math.isfinite(diag["kkt"])) and all(
                     np.all(np.isfinite(W)) for W in state.W)
                 if not finite:
                     stop_reason = "diverged"
                     message = (f"diverged at outer iteration {iteration}: NaN or inf in the iterates"
                                + (f"; the last good checkpoint {last_saved!r} is kept" if last_saved else ""))
                     break
-                train, val = losses(state.network())
+                # monitoring, not charged to the time budget (as for the Adam baseline)
+                pause = time.perf_counter()
+                network = state.network()
+                if self.mode == "restarted":
+                    train = 2.0 * float(problem.loss_value(run["Z"][-1])) if total > 0 else None
+                    val = None if Xv is None else forward_loss_fraction(network, Xv, Yv)
+                    train = losses(network)[0] if train is None else train
+                else:
+                    train, val = losses(network)
+                clock_origin += time.perf_counter() - pause
                 row = self._row(iteration, problem, state, diag, train, val, alpha, loop["elapsed"])
                 history.append(row)
                 bar.update(1)
@@ -579,17 +552,21 @@ class ALTrainer:
                                f"at rho_max={self.rho_max:g}"
                                + (f"; the last good checkpoint {last_saved!r} is kept" if last_saved else ""))
                     break
-                if violation <= self.tol and diag["kkt"] <= self.tol:
+                if diag["kkt"] is not None and violation <= self.tol and diag["kkt"] <= self.tol:
                     stop_reason = "converged"
                     message = (f"converged at outer iteration {iteration}: KKT residual "
                                f"{diag['kkt']:.2e} and violation {violation:.2e} <= {self.tol:g}")
                 if self.checkpoint is not None and iteration % self.checkpoint_every == 0:
-                    self._save(state, history, loop, fingerprint, init_train, init_val)
+                    self._save(state, history, loop, fingerprint, init_train, init_val, accelerator)
                     last_saved = self.checkpoint
         finally:
             bar.close()
         if stop_reason != "diverged" and self.checkpoint is not None:
-            self._save(state, history, loop, fingerprint, init_train, init_val)
+            self._save(state, history, loop, fingerprint, init_train, init_val, accelerator)
+        if history[-1]["kkt"] is None and stop_reason != "diverged":
+            # the restarted mode computes the KKT residual every kkt_every iterations; the returned
+            # history (not the checkpoint's, so that a resumed run stays identical) ends with it
+            history[-1] = dict(history[-1], kkt=problem.diagnostics(state, products=state.Z)["kkt"])
         if stop_reason in ("max_iters", "time_budget", "diverged"):
             warnings.warn(f"ALTrainer: {message}.", ConvergenceWarning, stacklevel=3)
         if stop_reason == "diverged" and last_saved:
@@ -600,15 +577,126 @@ class ALTrainer:
         else:
             learned = state.network()
         network = scaler.unscale_network(learned)
+        counts = {key: loop.get(key, 0) for key in ("accepted", "anderson_steps", "rejected")}
         return TrainResult(network=network, history=history, stop_reason=stop_reason, message=message,
                            init_train_loss=init_train, init_val_loss=init_val, state_bytes=state_bytes,
                            standardizer=scaler, iterations=history[-1]["iteration"],
-                           extras={"resumed": resumed, "alpha": alpha, "state": state, "problem": problem})
+                           extras={"resumed": resumed, "alpha": alpha, "state": state, "problem": problem, **counts})
 
-    def _save(self, state, history, loop, fingerprint, init_train, init_val):
+    # ------------------------------------------------------------------ the two outer iterations
+    def _exact_iteration(self, problem: ALProblem, state: ALState, loop: dict, iteration: int, alpha: float) -> dict:
+        """DESIGN §3: sweeps, diagnostics with the safeguarded multiplier update, the gated BM penalty rule."""
+        for inner in range(self.sweeps):
+            self._sweep_count = (iteration - 1) * self.sweeps + inner
+            self.sweep(problem, state)
+        products = self._fused.products if self._fused is not None and self._fused.valid else None
+        diag = problem.diagnostics(state, update=True, bound=self.multiplier_box * alpha, products=products)
+        violation = diag["violation"]["max"]
+        previous = loop["previous_violation"]
+        at_cap = state.rho >= self.rho_max * alpha
+        growing = previous is not None and violation > previous and violation > max(self.tol, 1e-8)
+        loop["growth"] = loop["growth"] + 1 if (growing and at_cap) else 0
+        loop["previous_violation"] = violation
+        if iteration % self.penalty_period == 0:  # Birgin–Martínez test, once per period
+            reference = loop["period_violation"]
+            # gated: raise rho only while feasibility is the bottleneck. When the violation is
+            # already below penalty_balance x the stationarity residual, the sweeps have not
+            # solved the primal problem, and a larger rho only slows them down further.
+            if (reference is not None and violation > self.tau * reference
+                    and violation > self.penalty_balance * diag["stationarity"]):
+                state.rho = min(self.gamma * state.rho, self.rho_max * alpha)
+            loop["period_violation"] = violation
+        return diag
+
+    @staticmethod
+    def _weights_objective(problem: ALProblem, W, Z) -> float:
+        """``f(Z_L) + (μ/2)Σ||W||²`` at the forward pass ``Z`` of the weights ``W``."""
+        return float(problem.loss_value(Z[-1])) + 0.5 * problem.mu * sum(float(np.sum(w * w)) for w in W)
+
+    def _restarted_iteration(self, problem: ALProblem, state: ALState, loop: dict, iteration: int, alpha: float,
+                             run: dict, accelerator: Anderson) -> dict:
+        """Restarted AL: sweeps from the forward state, a safeguarded step on the weights, restart.
+
+        On entry ``state`` is the forward state of the weights ``x`` with first-order multipliers
+        (:meth:`ALProblem.restart`), ``run["Z"]`` its pre-activations and ``run["objective"]`` its
+        objective. Candidates, in order: the Anderson point, the relaxed point
+        ``x + ω(φ(x) − x)`` (``relaxation = ω ≠ 1``), the sweep's own weights ``φ(x)``; the first
+        whose objective does not exceed that of ``x`` is accepted (and ``ρ̂ ← max(ρ̂/down, ρ̂_min)``);
+        if none is, ``x`` stays, ``ρ̂ ← min(up·ρ̂, ρ̂_max)`` and the Anderson history is cleared.
+        """
+        weights = [w.copy() for w in state.W], [b.copy() for b in state.b]
+        x = _flatten(*weights)
+        for inner in range(self.sweeps):
+            self._sweep_count = (iteration - 1) * self.sweeps + inner
+            self.sweep(problem, state)
+        phi = _flatten(state.W, state.b)
+        candidates = []
+        anderson_point = accelerator.propose(x, phi)
+        if anderson_point is not None:
+            candidates.append(("anderson", anderson_point))
+        if self.relaxation != 1.0:
+            candidates.append(("relaxed", x + self.relaxation * (phi - x)))
+        candidates.append(("sweep", phi))
+        chosen = None
+        for kind, point in candidates:
+            W, b = _unflatten(point, state.W, state.b)
+            Z = problem.forward_preactivations(W, b, out=run["candidate_Z"])
+            objective = self._weights_objective(problem, W, Z)
+            if math.isfinite(objective) and objective <= run["objective"]:
+                chosen = kind
+                state.W, state.b = W, b
+                run["Z"], run["candidate_Z"] = run["candidate_Z"], run["Z"]
+                run["objective"] = objective
+                break
+        rho_hat = state.rho / alpha
+        if chosen is None:
+            loop["rejected"] = loop.get("rejected", 0) + 1
+            state.W, state.b = weights
+            accelerator.reset()
+            if self.adaptive_penalty:
+                rho_hat = min(self.penalty_up * rho_hat, self.rho_max)
+        else:
+            loop["accepted"] = loop.get("accepted", 0) + 1
+            loop["anderson_steps"] = loop.get("anderson_steps", 0) + (chosen == "anderson")
+            if self.adaptive_penalty:
+                rho_hat = max(rho_hat / self.penalty_down, self.rho_min)
+        if rho_hat * alpha != state.rho:
+            state.rho = rho_hat * alpha
+        problem.restart(state, Z=run["Z"])
+        if self._fused is not None:
+            self._fused.valid = False
+        if iteration % self.kkt_every == 0:
+            diag = problem.diagnostics(state, products=state.Z)
+        else:
+            zero = {"C1": 0.0, "C2": 0.0, "C3": 0.0, "C4": 0.0, "bounds": 0.0, "max": 0.0}
+            diag = {"violation": zero, "kkt": None, "stationarity": None}
+        return diag
+
+    # ------------------------------------------------------------------ checkpoints and rows
+    def _expected_arrays(self, widths, N: int, arrays: dict) -> dict:
+        """Shapes a checkpoint of this run must hold (the Anderson history: as many pairs as it lists)."""
+        L = len(widths) - 1
+        shapes = {}
+        for l in range(L):
+            shapes[f"W_{l}"], shapes[f"b_{l}"] = (widths[l + 1], widths[l]), (widths[l + 1],)
+            shapes[f"Z_{l}"] = shapes[f"lam1_{l}"] = (widths[l + 1], N)
+            if l < L - 1:
+                for name in ("X", "D", "S", "T", "lam2", "lam3", "lam4"):
+                    shapes[f"{name}_{l}"] = (widths[l + 1], N)
+        if self.mode == "restarted":
+            size = sum(widths[l + 1] * (widths[l] + 1) for l in range(L))
+            count = min(sum(1 for key in arrays if key.startswith("aa_dx_")), self.anderson)
+            for i in range(count):
+                shapes[f"aa_dx_{i}"] = shapes[f"aa_dg_{i}"] = (size,)
+            if "aa_x_prev" in arrays or count:
+                shapes["aa_x_prev"] = shapes["aa_g_prev"] = (size,)
+        return shapes
+
+    def _save(self, state, history, loop, fingerprint, init_train, init_val, accelerator=None):
         meta = {"settings": self.settings(), "fingerprint": fingerprint, "history": history, "loop": loop,
                 "init_train_loss": init_train, "init_val_loss": init_val}
-        self._save_checkpoint(self.checkpoint, state, meta)
+        extra = accelerator.arrays() if accelerator is not None else {}
+        self._save_checkpoint(self.checkpoint, state, meta, extra)
 
     @staticmethod
     def _row(iteration, problem, state, diag, train, val, alpha, seconds) -> dict:
@@ -617,3 +705,19 @@ class ALTrainer:
                 "val_loss": val, "viol_C1": v["C1"], "viol_C2": v["C2"], "viol_C3": v["C3"], "viol_C4": v["C4"],
                 "viol_bounds": v["bounds"], "violation": v["max"], "kkt": diag["kkt"], "rho": state.rho / alpha,
                 "seconds": seconds}
+
+
+def _flatten(W, b) -> np.ndarray:
+    """The weights ``(W_1, b_1, ..., W_L, b_L)`` as one float64 vector (Anderson works on it)."""
+    return np.concatenate([a.ravel() for pair in zip(W, b) for a in pair]).astype(np.float64, copy=False)
+
+
+def _unflatten(vector: np.ndarray, like_W, like_b):
+    """Inverse of :func:`_flatten`, shapes and dtype from ``like_W``, ``like_b``."""
+    W, b, offset = [], [], 0
+    for w, c in zip(like_W, like_b):
+        W.append(vector[offset: offset + w.size].reshape(w.shape).astype(w.dtype))
+        offset += w.size
+        b.append(vector[offset: offset + c.size].astype(c.dtype))
+        offset += c.size
+    return W, b

@@ -15,7 +15,8 @@ import numpy as np
 
 from formulation.network import ReluNetwork
 from formulation.results import SolverNotFound
-from solvers.methods.al_trainer import ALTrainer, Standardizer, forward_loss_fraction
+from solvers.methods.al_trainer import ALTrainer
+from solvers.methods.scaling import Standardizer, forward_loss_fraction
 
 __all__ = ["train_adam", "torch_modules"]
 
