@@ -25,7 +25,8 @@ The three reference problems (DESIGN §5):
    ``s_j = ±1`` and ``|W_1|, |b_1| ≤ B``, squared loss (MIQP). Only the number ``p`` of ``+1`` output
    weights matters (units of equal sign can be permuted), so it is one MIQP per ``p = 0..m``.
 
-This module never imports a solver library: bound tightening solves its LPs through CVXPY.
+This module never imports a solver library and never solves: it builds CVXPY models (the bound LPs of
+:class:`BoundLP` included) that ``solvers`` solves; LP bound tightening is ``solvers.methods.bounds``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from formulation.results import ProblemError
 __all__ = [
     "Bounds",
     "interval_bounds",
-    "tighten_bounds",
+    "BoundLP",
+    "check_box",
     "MixedIntegerModel",
     "BinaryForm",
     "RelaxedForm",
@@ -70,6 +72,9 @@ class Bounds:
         Time spent computing them.
     lp_solves : int
         Number of LPs solved (0 for interval arithmetic).
+    failures : list of str
+        The LPs that failed or stopped without an optimum (``"lp"`` only), one line each; those units
+        keep their interval bound.
     """
 
     lower: list[np.ndarray]
@@ -77,6 +82,7 @@ class Bounds:
     method: str = "interval"
     seconds: float = 0.0
     lp_solves: int = 0
+    failures: list[str] = field(default_factory=list)
 
     def hidden_counts(self) -> dict[str, int]:
         """Numbers of stably active (``l ≥ 0``), stably inactive (``u ≤ 0``) and unstable hidden units."""
@@ -93,7 +99,7 @@ class Bounds:
         return float(np.mean(np.concatenate(widths))) if widths else 0.0
 
 
-def _check_box(network: ReluNetwork, lower, upper) -> tuple[np.ndarray, np.ndarray]:
+def check_box(network: ReluNetwork, lower, upper) -> tuple[np.ndarray, np.ndarray]:
     n0 = network.widths[0]
     lower = np.broadcast_to(as_float_array("box lower", lower), (n0,)).astype(np.float64).copy() \
         if np.ndim(lower) == 0 else as_float_array("box lower", lower, ndim=1)
@@ -119,7 +125,7 @@ def interval_bounds(network: ReluNetwork, lower, upper) -> Bounds:
         l_l = W^+ a - W^- b + b_l,\qquad u_l = W^+ b - W^- a + b_l.
     """
     start = time.perf_counter()
-    a, b = _check_box(network, lower, upper)
+    a, b = check_box(network, lower, upper)
     lowers, uppers = [], []
     for index, (W, bias) in enumerate(zip(network.weights, network.biases)):
         Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
@@ -132,38 +138,51 @@ def interval_bounds(network: ReluNetwork, lower, upper) -> Bounds:
     return Bounds(lowers, uppers, "interval", time.perf_counter() - start, 0)
 
 
-def tighten_bounds(network: ReluNetwork, lower, upper, *, solver: str = "HIGHS", margin: float = 1e-7) -> Bounds:
-    r"""LP-based bound tightening (OBBT), layer by layer.
+class BoundLP:
+    r"""The LP whose optimum bounds one pre-activation of layer ``l`` from below or above (OBBT, DESIGN §5).
 
-    For layer ``l`` and each unit ``j`` solve ``min`` and ``max`` of ``(W_l x_{l−1} + b_l)_j`` over the LP
-    relaxation of layers ``1..l−1``: the input box, ``z_k = W_k x_{k−1} + b_k``, and for every earlier
-    hidden unit with (already tightened) bounds ``l < 0 < u`` the triangle
+    Over the LP relaxation of layers ``1..l−1`` (the input box, ``z_k = W_k x_{k−1} + b_k``, and for every
+    earlier hidden unit with bounds ``l < 0 < u`` the triangle
 
     .. math::
 
         x \ge 0,\quad x \ge z,\quad x \le u (z - l) / (u - l),
 
-    (``x = 0`` when ``u ≤ 0``, ``x = z`` when ``l ≥ 0``). One CVXPY model per layer, its objective vector a
-    ``cp.Parameter``, is re-solved ``2 n_l`` times with ``solver`` (HiGHS through CVXPY). An LP optimum is
-    moved outward by ``margin·(1 + |v|)`` and intersected with the interval bounds, so the result is never
-    looser than interval arithmetic; where an LP fails the interval bound is kept.
+    with ``x = 0`` when ``u ≤ 0`` and ``x = z`` when ``l ≥ 0``) it minimises ``σ (W_l x_{l−1})_j``; the
+    objective vector is a ``cp.Parameter`` (:meth:`set_direction`), so one model per layer is re-solved
+    ``2 n_l`` times. A lower bound of ``z_j`` is ``f* + b_j`` (``σ = 1``), an upper bound ``−f* + b_j``
+    (``σ = −1``). This class only builds the LP; ``solvers.methods.bounds`` solves it through the registry.
+
+    Parameters
+    ----------
+    network : ReluNetwork
+    box_lower, box_upper : ndarray, shape (n0,)
+    lowers, uppers : list of ndarray
+        Bounds of layers ``1..l−1`` (0-based ``0..layer−1``), already tightened.
+    layer : int
+        0-based index of the layer whose pre-activations are bounded (at least 1).
+
+    Attributes
+    ----------
+    interval_lower, interval_upper : ndarray
+        Interval bounds of layer ``layer`` from the bounds of the layer before it; an LP bound is
+        intersected with them.
     """
-    start = time.perf_counter()
-    box_lower, box_upper = _check_box(network, lower, upper)
-    interval = interval_bounds(network, box_lower, box_upper)
-    lowers = [interval.lower[0].copy()]
-    uppers = [interval.upper[0].copy()]
-    solves = 0
-    for layer in range(1, network.depth):
-        # interval bounds of this layer from the tightened bounds of the previous one
-        prev_lo, prev_up = np.maximum(lowers[-1], 0.0), np.maximum(uppers[-1], 0.0)
-        W, bias = network.weights[layer], network.biases[layer]
+
+    requires = "LP"
+    has_closed_form = False
+
+    def __init__(self, network: ReluNetwork, box_lower, box_upper, lowers, uppers, layer: int):
+        start = time.perf_counter()
+        self.layer = layer
+        W, self.bias = network.weights[layer], network.biases[layer]
+        prev_lo, prev_up = np.maximum(lowers[layer - 1], 0.0), np.maximum(uppers[layer - 1], 0.0)
         Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
-        int_lo = Wp @ prev_lo - Wm @ prev_up + bias
-        int_up = Wp @ prev_up - Wm @ prev_lo + bias
+        self.interval_lower = Wp @ prev_lo - Wm @ prev_up + self.bias
+        self.interval_upper = Wp @ prev_up - Wm @ prev_lo + self.bias
         x0 = cp.Variable(network.widths[0])
         constraints = [x0 >= box_lower, x0 <= box_upper]
-        x = x0
+        x, self._variables = x0, [x0]
         for k in range(layer):
             z = network.weights[k] @ x + network.biases[k]
             xk = cp.Variable(network.widths[k + 1])
@@ -181,31 +200,43 @@ def tighten_bounds(network: ReluNetwork, lower, upper, *, solver: str = "HIGHS",
                 slope = up[idx] / (up[idx] - lo[idx])
                 constraints.append(xk[idx] <= cp.multiply(slope, z[idx] - lo[idx]))
             x = xk
-        direction = cp.Parameter(W.shape[0])
-        problem = cp.Problem(cp.Minimize(direction @ (W @ x)), constraints)
-        new_lo, new_up = int_lo.copy(), int_up.copy()
-        for j in range(W.shape[0]):
-            for sign in (1.0, -1.0):
-                vector = np.zeros(W.shape[0])
-                vector[j] = sign
-                direction.value = vector
-                try:
-                    problem.solve(solver=solver)
-                except cp.error.SolverError:
-                    continue
-                solves += 1
-                if problem.status != cp.OPTIMAL:
-                    continue
-                value = sign * float(problem.value) + bias[j]
-                if sign > 0:
-                    new_lo[j] = max(int_lo[j], value - margin * (1 + abs(value)))
-                else:
-                    new_up[j] = min(int_up[j], value + margin * (1 + abs(value)))
-        bad = new_up < new_lo  # numerically inconsistent: fall back to interval
-        new_lo[bad], new_up[bad] = int_lo[bad], int_up[bad]
-        lowers.append(new_lo)
-        uppers.append(new_up)
-    return Bounds(lowers, uppers, "lp", time.perf_counter() - start, solves)
+            self._variables.append(xk)
+        self._x, self._W = x, W
+        self.direction = cp.Parameter(W.shape[0])
+        self.model = cp.Problem(cp.Minimize(self.direction @ (W @ x)), constraints)
+        self.build_time = time.perf_counter() - start
+
+    @property
+    def units(self) -> int:
+        return self._W.shape[0]
+
+    def set_direction(self, unit: int, sign: float) -> None:
+        """Minimise ``sign · (W_l x_{l−1})_unit``."""
+        vector = np.zeros(self.units)
+        vector[unit] = sign
+        self.direction.value = vector
+
+    @property
+    def ready(self) -> bool:
+        return self.direction.value is not None
+
+    def variable_values(self) -> dict[str, np.ndarray]:
+        return {"x": None if self._x.value is None else np.asarray(self._x.value, float)}
+
+    def objective(self, values: dict[str, np.ndarray]) -> float:
+        """``σ (W_l x)_j`` at the returned last hidden ``x``, in float64."""
+        return float(self.direction.value @ (self._W @ values["x"]))
+
+    def bound(self, unit: int, sign: float, objective: float, margin: float) -> float:
+        """The bound of ``z_unit`` from an LP optimum, moved outward by ``margin·(1 + |v|)`` and intersected
+        with the interval bound, so it is never looser than interval arithmetic."""
+        value = sign * objective + self.bias[unit]
+        if sign > 0:
+            return max(self.interval_lower[unit], value - margin * (1 + abs(value)))
+        return min(self.interval_upper[unit], value + margin * (1 + abs(value)))
+
+    def size(self) -> int:
+        return sum(v.size for v in self._variables)
 
 
 #: Largest magnitude of an input or pre-activation bound a model may carry. HiGHS and SCIP treat 1e20 as
@@ -225,11 +256,6 @@ def check_bound_magnitude(bounds: Bounds, box_lower, box_upper) -> None:
             f"beyond {MAX_BOUND:.0e}: mixed-integer solvers treat 1e20 as infinity and float64 cannot resolve "
             f"their feasibility tolerances at that size. Use a smaller box (--box) or rescale the network's inputs."
         )
-
-
-def network_bounds(network: ReluNetwork, lower, upper, *, tighten: bool = False) -> Bounds:
-    """Interval bounds, or LP-tightened bounds when ``tighten``."""
-    return tighten_bounds(network, lower, upper) if tighten else interval_bounds(network, lower, upper)
 
 
 def _hidden_error(network: ReluNetwork, bounds: Bounds, box_lower, box_upper, tolerance: float) -> np.ndarray:
@@ -499,7 +525,7 @@ def _encode_network(model: MixedIntegerModel, network: ReluNetwork, inputs: np.n
 class _NetworkProblem:
     """Shared part of the fixed-weight problems: network, input box, bounds."""
 
-    def __init__(self, network: ReluNetwork, box, *, tighten: bool = False, bounds: Bounds | None = None):
+    def __init__(self, network: ReluNetwork, box, *, bounds: Bounds | None = None):
         if not isinstance(network, ReluNetwork):
             raise ProblemError(f"`network` must be a ReluNetwork, got {type(network).__name__}.")
         if network.depth < 2:
@@ -509,12 +535,15 @@ class _NetworkProblem:
             )
         self.network = network
         lower, upper = (box if isinstance(box, tuple) else (-float(box), float(box)))
-        self.box_lower, self.box_upper = _check_box(network, lower, upper)
+        self.box_lower, self.box_upper = check_box(network, lower, upper)
         if bounds is None:
             with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
-                interval = interval_bounds(network, self.box_lower, self.box_upper)
-            check_bound_magnitude(interval, self.box_lower, self.box_upper)  # before any LP of the tightening
-            bounds = tighten_bounds(network, self.box_lower, self.box_upper) if tighten else interval
+                bounds = interval_bounds(network, self.box_lower, self.box_upper)
+        elif [lo.shape for lo in bounds.lower] != [(n,) for n in network.widths[1:]] or \
+                [up.shape for up in bounds.upper] != [(n,) for n in network.widths[1:]]:
+            raise ProblemError(f"`bounds` do not fit the network {network.widths}: they need one (n_l,) array per "
+                               "layer; compute them for this network and box (interval_bounds, or "
+                               "solvers.methods.bounds.tighten_bounds).")
         self.bounds = bounds
         check_bound_magnitude(self.bounds, self.box_lower, self.box_upper)
 
@@ -562,15 +591,15 @@ class GenerativeRecovery(_NetworkProblem):
     box : float or (lower, upper)
         ``c ∈ [−box, box]`` or the given bounds.
     loss : {"l1", "l2"}
-    tighten : bool
-        LP bound tightening instead of interval arithmetic.
+    bounds : Bounds, optional
+        Pre-activation bounds for this network and box; interval arithmetic when omitted (LP-tightened ones
+        come from ``solvers.methods.bounds.tighten_bounds``).
     """
 
     kind = "recovery"
 
-    def __init__(self, network: ReluNetwork, A, y, box=1.0, *, loss: str = "l1", tighten: bool = False,
-                 bounds: Bounds | None = None):
-        super().__init__(network, box, tighten=tighten, bounds=bounds)
+    def __init__(self, network: ReluNetwork, A, y, box=1.0, *, loss: str = "l1", bounds: Bounds | None = None):
+        super().__init__(network, box, bounds=bounds)
         n_out = network.widths[-1]
         A = as_float_array("A", A)
         if A.ndim == 1:
@@ -637,9 +666,9 @@ class OutputBound(_NetworkProblem):
 
     kind = "bound"
 
-    def __init__(self, network: ReluNetwork, box=1.0, *, k: int = 0, sense: str = "max", tighten: bool = False,
+    def __init__(self, network: ReluNetwork, box=1.0, *, k: int = 0, sense: str = "max",
                  bounds: Bounds | None = None):
-        super().__init__(network, box, tighten=tighten, bounds=bounds)
+        super().__init__(network, box, bounds=bounds)
         n_out = network.widths[-1]
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < n_out:
             raise ProblemError(f"Output index k={k!r} is out of range: the network has {n_out} outputs (0..{n_out-1}).")

@@ -7,14 +7,16 @@ here when it imports; CVXPY backends are installed when ``cvxpy.installed_solver
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 from formulation.results import Solution, SolverNotFound
 from formulation.subproblems import Subproblem
-from solvers._base import BILINEAR, EXP, MILP, MIQP, QP, Backend
+from solvers._base import BILINEAR, EXP, LP, MILP, MIQP, QP, Backend
 
-__all__ = ["solve", "available_backends", "capable_backends", "get_backend", "register", "Backend",
-           "QP", "EXP", "MILP", "MIQP", "BILINEAR", "KNOWN_BACKENDS", "SolverNotFound"]
+__all__ = ["solve", "available_backends", "backends_with", "capable_backends", "get_backend", "register",
+           "unregister", "registry_scope", "Backend",
+           "LP", "QP", "EXP", "MILP", "MIQP", "BILINEAR", "KNOWN_BACKENDS", "SolverNotFound"]
 
 #: Every backend this package knows: key -> (module, install command).
 KNOWN_BACKENDS: dict[str, tuple[str, str]] = {
@@ -40,6 +42,28 @@ def register(backend: Backend) -> None:
     """Add ``backend`` to the registry under ``backend.name``."""
     _REGISTRY[backend.name] = backend
     _MISSING.pop(backend.name, None)
+
+
+def unregister(name: str, *, reason: str | None = None) -> Backend | None:
+    """Remove backend ``name`` and return it (None when absent). With ``reason`` it is then reported as not
+    installed, with that reason (say how to install it)."""
+    backend = _REGISTRY.pop(name, None)
+    if reason is not None:
+        _MISSING[name] = reason
+    return backend
+
+
+@contextlib.contextmanager
+def registry_scope():
+    """Restore the registry as it was on exit, whatever was registered or unregistered inside the block."""
+    saved = dict(_REGISTRY), dict(_MISSING)
+    try:
+        yield
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved[0])
+        _MISSING.clear()
+        _MISSING.update(saved[1])
 
 
 for _key, (_module, _install) in KNOWN_BACKENDS.items():
@@ -73,6 +97,11 @@ def get_backend(name: str) -> Backend:
         if key in _REGISTRY:
             return _REGISTRY[key]
     raise _not_found(name.upper() if name.upper() in KNOWN_BACKENDS else name)
+
+
+def backends_with(*capabilities: str) -> list[str]:
+    """Keys of the installed backends that have any of ``capabilities`` (in registry order)."""
+    return [name for name, backend in _REGISTRY.items() if backend.capabilities & set(capabilities)]
 
 
 def capable_backends(subproblem: Subproblem) -> list[str]:

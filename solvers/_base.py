@@ -8,8 +8,9 @@ from typing import ClassVar
 from formulation.results import Solution
 from formulation.subproblems import Subproblem
 
-#: Capability names. A subproblem's ``requires`` must be among a backend's capabilities.
-QP, EXP, MILP, MIQP, BILINEAR = "QP", "EXP", "MILP", "MIQP", "BILINEAR"
+#: Capability names. A subproblem's ``requires`` must be among a backend's capabilities. ``LP`` is the
+#: bound LPs of ``formulation.mixed_integer.BoundLP`` (continuous, linear).
+LP, QP, EXP, MILP, MIQP, BILINEAR = "LP", "QP", "EXP", "MILP", "MIQP", "BILINEAR"
 
 
 class Backend(abc.ABC):
@@ -20,7 +21,7 @@ class Backend(abc.ABC):
     name : str
         Registry key.
     capabilities : frozenset of str
-        Problem classes it takes (``QP``, ``EXP``, ``MILP``, ``MIQP``, ``BILINEAR``).
+        Problem classes it takes (``LP``, ``QP``, ``EXP``, ``MILP``, ``MIQP``, ``BILINEAR``).
     install : str
         The command that installs it.
     """

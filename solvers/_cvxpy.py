@@ -40,55 +40,62 @@ class CvxpyBackend(Backend):
     defaults: dict = {}
 
     def solve(self, subproblem: Subproblem, **options) -> Solution:
-        if subproblem.model is None:
-            raise SolverError(
-                f"{type(subproblem).__name__} was created with build_model=False; "
-                "create it with build_model=True to use a CVXPY backend."
-            )
-        if not subproblem.ready:
-            raise SolverError(f"{type(subproblem).__name__}: set every parameter before solving.")
-        settings = {**self.defaults, **options}
-        problem = subproblem.model
-        start = time.perf_counter()
-        try:
-            problem.solve(solver=self.name, enforce_dpp=True, warm_start=True, **settings)
-        except cp.error.SolverError as exc:
-            raise SolverError(f"{self.name} failed on {type(subproblem).__name__}: {exc}") from exc
-        except MemoryError as exc:
-            raise SolverError(
-                f"{self.name}: CVXPY ran out of memory building {type(subproblem).__name__} with "
-                f"{subproblem.size()} unknowns ({exc}); use a smaller instance or the closed_form, OSQP or "
-                "CLARABEL backend."
-            ) from exc
-        except (TypeError, ValueError) as exc:  # e.g. an option the solver does not know
-            raise SolverError(f"{self.name} rejected the call on {type(subproblem).__name__}: {exc}") from exc
-        elapsed = time.perf_counter() - start
-        stats = problem.solver_stats
-        # canonicalisation on the first solve with this solver, parameter substitution after it
-        compile_time = float(problem.compilation_time or 0.0)
-        mapped = STATUS_MAP.get(problem.status)
-        if mapped is None:
-            termination, status = TerminationCondition.ERROR, SolutionStatus.NO_SOLUTION
-        else:
-            termination, status = mapped
-        values = subproblem.variable_values() if status is not SolutionStatus.NO_SOLUTION else {}
-        if values and any(v is None or not np.all(np.isfinite(v)) for v in values.values()):
-            termination, status, values = TerminationCondition.ERROR, SolutionStatus.NO_SOLUTION, {}
-        if termination is TerminationCondition.INACCURATE:
-            warnings.warn(
-                f"{self.name} returned an inaccurate solution for {type(subproblem).__name__}; "
-                "tighten its tolerances or use another backend.",
-                InaccurateSolutionWarning,
-                stacklevel=3,
-            )
-        return Solution(
-            backend=self.name,
-            termination=termination,
-            status=status,
-            values=values,
-            objective=subproblem.objective(values) if values else float("nan"),
-            build_time=compile_time,
-            solve_time=elapsed - compile_time,
-            iterations=getattr(stats, "num_iters", None),
-            extras={"status": problem.status, "claimed_objective": problem.value, "settings": settings},
+        return solve_model(self.name, subproblem, {**self.defaults, **options})
+
+
+def solve_model(name: str, subproblem, settings: dict) -> Solution:
+    """Solve the prebuilt DPP model of ``subproblem`` with CVXPY solver ``name`` and map the result.
+
+    Shared by the continuous backends and by HiGHS on the bound LPs (``requires == "LP"``).
+    """
+    if subproblem.model is None:
+        raise SolverError(
+            f"{type(subproblem).__name__} was created with build_model=False; "
+            "create it with build_model=True to use a CVXPY backend."
         )
+    if not subproblem.ready:
+        raise SolverError(f"{type(subproblem).__name__}: set every parameter before solving.")
+    problem = subproblem.model
+    start = time.perf_counter()
+    try:
+        problem.solve(solver=name, enforce_dpp=True, warm_start=True, **settings)
+    except cp.error.SolverError as exc:
+        raise SolverError(f"{name} failed on {type(subproblem).__name__}: {exc}") from exc
+    except MemoryError as exc:
+        raise SolverError(
+            f"{name}: CVXPY ran out of memory building {type(subproblem).__name__} with "
+            f"{subproblem.size()} unknowns ({exc}); use a smaller instance or the closed_form, OSQP or "
+            "CLARABEL backend."
+        ) from exc
+    except (TypeError, ValueError) as exc:  # e.g. an option the solver does not know
+        raise SolverError(f"{name} rejected the call on {type(subproblem).__name__}: {exc}") from exc
+    elapsed = time.perf_counter() - start
+    stats = problem.solver_stats
+    # canonicalisation on the first solve with this solver, parameter substitution after it
+    compile_time = float(problem.compilation_time or 0.0)
+    mapped = STATUS_MAP.get(problem.status)
+    if mapped is None:
+        termination, status = TerminationCondition.ERROR, SolutionStatus.NO_SOLUTION
+    else:
+        termination, status = mapped
+    values = subproblem.variable_values() if status is not SolutionStatus.NO_SOLUTION else {}
+    if values and any(v is None or not np.all(np.isfinite(v)) for v in values.values()):
+        termination, status, values = TerminationCondition.ERROR, SolutionStatus.NO_SOLUTION, {}
+    if termination is TerminationCondition.INACCURATE:
+        warnings.warn(
+            f"{name} returned an inaccurate solution for {type(subproblem).__name__}; "
+            "tighten its tolerances or use another backend.",
+            InaccurateSolutionWarning,
+            stacklevel=4,  # the caller of solvers.solve
+        )
+    return Solution(
+        backend=name,
+        termination=termination,
+        status=status,
+        values=values,
+        objective=subproblem.objective(values) if values else float("nan"),
+        build_time=compile_time,
+        solve_time=elapsed - compile_time,
+        iterations=getattr(stats, "num_iters", None),
+        extras={"status": problem.status, "claimed_objective": problem.value, "settings": settings},
+    )

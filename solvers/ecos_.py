@@ -7,7 +7,7 @@ import os
 import cvxpy as cp
 
 from formulation.results import SolverError
-from solvers._base import EXP, QP
+from solvers._base import EXP, LP, QP
 from solvers._cvxpy import CvxpyBackend
 
 if "ECOS" not in cp.installed_solvers():
@@ -16,7 +16,7 @@ if "ECOS" not in cp.installed_solvers():
 
 class BackendECOS(CvxpyBackend):
     name = "ECOS"
-    capabilities = frozenset({QP, EXP})
+    capabilities = frozenset({LP, QP, EXP})
     install = "pip install ecos"
     # tight tolerances, so that the contract test can compare with the closed forms
     defaults = {"abstol": 1e-8, "reltol": 1e-8, "feastol": 1e-8, "max_iters": 500}

@@ -1,4 +1,5 @@
-"""The ``HIGHS`` backend: MILP through CVXPY (HiGHS takes no MIQP; CVXPY refuses one for it)."""
+"""The ``HIGHS`` backend: MILP through CVXPY (HiGHS takes no MIQP; CVXPY refuses one for it), and the bound
+LPs of ``formulation.mixed_integer.BoundLP`` (solved as any continuous model, see ``solvers._cvxpy``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import sys
 import cvxpy as cp
 
 from formulation.results import TerminationCondition
-from solvers._base import MILP
+from solvers._base import LP, MILP
+from solvers._cvxpy import solve_model
 from solvers._mip import MipBackend
 
 try:
@@ -46,7 +48,7 @@ FEASTOL = 1e-9
 
 class BackendHIGHS(MipBackend):
     name = "HIGHS"
-    capabilities = frozenset({MILP})
+    capabilities = frozenset({LP, MILP})
     install = "pip install highspy"
 
     # HiGHS model status -> why it stopped. Its MIP "optimal" means within mip_rel_gap.
@@ -59,6 +61,11 @@ class BackendHIGHS(MipBackend):
         "kUnbounded": TerminationCondition.UNBOUNDED,
         "kUnboundedOrInfeasible": TerminationCondition.INFEASIBLE,
     }
+
+    def solve(self, form, **options):
+        if form.requires == LP:  # HiGHS's defaults (feasibility 1e-7): bound LPs add their own margin
+            return solve_model(self.name, form, options)
+        return super().solve(form, **options)
 
     def _settings(self, time_limit, gap, options):
         # feasibility and integrality tolerances 1e-9 instead of HiGHS's 1e-7 / 1e-6: with the defaults, on a

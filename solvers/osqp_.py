@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cvxpy as cp
 
-from solvers._base import QP
+from solvers._base import LP, QP
 from solvers._cvxpy import CvxpyBackend
 
 if "OSQP" not in cp.installed_solvers():
@@ -13,7 +13,7 @@ if "OSQP" not in cp.installed_solvers():
 
 class BackendOSQP(CvxpyBackend):
     name = "OSQP"
-    capabilities = frozenset({QP})
+    capabilities = frozenset({LP, QP})
     install = "pip install osqp"
     # tight tolerances, so that the contract test can compare with the closed forms
     defaults = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iter": 200000, "polishing": True}

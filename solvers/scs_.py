@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cvxpy as cp
 
-from solvers._base import EXP, QP
+from solvers._base import EXP, LP, QP
 from solvers._cvxpy import CvxpyBackend
 
 if "SCS" not in cp.installed_solvers():
@@ -13,7 +13,7 @@ if "SCS" not in cp.installed_solvers():
 
 class BackendSCS(CvxpyBackend):
     name = "SCS"
-    capabilities = frozenset({QP, EXP})
+    capabilities = frozenset({LP, QP, EXP})
     install = "pip install scs"
     # tight tolerances, so that the contract test can compare with the closed forms
     defaults = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200000}

@@ -54,6 +54,7 @@ import solvers
 from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
 from formulation.results import ProblemError, SolutionStatus, TerminationCondition
+from solvers.methods.bounds import tighten_bounds
 from solvers.methods.relaxed_al import RelaxedAL
 from validation.options import (
     atomic_open,
@@ -129,8 +130,14 @@ def build_instance(spec: dict, *, loss: str, tighten: bool):
         A = rng.normal(size=(spec["measurements"], spec["widths"][-1]))
         c_true = rng.uniform(-box, box, size=spec["widths"][0])
         y = A @ network.forward(c_true[:, None])[:, 0] + 0.1 * rng.normal(size=A.shape[0])
-        return mi.GenerativeRecovery(network, A, y, box, loss=loss, tighten=tighten)
-    return mi.OutputBound(network, box, k=int(rng.integers(0, spec["widths"][-1])), sense="max", tighten=tighten)
+        return mi.GenerativeRecovery(network, A, y, box, loss=loss, bounds=_bounds(network, box, tighten))
+    return mi.OutputBound(network, box, k=int(rng.integers(0, spec["widths"][-1])), sense="max",
+                          bounds=_bounds(network, box, tighten))
+
+
+def _bounds(network: ReluNetwork, box: float, tighten: bool) -> mi.Bounds | None:
+    """LP-tightened bounds over ``[-box, box]`` when ``tighten`` (solved with HiGHS), else None (interval)."""
+    return tighten_bounds(network, -box, box, backend="HIGHS") if tighten else None
 
 
 # ====================================================================== solving
@@ -374,7 +381,8 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
         row["size"] = "-".join(map(str, problem.network.widths))
         row["binaries"] = problem.model.n_binary
         row["bounds"] = {"method": problem.bounds.method, "seconds": problem.bounds.seconds,
-                         "lp_solves": problem.bounds.lp_solves, "mean_width": problem.bounds.mean_width(),
+                         "lp_solves": problem.bounds.lp_solves, "lp_failures": problem.bounds.failures,
+                         "mean_width": problem.bounds.mean_width(),
                          **problem.bounds.hidden_counts()}
         if problem.bounds.method == "lp":
             interval = mi.interval_bounds(problem.network, problem.box_lower, problem.box_upper)
@@ -535,6 +543,10 @@ def extra_summary(rows: list[dict]) -> list[str]:
         removed = sum(b["interval_unstable"] - b["unstable"] for b in tightened)
         lines.append(f"LP bound tightening: mean hidden width {ratio:.2f}x of interval, {removed} binaries removed, "
                      f"{sum(b['seconds'] for b in tightened):.1f} s in {sum(b['lp_solves'] for b in tightened)} LPs")
+        failed = sum(len(b.get("lp_failures", [])) for b in tightened)
+        if failed:
+            lines.append(f"LP bound tightening: {failed} bound LP(s) failed; those units kept their interval bounds "
+                         "(see bounds.lp_failures in --json)")
     return lines
 
 
@@ -638,9 +650,10 @@ def user_problem(args, rng: np.random.Generator):
         if y.size != A.shape[0] or (y.ndim == 2 and 1 not in y.shape):
             raise ProblemError(f"y from {args.y!r} has shape {y.shape} but A from {args.A!r} has {A.shape[0]} rows: "
                                f"y needs {A.shape[0]} entries.")
-        return mi.GenerativeRecovery(network, A, y.ravel(), box, loss=args.loss, tighten=args.tighten)
+        return mi.GenerativeRecovery(network, A, y.ravel(), box, loss=args.loss,
+                                     bounds=_bounds(network, box, args.tighten))
     if args.problem == "bound":
-        return mi.OutputBound(network, box, k=args.k, sense=args.sense, tighten=args.tighten)
+        return mi.OutputBound(network, box, k=args.k, sense=args.sense, bounds=_bounds(network, box, args.tighten))
     # training: the user's network is the teacher of a tiny student with its first hidden width
     if network.depth != 2 or network.widths[-1] != 1:
         raise ProblemError(f"--problem training takes a two-layer scalar-output teacher network (n0-m-1); "
@@ -751,6 +764,12 @@ def _run_default_set(args, backends) -> tuple[list[dict], list[str], list[str]]:
 
 def _run(args) -> int:
     backends = installed_mi_backends(args.backends)
+    if args.tighten:
+        try:
+            solvers.get_backend("HIGHS")
+        except solvers.SolverNotFound as exc:
+            raise solvers.SolverNotFound(f"--tighten solves its bound LPs with HiGHS; run without --tighten or "
+                                         f"install it. {exc}") from exc
     if args.instances < 1:
         raise ProblemError(f"--instances must be at least 1, got {args.instances}.")
     # every output is checked before any work, so that a finished run is never lost to a bad path

@@ -16,8 +16,8 @@ import numpy as np
 
 import solvers
 from formulation.mixed_integer import (
-    Bounds,
     BoundLP,
+    Bounds,
     check_bound_magnitude,
     check_box,
     interval_bounds,
