@@ -10,25 +10,27 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-from formulation.results import Solution, SolverNotFound
+from formulation.results import ProblemError, Solution, SolverNotFound
 from formulation.subproblems import Subproblem
-from solvers._base import BILINEAR, EXP, LP, MILP, MIQP, QP, Backend
+from solvers._base import BILINEAR, EXP, LP, MILP, MIQP, QP, Accuracy, Backend
 
 __all__ = ["solve", "available_backends", "backends_with", "capable_backends", "get_backend", "register",
-           "unregister", "registry_scope", "Backend",
+           "unregister", "registry_scope", "load", "Backend", "Accuracy",
            "LP", "QP", "EXP", "MILP", "MIQP", "BILINEAR", "KNOWN_BACKENDS", "SolverNotFound"]
 
-#: Every backend this package knows: key -> (module, install command).
-KNOWN_BACKENDS: dict[str, tuple[str, str]] = {
-    "closed_form": ("solvers.closed_form", "(built in)"),
-    "ECOS": ("solvers.ecos_", "pip install ecos"),
-    "OSQP": ("solvers.osqp_", "pip install osqp"),
-    "CLARABEL": ("solvers.clarabel_", "pip install clarabel"),
-    "SCS": ("solvers.scs_", "pip install scs"),
+#: Every backend this package knows: registry key -> its module. Adding a backend is one module (a ``Backend``
+#: subclass with its capabilities, install command and accuracy, and a module-level ``backend``) and one line
+#: here. A module that cannot import raises ``ImportError`` whose message says how to install it.
+KNOWN_BACKENDS: dict[str, str] = {
+    "closed_form": "solvers.closed_form",
+    "ECOS": "solvers.ecos_",
+    "OSQP": "solvers.osqp_",
+    "CLARABEL": "solvers.clarabel_",
+    "SCS": "solvers.scs_",
     # mixed-integer references (DESIGN §5): they take the BinaryForm / RelaxedForm of formulation.mixed_integer
-    "HIGHS": ("solvers.highs_", "pip install highspy"),
-    "SCIP": ("solvers.scip_", "pip install pyscipopt"),
-    "ECOS_BB": ("solvers.ecos_bb_", "pip install ecos"),
+    "HIGHS": "solvers.highs_",
+    "SCIP": "solvers.scip_",
+    "ECOS_BB": "solvers.ecos_bb_",
 }
 
 #: Order in which ``backend="auto"`` tries CVXPY backends when there is no closed form.
@@ -66,11 +68,22 @@ def registry_scope():
         _MISSING.update(saved[1])
 
 
-for _key, (_module, _install) in KNOWN_BACKENDS.items():
+def load(key: str, module: str) -> bool:
+    """Import ``module`` and register its ``backend`` under ``key``; when the import fails, record ``key``
+    as not installed with the module's message (which names the install command). True when registered."""
     try:
-        register(importlib.import_module(_module).backend)
-    except ImportError as _exc:
-        _MISSING[_key] = str(_exc) if _install in str(_exc) else f"{_exc} ({_install})"
+        backend = importlib.import_module(module).backend
+    except ImportError as exc:
+        _MISSING[key] = str(exc)
+        return False
+    if backend.name != key:
+        raise ProblemError(f"{module} registers a backend named {backend.name!r}, not {key!r}.")
+    register(backend)
+    return True
+
+
+for _key, _module in KNOWN_BACKENDS.items():
+    load(_key, _module)
 
 
 def available_backends() -> list[str]:
@@ -84,11 +97,9 @@ def _not_found(name: str) -> SolverNotFound:
         return SolverNotFound(
             f"Backend {name!r} is not installed: {_MISSING[name]}. Installed backends: {installed}."
         )
-    known = ", ".join(KNOWN_BACKENDS)
-    return SolverNotFound(
-        f"Unknown backend {name!r}. Known backends: {known}; installed: {installed}. "
-        "Install a missing one with `pip install 'unrelu[backends]'` or the command in its module."
-    )
+    known = ", ".join(dict.fromkeys([*KNOWN_BACKENDS, *_REGISTRY]))
+    missing = "".join(f"; {key} is not installed: {reason}" for key, reason in _MISSING.items())
+    return SolverNotFound(f"Unknown backend {name!r}. Known backends: {known}; installed: {installed}{missing}.")
 
 
 def get_backend(name: str) -> Backend:
@@ -135,7 +146,8 @@ def solve(subproblem: Subproblem, backend: str = "auto", **options) -> Solution:
                 return _REGISTRY[name].solve(subproblem, **options)
         raise SolverNotFound(
             f"No installed backend can take {type(subproblem).__name__} (it needs {subproblem.requires}); "
-            f"installed: {', '.join(_REGISTRY) or 'none'}. Install one with `pip install clarabel`."
+            f"installed: {', '.join(_REGISTRY) or 'none'}"
+            + "".join(f"; {key} is not installed: {_MISSING[key]}" for key in AUTO_ORDER if key in _MISSING) + "."
         )
     chosen = get_backend(backend)
     if not chosen.accepts(subproblem):

@@ -8,7 +8,7 @@ import numpy as np
 
 from formulation.results import Solution, SolutionStatus, SolverError, TerminationCondition
 from formulation.subproblems import Subproblem
-from solvers._base import QP, Backend
+from solvers._base import QP, Accuracy, Backend
 
 
 class ClosedFormBackend(Backend):
@@ -22,6 +22,8 @@ class ClosedFormBackend(Backend):
     name = "closed_form"
     capabilities = frozenset({QP})
     install = "(built in)"
+    # the same arithmetic as the reference; only rounding differs
+    accuracy = Accuracy(1e-12, 1e-12)
 
     def accepts(self, subproblem: Subproblem) -> bool:
         return subproblem.has_closed_form

@@ -12,14 +12,16 @@ from formulation.results import TerminationCondition
 from solvers._base import MILP
 from solvers._mip import MipBackend
 
+INSTALL = "pip install ecos"
+
 if "ECOS_BB" not in cp.installed_solvers():  # pragma: no cover
-    raise ImportError("CVXPY cannot find ECOS_BB; install it with `pip install ecos`.")
+    raise ImportError(f"CVXPY cannot find ECOS_BB; install it with `{INSTALL}`.")
 
 
 class BackendECOSBB(MipBackend):
     name = "ECOS_BB"
     capabilities = frozenset({MILP})
-    install = "pip install ecos"
+    install = INSTALL
 
     RAW_STATUS = {
         cp.OPTIMAL: TerminationCondition.OPTIMAL,

@@ -13,10 +13,12 @@ from solvers._base import LP, MILP
 from solvers._cvxpy import solve_model
 from solvers._mip import MipBackend
 
+INSTALL = "pip install highspy"
+
 try:
     import highspy
 except ImportError as exc:  # pragma: no cover - exercised by the missing-backend test
-    raise ImportError("highspy is not installed; install it with `pip install highspy`.") from exc
+    raise ImportError(f"highspy is not installed; install it with `{INSTALL}`.") from exc
 
 
 def _construct_quietly() -> None:
@@ -39,7 +41,7 @@ def _construct_quietly() -> None:
 
 _construct_quietly()
 if "HIGHS" not in cp.installed_solvers():  # pragma: no cover
-    raise ImportError("CVXPY cannot find HiGHS; install it with `pip install highspy`.")
+    raise ImportError(f"CVXPY cannot find HiGHS; install it with `{INSTALL}`.")
 
 
 #: Primal feasibility and MIP feasibility (integrality) tolerance of version (i); see ``_settings``.
@@ -49,7 +51,7 @@ FEASTOL = 1e-9
 class BackendHIGHS(MipBackend):
     name = "HIGHS"
     capabilities = frozenset({LP, MILP})
-    install = "pip install highspy"
+    install = INSTALL
 
     # HiGHS model status -> why it stopped. Its MIP "optimal" means within mip_rel_gap.
     RAW_STATUS = {

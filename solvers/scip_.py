@@ -22,10 +22,12 @@ from formulation.results import Solution, SolutionStatus, SolverError, Terminati
 from solvers._base import BILINEAR, MILP, MIQP
 from solvers._mip import MipBackend
 
+INSTALL = "pip install pyscipopt"
+
 try:
     import pyscipopt
 except ImportError as exc:  # pragma: no cover - exercised by the missing-backend test
-    raise ImportError("pyscipopt is not installed; install it with `pip install pyscipopt`.") from exc
+    raise ImportError(f"pyscipopt is not installed; install it with `{INSTALL}`.") from exc
 
 #: SCIP's default feasibility tolerance 1e-6 lets ``q ≥ ||F v − g||²`` be violated by 1e-6 absolute, which
 #: on a squared loss of 7e-3 made the relaxed optimum 1e-4 relative off (measured); 1e-9 brings (i) and
@@ -56,7 +58,7 @@ RAW_STATUS = {
 class BackendSCIP(MipBackend):
     name = "SCIP"
     capabilities = frozenset({MILP, MIQP, BILINEAR})
-    install = "pip install pyscipopt"
+    install = INSTALL
     RAW_STATUS = RAW_STATUS
 
     # ------------------------------------------------------------------ (i) through CVXPY

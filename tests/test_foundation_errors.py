@@ -97,19 +97,27 @@ def test_subproblem_parameters_are_validated():
         sub.set_parameters(Y=np.ones((2, 4)))
 
 
-def test_unknown_backend_lists_installed_and_install_command():
+def test_unknown_backend_lists_known_installed_and_missing_with_install_command():
     sub = random_instance("slacks", 3, 2, np.random.default_rng(0))
-    with pytest.raises(SolverNotFound, match=r"Unknown backend 'GUROBI_X'.*installed: closed_form, .*pip install"):
+    with pytest.raises(SolverNotFound, match=r"Unknown backend 'GUROBI_X'\. Known backends: closed_form, ECOS.*"
+                                             r"installed: closed_form, ") as info:
         solvers.solve(sub, "GUROBI_X")
+    assert "unrelu[backends]" not in str(info.value)  # no such extra
+    with solvers.registry_scope():
+        solvers.unregister("SCS", reason="CVXPY cannot find SCS; install it with `pip install scs`.")
+        with pytest.raises(SolverNotFound, match=r"Unknown backend 'GUROBI_X'.*SCS is not installed: .*pip install scs"
+                           ):
+            solvers.solve(sub, "GUROBI_X")
 
 
-def test_uninstalled_backend_gives_install_command(monkeypatch):
+def test_uninstalled_backend_gives_install_command():
     sub = random_instance("slacks", 3, 2, np.random.default_rng(0))
-    monkeypatch.delitem(solvers._REGISTRY, "SCS")
-    monkeypatch.setitem(solvers._MISSING, "SCS", "CVXPY cannot find SCS (pip install scs)")
     expected = r"'SCS' is not installed.*pip install scs.*Installed backends: closed_form"
-    with pytest.raises(SolverNotFound, match=expected):
-        solvers.solve(sub, "SCS")
+    with solvers.registry_scope():
+        solvers.unregister("SCS", reason="CVXPY cannot find SCS (pip install scs)")
+        with pytest.raises(SolverNotFound, match=expected):
+            solvers.solve(sub, "SCS")
+    assert "SCS" in solvers.available_backends()  # the scope restored it
 
 
 def test_incapable_backend_is_refused_before_solving_and_names_the_capable_ones():

@@ -218,10 +218,10 @@ def test_missing_backend_gives_install_hint(monkeypatch, key, module, package):
     with pytest.raises(ImportError, match=f"pip install {package}"):
         importlib.import_module(module)
     # ... and the registry then names the command to run
-    monkeypatch.delitem(solvers._REGISTRY, key, raising=False)
-    monkeypatch.setitem(solvers._MISSING, key, f"{package} is not installed (pip install {package})")
-    with pytest.raises(SolverNotFound, match=f"pip install {package}"):
-        solvers.solve(mi.OutputBound(absolute_value_network(), 1.0).binary(), key)
+    with solvers.registry_scope():
+        solvers.unregister(key, reason=f"{package} is not installed (pip install {package})")
+        with pytest.raises(SolverNotFound, match=f"pip install {package}"):
+            solvers.solve(mi.OutputBound(absolute_value_network(), 1.0).binary(), key)
 
 
 @pytest.mark.parametrize("kind", ["recovery-l1", "recovery-l2", "bound", "training"])

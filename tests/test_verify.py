@@ -53,9 +53,15 @@ def test_verify_end_to_end(tmp_path, capsys):
         "local_gaps.png", "mi_vs_relaxed.png", "solve_times.png"]
 
 
-def test_verify_without_highs_skips_only_highs(monkeypatch, capsys):
-    monkeypatch.delitem(solvers._REGISTRY, "HIGHS", raising=False)
-    monkeypatch.setitem(solvers._MISSING, "HIGHS", "highspy is not installed (pip install highspy)")
+@pytest.fixture
+def without_backend():
+    """Unregister backends for one test, each reported as not installed with the given reason."""
+    with solvers.registry_scope():
+        yield lambda name, reason: solvers.unregister(name, reason=reason)
+
+
+def test_verify_without_highs_skips_only_highs(without_backend, capsys):
+    without_backend("HIGHS", "highspy is not installed (pip install highspy)")
     code = main(["verify", "--instances", "2", "--starts", "0"])
     text = capsys.readouterr().out
     assert code == 0
@@ -66,9 +72,8 @@ def test_verify_without_highs_skips_only_highs(monkeypatch, capsys):
     assert "pip install highspy" in capsys.readouterr().err
 
 
-def test_verify_without_scip_says_what_to_install(monkeypatch, capsys):
-    monkeypatch.delitem(solvers._REGISTRY, "SCIP")
-    monkeypatch.setitem(solvers._MISSING, "SCIP", "pyscipopt is not installed (pip install pyscipopt)")
+def test_verify_without_scip_says_what_to_install(without_backend, capsys):
+    without_backend("SCIP", "pyscipopt is not installed (pip install pyscipopt)")
     assert main(["verify", "--instances", "1"]) == 2
     assert "pip install pyscipopt" in capsys.readouterr().err
 

@@ -141,8 +141,7 @@ def run(args) -> int:
     from validation.runner import Case, Study, read_results, run_study
 
     mode = "quick" if args.quick else "full"
-    continuous = [b for b in solvers.available_backends()
-                  if solvers.get_backend(b).capabilities & {solvers.QP, solvers.EXP}]
+    continuous = solvers.backends_with(solvers.QP, solvers.EXP)
     backends = args.backends.split(",") if args.backends else continuous
     for name in backends:
         solvers.get_backend(name)  # fail early, with the install hint, on a missing backend

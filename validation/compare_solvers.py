@@ -11,8 +11,9 @@ the status it claims:
   relative to ``max(1, |f_ref|)``;
 * ``sub.infeasibility`` (violation of the block's bounds) at most 1e-9.
 
-The tolerances are those of the contract test (``tests/test_foundation_contract.py``) and are
-listed in ``TOLERANCES``. A case succeeds when all three checks pass.
+The tolerances are those of the contract test (``tests/test_foundation_contract.py``): each backend
+states its own ``accuracy`` in its module (``solvers.Accuracy``). A case succeeds when all three
+checks pass.
 
 Each case builds the model, solves one warm-up instance (this is the build cost, CVXPY's
 canonicalisation included), sets the parameters of the evaluated instance and times that
@@ -46,24 +47,6 @@ from formulation.instances import KINDS, make_subproblem, random_parameters
 from formulation.results import InaccurateSolutionWarning, ProblemError, SolverNotFound
 from validation.runner import Case, Study, read_results, run_study
 
-#: The one tolerance table of the project (the contract test imports it): on
-#: max |x − x_ref| / max(1, max |x_ref|) (primal) and |f − f_ref| / max(1, |f_ref|) (objective).
-TOLERANCES = {
-    # the same arithmetic as the reference; only rounding differs
-    "closed_form": (1e-12, 1e-12),
-    # OSQP with eps 1e-9 and solution polishing recovers the active set exactly
-    "OSQP": (1e-8, 1e-10),
-    # interior point stopped at gap 1e-10; exponential-cone blocks reach ~5e-7 in the primal
-    "CLARABEL": (2e-6, 1e-9),
-    # ADMM with eps 1e-9; exponential-cone blocks reach ~5e-7 in the primal
-    "SCS": (2e-6, 1e-9),
-    # ECOS sees ||r||² as a second-order cone: an objective accurate to its 1e-8 tolerances
-    # leaves the primal accurate only to about sqrt(1e-8) = 1e-4 (measured: up to 1.7e-4)
-    "ECOS": (5e-4, 1e-7),
-}
-#: Tolerances for a backend that is not in the table (a newly registered one): the strictest
-#: conic entry, so that a newcomer must earn a looser one with a measured comment.
-DEFAULT_TOLERANCE = (2e-6, 1e-9)
 #: Largest violation of the block's bounds that still counts as feasible.
 INFEASIBILITY_TOL = 1e-9
 
@@ -185,7 +168,7 @@ def compare_case(case: Case) -> dict:
     objective = float(solution.objective)
     objective_error = (objective - f_ref) / max(1.0, abs(f_ref))
     infeasibility = float(sub.infeasibility(solution.values))
-    primal_tol, objective_tol = TOLERANCES.get(backend, DEFAULT_TOLERANCE)
+    primal_tol, objective_tol = solvers.get_backend(backend).accuracy
     success = (math.isfinite(primal) and primal <= primal_tol and abs(objective_error) <= objective_tol
                and infeasibility <= INFEASIBILITY_TOL)
     row.update(success=int(success), primal_error=primal, objective_error=objective_error,
@@ -457,7 +440,7 @@ def run(args) -> int:
     if len(failed) > 10:
         print(f"  ... and {len(failed) - 10} more runs that raised or timed out")
     print("\ngrowth = slope of log(median re-solve time) on log(unknowns) (np.polyfit); "
-          "success = our residual checks at the TOLERANCES table, not the solver's status.")
+          "success = our residual checks at each backend's stated accuracy, not the solver's status.")
     print("mi_*: the §5 references, version (i) against SCIP's global optimum of the relaxed model; "
           "unknowns = binaries; 'max primal err' there is not defined (nan).")
     if args.plot:

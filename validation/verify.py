@@ -69,7 +69,6 @@ from validation.options import (
     seed,
 )
 
-MI_BACKENDS = ("HIGHS", "SCIP", "ECOS_BB")
 REL_TOL = 1e-6
 #: Absolute floor of the agreement test, for optima at 0 (an exact fit): 10x SCIP's feasibility tolerance
 #: 1e-9, which is how far below 0 a relaxed l1 objective can go (-8.7e-10 measured).
@@ -666,15 +665,15 @@ def user_problem(args, rng: np.random.Generator):
 
 # ====================================================================== command
 def installed_mi_backends(requested: str = "") -> list[str]:
-    """The MI backends to run: the requested ones (each checked to be installed and mixed-integer), or the
-    installed ones of :data:`MI_BACKENDS`."""
-    names = [name.strip() for name in requested.split(",") if name.strip()] if requested else \
-        [b for b in MI_BACKENDS if b in solvers.available_backends()]
+    """The MI backends to run: the requested ones (each checked to be installed and mixed-integer), or every
+    installed backend with a mixed-integer capability."""
+    installed = solvers.backends_with(solvers.MILP, solvers.MIQP)
+    names = [name.strip() for name in requested.split(",") if name.strip()] if requested else installed
     for index, name in enumerate(names):
         backend = solvers.get_backend(name)  # SolverNotFound with the install command
         if not backend.capabilities & {solvers.MILP, solvers.MIQP}:
             raise ProblemError(f"--backends {name}: {backend.name} is not a mixed-integer solver, so it cannot solve "
-                               f"version (i); choose from {', '.join(MI_BACKENDS)}.")
+                               f"version (i); choose from {', '.join(installed)}.")
         names[index] = backend.name
     if "SCIP" not in solvers.available_backends():
         solvers.get_backend("SCIP")  # the relaxed model needs SCIP: raise with the install hint
@@ -865,7 +864,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--starts", type=nonnegative_int, default=5,
                         help="random starts of the AL method and Adam (default 5)")
     parser.add_argument("--backends", default="",
-                        help=f"comma-separated MI backends (default: the installed ones of {MI_BACKENDS})")
+                        help="comma-separated MI backends (default: every installed mixed-integer backend)")
     parser.add_argument("--no-adam", action="store_true", help="skip the Adam baseline of the training problems")
     parser.add_argument("--json", default="", help="write every result to this JSON file")
     parser.add_argument("--plot", default="", help="write plots (PNG) to this directory")
