@@ -110,55 +110,60 @@ def postactivation_operator(W: np.ndarray) -> np.ndarray:
 def preactivation_slacks_chunk(D, Q, P2, A3, A4, Z, S, T) -> None:
     """Joint ``(Z, S, T)`` minimiser (module docstring) on one chunk, written into ``Z, S, T``."""
     E = 1.0 - D
-    num = Q + D * P2
-    den = 1.0 + D * D
-    gate = D * A4
-    gate -= E * A3
-    np.maximum(gate, 0.0, out=gate)
-    gate *= E
+    num = D * P2
+    num += Q  # q + d p₂
+    D2 = D * D
+    den = D2 + 1.0  # 1 + d²
+    DA3, EA4 = D * A3, E * A4
+    hinge = D * A4
+    hinge -= E * A3
+    np.maximum(hinge, 0.0, out=hinge)  # max(d a₄ − e a₃, 0); min(e a₃ − d a₄, 0) is its negative
+    gate = hinge * E  # d φ'(z₃)/2
     gate -= A3 * den
     gate -= D * num
     active3 = gate > 0.0
-    gate = E * A3
-    gate -= D * A4
-    np.minimum(gate, 0.0, out=gate)
-    gate *= D
-    gate -= A4 * den
-    gate -= E * num
-    active4 = gate < 0.0
-    num -= active3 * (D * A3)
-    num -= active4 * (E * A4)
-    den += active3 * (D * D)
-    den += active4 * (E * E)
+    np.multiply(hinge, D, out=gate)  # −e φ'(z₄)/2
+    gate += A4 * den
+    gate += E * num
+    active4 = gate > 0.0
+    np.subtract(num, DA3, out=num, where=active3)
+    np.subtract(num, EA4, out=num, where=active4)
+    np.add(den, D2, out=den, where=active3)
+    E *= E
+    np.add(den, E, out=den, where=active4)
     np.divide(num, den, out=Z)
     np.multiply(D, Z, out=S)
     S += A3
     np.maximum(S, 0.0, out=S)
-    np.multiply(E, Z, out=T)
+    np.subtract(Z, D * Z, out=T)  # e z
     T += A4
     np.negative(T, out=T)
     np.maximum(T, 0.0, out=T)
 
 
 def activation_slacks_chunk(Z, P2, A3, A4, D, S, T) -> None:
-    """Joint ``(D, S, T)`` minimiser (module docstring) on one chunk; ``D`` holds ``D_prev`` on entry."""
+    """Joint ``(D, S, T)`` minimiser (module docstring) on one chunk; ``D`` holds ``D_prev`` on entry.
+
+    Clipping ``u`` to ``[min(z, 0), max(z, 0)]`` and then dividing by ``z`` is clipping ``u / z`` to
+    ``[0, 1]``, which is what is computed.
+    """
     shifted = Z + A4  # z + a₄
-    gate = shifted + A3
-    np.maximum(gate, 0.0, out=gate)
-    np.add(gate, A3, out=gate)
+    both = shifted + A3  # z + a₃ + a₄
+    gate = np.maximum(both, 0.0)
+    gate += A3
     gate += P2
     active3 = gate < 0.0  # ψ'(−a₃)/2 = −a₃ − p₂ − max(z + a₃ + a₄, 0) > 0
-    gate = shifted + A3
-    np.minimum(gate, 0.0, out=gate)
+    np.minimum(both, 0.0, out=gate)
     gate += shifted
     gate -= P2
-    active4 = gate > 0.0  # ψ'(z + a₄)/2 = z + a₄ − p₂ + min(z + a₄ + a₃, 0) > 0
-    U = P2 - active3 * A3
-    U += active4 * shifted
-    U /= 1.0 + active3 + active4.astype(U.dtype)
-    np.clip(U, np.minimum(Z, 0.0), np.maximum(Z, 0.0), out=U)
-    nonzero = Z != 0
-    np.divide(U, Z, out=D, where=nonzero)
+    active4 = gate > 0.0  # ψ'(z + a₄)/2 = z + a₄ − p₂ + min(z + a₃ + a₄, 0) > 0
+    U = P2.copy()
+    np.subtract(U, A3, out=U, where=active3)
+    np.add(U, shifted, out=U, where=active4)
+    np.add(active3, 1.0, out=both)
+    both += active4  # 1 + (number of active hinges)
+    U /= both
+    np.divide(U, Z, out=D, where=Z != 0)
     np.clip(D, 0.0, 1.0, out=D)
     np.multiply(Z, D, out=U)
     np.add(U, A3, out=S)
