@@ -111,14 +111,13 @@ def preactivation_slacks_chunk(D, Q, P2, A3, A4, Z, S, T) -> None:
     """Joint ``(Z, S, T)`` minimiser (module docstring) on one chunk, written into ``Z, S, T``."""
     E = 1.0 - D
     num = D * P2
-    num += Q  # q + d p₂
+    num += Q
     D2 = D * D
-    den = D2 + 1.0  # 1 + d²
-    DA3, EA4 = D * A3, E * A4
+    den = D2 + 1.0
     hinge = D * A4
     hinge -= E * A3
     np.maximum(hinge, 0.0, out=hinge)  # max(d a₄ − e a₃, 0); min(e a₃ − d a₄, 0) is its negative
-    gate = hinge * E  # d φ'(z₃)/2
+    gate = hinge * E  # d φ'(z₃)/2, negated below for the other hinge
     gate -= A3 * den
     gate -= D * num
     active3 = gate > 0.0
@@ -126,11 +125,12 @@ def preactivation_slacks_chunk(D, Q, P2, A3, A4, Z, S, T) -> None:
     gate += A4 * den
     gate += E * num
     active4 = gate > 0.0
-    np.subtract(num, DA3, out=num, where=active3)
-    np.subtract(num, EA4, out=num, where=active4)
-    np.add(den, D2, out=den, where=active3)
+    num -= active3 * (D * A3)
+    num -= active4 * (E * A4)
+    den += active3 * D2
     E *= E
-    np.add(den, E, out=den, where=active4)
+    E *= active4
+    den += E
     np.divide(num, den, out=Z)
     np.multiply(D, Z, out=S)
     S += A3
@@ -147,8 +147,8 @@ def activation_slacks_chunk(Z, P2, A3, A4, D, S, T) -> None:
     Clipping ``u`` to ``[min(z, 0), max(z, 0)]`` and then dividing by ``z`` is clipping ``u / z`` to
     ``[0, 1]``, which is what is computed.
     """
-    shifted = Z + A4  # z + a₄
-    both = shifted + A3  # z + a₃ + a₄
+    shifted = Z + A4
+    both = shifted + A3
     gate = np.maximum(both, 0.0)
     gate += A3
     gate += P2
@@ -157,9 +157,9 @@ def activation_slacks_chunk(Z, P2, A3, A4, D, S, T) -> None:
     gate += shifted
     gate -= P2
     active4 = gate > 0.0  # ψ'(z + a₄)/2 = z + a₄ − p₂ + min(z + a₃ + a₄, 0) > 0
-    U = P2.copy()
-    np.subtract(U, A3, out=U, where=active3)
-    np.add(U, shifted, out=U, where=active4)
+    U = active3 * A3
+    np.subtract(P2, U, out=U)
+    U += active4 * shifted
     np.add(active3, 1.0, out=both)
     both += active4  # 1 + (number of active hinges)
     U /= both

@@ -30,6 +30,7 @@ import scipy.special
 
 from formulation import subproblems as sp
 from formulation._checks import as_float_array, check_nonnegative
+from formulation.closed_forms import column_chunks
 from formulation.network import ReluNetwork
 from formulation.results import ProblemError
 
@@ -378,55 +379,65 @@ class ALProblem:
                 if update:
                     np.clip(M1, -bound, bound, out=state.lam1[l])
                 break
-            D, Z, S, T = state.D[l], state.Z[l], state.S[l], state.T[l]
-            DZ = D * Z
-            M2 = np.subtract(state.X[l], DZ)
+            M2 = np.multiply(state.D[l], state.Z[l])
+            np.subtract(state.X[l], M2, out=M2)
             viol["C2"] = max(viol["C2"], amax(M2))
             M2 *= rho
             M2 += state.lam2[l]
-            M3 = np.subtract(DZ, S)
-            viol["C3"] = max(viol["C3"], amax(M3))
-            M3 *= rho
-            M3 += state.lam3[l]
-            M4 = np.subtract(Z, DZ, out=DZ)
-            del DZ
-            M4 += T
-            viol["C4"] = max(viol["C4"], amax(M4))
-            M4 *= rho
-            M4 += state.lam4[l]
-            viol["bounds"] = max(viol["bounds"], float(np.max(-D, initial=0.0)), float(np.max(D - 1, initial=0.0)),
-                                 float(np.max(-S, initial=0.0)), float(np.max(-T, initial=0.0)))
-            A = np.subtract(M3, M2)
-            A -= M4
-            grad = D * A
-            grad += M1
-            grad += M4
-            keep("Z", grad)
-            kkt = max(kkt, amax(grad))
-            np.multiply(Z, A, out=grad)  # ∂D, projected on [0, 1]
-            keep("D", grad)
-            np.subtract(D, grad, out=grad)
-            np.clip(grad, 0.0, 1.0, out=grad)
-            grad -= D
-            kkt = max(kkt, amax(grad))
-            del A
             if collect is not None:
-                collect["S"].append(-M3)
-                collect["T"].append(M4.copy())
-            np.add(S, M3, out=grad)  # ∂S = −M3, projected on S ≥ 0
-            np.maximum(grad, 0.0, out=grad)
-            grad -= S
-            kkt = max(kkt, amax(grad))
-            np.subtract(T, M4, out=grad)  # ∂T = M4, projected on T ≥ 0
-            np.maximum(grad, 0.0, out=grad)
-            grad -= T
-            kkt = max(kkt, amax(grad))
-            del grad
+                for name in ("Z", "D", "S", "T"):
+                    collect[name].append(np.empty_like(M2))
+            # the elementwise families by column chunks: a few temporaries of one chunk alive
+            for cols in column_chunks(*M2.shape):
+                D, Z, S, T = state.D[l][:, cols], state.Z[l][:, cols], state.S[l][:, cols], state.T[l][:, cols]
+                DZ = D * Z
+                M3 = np.subtract(DZ, S)
+                viol["C3"] = max(viol["C3"], amax(M3))
+                M3 *= rho
+                M3 += state.lam3[l][:, cols]
+                M4 = np.subtract(Z, DZ, out=DZ)
+                del DZ
+                M4 += T
+                viol["C4"] = max(viol["C4"], amax(M4))
+                M4 *= rho
+                M4 += state.lam4[l][:, cols]
+                viol["bounds"] = max(viol["bounds"], float(np.max(-D, initial=0.0)),
+                                     float(np.max(D - 1, initial=0.0)), float(np.max(-S, initial=0.0)),
+                                     float(np.max(-T, initial=0.0)))
+                A = np.subtract(M3, M2[:, cols])
+                A -= M4
+                grad = D * A
+                grad += M1[:, cols]
+                grad += M4
+                if collect is not None:
+                    collect["Z"][-1][:, cols] = grad
+                kkt = max(kkt, amax(grad))
+                np.multiply(Z, A, out=grad)  # ∂D, projected on [0, 1]
+                if collect is not None:
+                    collect["D"][-1][:, cols] = grad
+                    collect["S"][-1][:, cols] = -M3
+                    collect["T"][-1][:, cols] = M4
+                np.subtract(D, grad, out=grad)
+                np.clip(grad, 0.0, 1.0, out=grad)
+                grad -= D
+                kkt = max(kkt, amax(grad))
+                del A
+                np.add(S, M3, out=grad)  # ∂S = −M3, projected on S ≥ 0
+                np.maximum(grad, 0.0, out=grad)
+                grad -= S
+                kkt = max(kkt, amax(grad))
+                np.subtract(T, M4, out=grad)  # ∂T = M4, projected on T ≥ 0
+                np.maximum(grad, 0.0, out=grad)
+                grad -= T
+                kkt = max(kkt, amax(grad))
+                del grad
+                if update:
+                    np.clip(M3, -bound, bound, out=state.lam3[l][:, cols])
+                    np.clip(M4, -bound, bound, out=state.lam4[l][:, cols])
+                del M3, M4
             if update:
                 np.clip(M1, -bound, bound, out=state.lam1[l])
-                np.clip(M3, -bound, bound, out=state.lam3[l])
-                np.clip(M4, -bound, bound, out=state.lam4[l])
-            del M1, M3, M4
+            del M1
             M2_previous = M2
             del M2
         viol["max"] = max(viol.values())

@@ -27,8 +27,10 @@ import warnings
 
 import numpy as np
 
-from formulation.results import ConvergenceWarning
+from formulation.learning import DTYPES
+from formulation.results import ConvergenceWarning, ProblemError
 from solvers.methods.al_trainer import ALTrainer
+from validation import options
 from validation.train_data import digits_classification, mnist_cs, psnr_images, ridge_fit, teacher_student
 
 BUDGETS = {"full": {"teacher": 60.0, "mnist": 150.0, "digits": 20.0},
@@ -53,11 +55,34 @@ def _metrics(name, data, network):
     return out
 
 
-def bench_one(name, hidden, data, budget, seed, quick=False):
-    from validation.baselines.adam import full_batch_step_seconds, train_adam
+#: ``--ablation`` variants: name -> ALTrainer settings (measured at each problem's budget; README table).
+ABLATION = {
+    "exact (DESIGN §3, ρ̂0=10, BM rule)": dict(mode="exact"),
+    "exact, 3 sweeps per multiplier update": dict(mode="exact", sweeps=3),
+    "restarted, fixed ρ̂=1": dict(mode="restarted", anderson=0, adaptive_penalty=False),
+    "restarted, adaptive ρ̂": dict(mode="restarted", anderson=0),
+    "restarted, adaptive ρ̂, over-relaxed ω=1.5": dict(mode="restarted", anderson=0, relaxation=1.5),
+    "restarted, adaptive ρ̂, Anderson m=5 (default)": dict(mode="restarted", anderson=5),
+    "restarted, adaptive ρ̂, Anderson m=10": dict(mode="restarted", anderson=10),
+}
 
-    rows = []
-    trainer = ALTrainer(hidden, seed=seed, max_iters=10**6, time_budget=budget, tol=0.0, progress=None)
+
+def _sweep_seconds(trainer, result, repeats: int = 5) -> float:
+    """Median seconds of one sweep alone (no diagnostics, no restart) at the final state of a run."""
+    problem, state = result.extras["problem"], result.extras["state"]
+    times = []
+    for _ in range(repeats):
+        work = state.copy()
+        start = time.perf_counter()
+        with np.errstate(all="ignore"):
+            trainer.sweep(problem, work)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _run_al(name, hidden, data, budget, seed, dtype, threads, **settings):
+    trainer = ALTrainer(hidden, seed=seed, max_iters=10**6, time_budget=budget, tol=0.0, progress=None,
+                        dtype=dtype, threads=threads, **settings)
     tracemalloc.start()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
@@ -68,21 +93,31 @@ def bench_one(name, hidden, data, budget, seed, quick=False):
     wall = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
+    return trainer, result, wall, peak
+
+
+def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", threads=None):
+    from validation.baselines.adam import full_batch_step_seconds, train_adam
+
+    rows = []
+    trainer, result, wall, peak = _run_al(name, hidden, data, budget, seed, dtype, threads)
     data_bytes = sum(data[k].nbytes for k in ("X", "Y", "X_val", "Y_val"))
     history = result.history
-    sweep_s = (history[-1]["seconds"] - history[0]["seconds"]) / max(len(history) - 1, 1)
+    final = history[-1]
+    iteration_s = final["seconds"] / max(final["iteration"], 1)
     scaler = result.standardizer
     start_net = scaler.unscale_network(trainer.initial_network(scaler.x(data["X"]), scaler.y(data["Y"])))
     rows.append({"problem": name, "method": "init (He + ridge output)", "seconds": 0.0, "iterations": 0,
                  "train_loss": result.init_train_loss, "val_loss": result.init_val_loss,
                  **_metrics(name, data, start_net)})
-    rows.append({"problem": name, "method": "AL", "seconds": wall, "iterations": history[-1]["iteration"],
-                 "train_loss": history[-1]["train_loss"], "val_loss": history[-1]["val_loss"],
-                 "violation": history[-1]["violation"], "kkt": history[-1]["kkt"], "rho": history[-1]["rho"],
+    rows.append({"problem": name, "method": f"AL ({trainer.mode})", "seconds": final["seconds"],
+                 "wall_seconds": wall, "iterations": final["iteration"],
+                 "train_loss": final["train_loss"], "val_loss": final["val_loss"],
+                 "violation": final["violation"], "kkt": final["kkt"], "rho": final["rho"],
                  "peak_mb": peak / 2**20, "state_mb": result.state_bytes / 2**20, "data_mb": data_bytes / 2**20,
                  **_metrics(name, data, result.network)})
     adam = train_adam(data["X"], data["Y"], data["X_val"], data["Y_val"], hidden=hidden, seed=seed,
-                      time_budget=budget)
+                      time_budget=budget, dtype=dtype, threads=threads)
     rows.append({"problem": name, "method": "Adam", "seconds": adam["history"][-1]["seconds"],
                  "iterations": adam["epochs"], "train_loss": adam["history"][-1]["train_loss"],
                  "val_loss": adam["history"][-1]["val_loss"], **_metrics(name, data, adam["network"])})
@@ -95,21 +130,74 @@ def bench_one(name, hidden, data, budget, seed, quick=False):
         from validation.bench_scnn import run_scnn
 
         rows += run_scnn(data, hidden=hidden[0], seed=seed, max_seconds=budget if quick else None)
-    scaled_x, scaled_y = scaler.x(data["X"]), scaler.y(data["Y"])
-    torch_s = full_batch_step_seconds(scaler.scale_network(result.network), scaled_x, scaled_y)
-    timing = {"problem": name, "al_sweep_s": sweep_s, "torch_fwd_bwd_s": torch_s, "ratio": sweep_s / torch_s}
+    with _torch_threads(threads):
+        torch_s = full_batch_step_seconds(scaler.scale_network(result.network), scaler.x(data["X"]),
+                                          scaler.y(data["Y"]), dtype=dtype)
+    with _blas_threads(threads):
+        sweep_s = _sweep_seconds(trainer, result)
+    timing = {"problem": name, "sweep_s": sweep_s, "iteration_s": iteration_s, "torch_fwd_bwd_s": torch_s,
+              "ratio": sweep_s / torch_s, "iteration_ratio": iteration_s / torch_s}
     return rows, timing
+
+
+def ablation_one(name, hidden, data, budget, seed, dtype="float64", threads=None):
+    """One row per :data:`ABLATION` variant: the problem's metric at the same budget, iterations, s per iteration."""
+    rows = []
+    for variant, settings in ABLATION.items():
+        trainer, result, _, _ = _run_al(name, hidden, data, budget, seed, dtype, threads, **settings)
+        final = result.final
+        rows.append({"problem": name, "variant": variant, "iterations": final["iteration"],
+                     "s_per_iteration": final["seconds"] / max(final["iteration"], 1),
+                     "train_loss": final["train_loss"], "val_loss": final["val_loss"], "stop": result.stop_reason,
+                     **_metrics(name, data, result.network)})
+        print(f"  [{name}] {variant}: val loss {final['val_loss']:.4g} after {final['iteration']} iterations",
+              flush=True)
+    return rows
+
+
+def _torch_threads(threads):
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        import torch
+
+        previous = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    return scope()
+
+
+def _blas_threads(threads):
+    import contextlib
+
+    if threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
 
 
 def _fmt(value, spec):
     return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
 
 
-def format_tables(rows, timings) -> str:
+def _table(header, lines) -> list[str]:
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
+    return out + [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+
+
+def format_tables(rows, timings, settings: str = "") -> str:
     header = ["problem", "method", "s", "iters", "train loss", "val loss", "val/AL", "PSNR tr", "PSNR val",
               "acc tr", "acc val"]
     lines = []
-    al_val = {r["problem"]: r.get("val_loss") for r in rows if r["method"] == "AL"}
+    al_val = {r["problem"]: r.get("val_loss") for r in rows if r["method"].startswith("AL")}
     for r in rows:
         reference = al_val.get(r["problem"])
         ratio = None if r.get("val_loss") is None or not reference else r["val_loss"] / reference
@@ -117,25 +205,51 @@ def format_tables(rows, timings) -> str:
                       _fmt(r.get("train_loss"), ".4g"), _fmt(r.get("val_loss"), ".4g"), _fmt(ratio, ".3g"),
                       _fmt(r.get("train_psnr"), ".2f"), _fmt(r.get("val_psnr"), ".2f"),
                       _fmt(r.get("train_acc"), ".3f"), _fmt(r.get("val_acc"), ".3f")])
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
-    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
-    out.append("")
-    out.append("problem         | AL sweep s | torch fwd+bwd s (full batch) | ratio | AL peak MB | state MB | "
-               "2x state + data MB")
+    out = ([settings] if settings else []) + _table(header, lines) + [""]
+    header = ["problem", "AL sweep s", "AL iteration s", "torch fwd+bwd s", "sweep/fwd+bwd", "iteration/fwd+bwd",
+              "AL peak MB", "state MB", "2x state + data MB"]
+    lines = []
     for t in timings:
-        al = next(r for r in rows if r["problem"] == t["problem"] and r["method"] == "AL")
+        al = next(r for r in rows if r["problem"] == t["problem"] and r["method"].startswith("AL"))
         bound = 2 * al["state_mb"] + al["data_mb"]
-        out.append(f"{t['problem']:<15} | {t['al_sweep_s']:<10.3g} | {t['torch_fwd_bwd_s']:<28.3g} | "
-                   f"{t['ratio']:<5.3g} | {al['peak_mb']:<10.1f} | {al['state_mb']:<8.1f} | {bound:.1f}"
-                   + ("  (within)" if al["peak_mb"] <= bound else "  (EXCEEDED)"))
-    return "\n".join(out)
+        lines.append([t["problem"], _fmt(t["sweep_s"], ".3g"), _fmt(t["iteration_s"], ".3g"),
+                      _fmt(t["torch_fwd_bwd_s"], ".3g"), _fmt(t["ratio"], ".3g"), _fmt(t["iteration_ratio"], ".3g"),
+                      _fmt(al["peak_mb"], ".1f"), _fmt(al["state_mb"], ".1f"),
+                      f"{bound:.1f}" + (" (within)" if al["peak_mb"] <= bound else " (EXCEEDED)")])
+    return "\n".join(out + _table(header, lines))
+
+
+def format_ablation(rows) -> str:
+    header = ["problem", "variant", "iters", "s/iter", "train loss", "val loss", "PSNR val", "acc val", "stop"]
+    lines = [[r["problem"], r["variant"], str(r["iterations"]), _fmt(r["s_per_iteration"], ".3g"),
+              _fmt(r.get("train_loss"), ".4g"), _fmt(r.get("val_loss"), ".4g"), _fmt(r.get("val_psnr"), ".2f"),
+              _fmt(r.get("val_acc"), ".3f"), r["stop"]] for r in rows]
+    return "\n".join(_table(header, lines))
+
+
+def _write_csv(path, rows):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    keys = sorted({k for r in rows for k in r})
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {path}")
 
 
 def run(args) -> int:
     mode = "quick" if args.quick else "full"
-    rows, timings, notes = [], [], []
+    rows, timings, notes, ablation = [], [], [], []
     wanted = set(args.problems.split(",")) if args.problems else None
+    known = {"teacher-student", "mnist-cs", "digits"}
+    if wanted and not wanted <= known:
+        raise ProblemError(f"Unknown problem(s) {sorted(wanted - known)} in --problems; choose from "
+                           f"{', '.join(sorted(known))}.")
+    threads = args.threads
+    settings = (f"settings: dtype {args.dtype} for both methods; threads "
+                f"{threads if threads else f'library default ({os.cpu_count()} cores)'} for both (BLAS for AL, "
+                "torch intra-op for Adam); monitoring (validation losses) not charged to either budget")
+    print(settings, flush=True)
     for name, hidden, data in _problems(mode):
         if wanted and name not in wanted:
             continue
@@ -144,23 +258,26 @@ def run(args) -> int:
         budget = args.budget if args.budget else BUDGETS[mode][name.split("-")[0]]
         print(f"[{name}] widths {(data['X'].shape[0], *hidden, data['Y'].shape[0])}, N={data['X'].shape[1]}, "
               f"budget {budget:g} s per method", flush=True)
-        problem_rows, timing = bench_one(name, hidden, data, budget, args.seed, quick=args.quick)
+        if args.ablation:
+            ablation += ablation_one(name, hidden, data, budget, args.seed, args.dtype, threads)
+            continue
+        problem_rows, timing = bench_one(name, hidden, data, budget, args.seed, quick=args.quick, dtype=args.dtype,
+                                         threads=threads)
         rows += problem_rows
         timings.append(timing)
-    print(format_tables(rows, timings))
+    if args.ablation:
+        print(format_ablation(ablation))
+        if args.csv:
+            _write_csv(args.csv, ablation)
+        return 0
+    print(format_tables(rows, timings, settings))
     for note in notes:
         print("note:", note)
     for r in rows:
         if r.get("note"):
             print(f"note ({r['problem']}, {r['method']}): {r['note']}")
     if args.csv:
-        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
-        keys = sorted({k for r in rows for k in r})
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"wrote {args.csv}")
+        _write_csv(args.csv, rows)
     return 0
 
 
@@ -169,8 +286,18 @@ def add_parser(inner) -> None:
     sub = inner.add_parser("train", help="AL training against Adam at equal wall-clock budget",
                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_argument("--quick", action="store_true", help="smaller data and budgets (about 1.5 minutes)")
-    sub.add_argument("--budget", type=float, default=0.0, help="seconds per method and problem (default per problem)")
+    sub.add_argument("--budget", type=options.positive_float, default=None,
+                     help="seconds per method and problem (default per problem)")
     sub.add_argument("--problems", default="", help="comma-separated subset of teacher-student,mnist-cs,digits")
-    sub.add_argument("--seed", type=int, default=0)
-    sub.add_argument("--csv", default=os.path.join("results", "bench_train.csv"))
+    sub.add_argument("--seed", type=options.seed, default=0)
+    sub.add_argument("--dtype", choices=DTYPES, default="float64",
+                     help="floating type of both methods (default float64)")
+    sub.add_argument("--threads", type=options.positive_int, default=1,
+                     help="BLAS threads for AL and torch intra-op threads for Adam (default 1: reproducible when "
+                          "anything else runs on the machine; 2 uses both cores of a 2-core machine)")
+    sub.add_argument("--ablation", action="store_true",
+                     help="instead of AL vs Adam: every variant of the outer method (restarted/exact, penalty rule, "
+                          "sweeps, over-relaxation, Anderson) at each problem's budget, one table")
+    sub.add_argument("--csv", default=os.path.join("results", "bench_train.csv"),
+                     help="CSV of the rows (default results/bench_train.csv)")
     sub.set_defaults(func=run)

@@ -325,7 +325,7 @@ class ALTrainer:
 
     # ------------------------------------------------------------------ data
     @staticmethod
-    def _check_data(X0, Y, X_val, Y_val):
+    def check_data(X0, Y, X_val=None, Y_val=None):
         X0 = as_float_array("X", X0, ndim=2)
         Y = as_float_array("Y", Y, ndim=2)
         if X0.shape[1] != Y.shape[1]:
@@ -440,7 +440,7 @@ class ALTrainer:
     def _fit(self, X0, Y, X_val, Y_val) -> TrainResult:
         from tqdm import tqdm
 
-        X0, Y, X_val, Y_val = self._check_data(X0, Y, X_val, Y_val)
+        X0, Y, X_val, Y_val = self.check_data(X0, Y, X_val, Y_val)
         scaler = Standardizer.fit(X0, Y, self.standardize)
         Xs, Ys = scaler.x(X0), scaler.y(Y)
         Xv = None if X_val is None else scaler.x(X_val)
@@ -488,9 +488,9 @@ class ALTrainer:
             loop = {"iteration": 0, "previous_violation": None, "period_violation": None, "growth": 0,
                     "elapsed": 0.0, "accepted": 0, "anderson_steps": 0, "rejected": 0}
         state_bytes = sum(a.nbytes for name, _, a in state.arrays() if name not in ("W", "b"))
-        if self.mode == "restarted":  # the forward pass of the current weights and of a candidate
-            run = {"Z": [z.copy() for z in state.Z], "candidate_Z": [np.empty_like(z) for z in state.Z]}
-            run["objective"] = self._weights_objective(problem, state.W, run["Z"])
+        if self.mode == "restarted":  # the forward pass of a candidate, and the objective of the current weights
+            run = {"candidate_Z": [np.empty_like(z) for z in state.Z],
+                   "objective": self._weights_objective(problem, state.W, state.Z)}
 
         stop_reason, message = "max_iters", f"stopped after max_iters={self.max_iters} outer iterations"
         start_iteration = loop["iteration"]
@@ -536,7 +536,7 @@ class ALTrainer:
                 pause = time.perf_counter()
                 network = state.network()
                 if self.mode == "restarted":
-                    train = 2.0 * float(problem.loss_value(run["Z"][-1])) if total > 0 else None
+                    train = 2.0 * float(problem.loss_value(state.Z[-1])) if total > 0 else None
                     val = None if Xv is None else forward_loss_fraction(network, Xv, Yv)
                     train = losses(network)[0] if train is None else train
                 else:
@@ -618,8 +618,7 @@ class ALTrainer:
         """Restarted AL: sweeps from the forward state, a safeguarded step on the weights, restart.
 
         On entry ``state`` is the forward state of the weights ``x`` with first-order multipliers
-        (:meth:`ALProblem.restart`), ``run["Z"]`` its pre-activations and ``run["objective"]`` its
-        objective. Candidates, in order: the Anderson point, the relaxed point
+        (:meth:`ALProblem.restart`) and ``run["objective"]`` its objective. Candidates, in order: the Anderson point, the relaxed point
         ``x + ω(φ(x) − x)`` (``relaxation = ω ≠ 1``), the sweep's own weights ``φ(x)``; the first
         whose objective does not exceed that of ``x`` is accepted (and ``ρ̂ ← max(ρ̂/down, ρ̂_min)``);
         if none is, ``x`` stays, ``ρ̂ ← min(up·ρ̂, ρ̂_max)`` and the Anderson history is cleared.
@@ -645,7 +644,6 @@ class ALTrainer:
             if math.isfinite(objective) and objective <= run["objective"]:
                 chosen = kind
                 state.W, state.b = W, b
-                run["Z"], run["candidate_Z"] = run["candidate_Z"], run["Z"]
                 run["objective"] = objective
                 break
         rho_hat = state.rho / alpha
@@ -662,7 +660,7 @@ class ALTrainer:
                 rho_hat = max(rho_hat / self.penalty_down, self.rho_min)
         if rho_hat * alpha != state.rho:
             state.rho = rho_hat * alpha
-        problem.restart(state, Z=run["Z"])
+        problem.restart(state, Z=None if chosen is None else run["candidate_Z"])
         if self._fused is not None:
             self._fused.valid = False
         if iteration % self.kkt_every == 0:

@@ -30,12 +30,12 @@ def _torch():
     return torch
 
 
-def torch_modules(network: ReluNetwork):
-    """A ``torch.nn.Sequential`` (float64) with the weights of ``network``."""
+def torch_modules(network: ReluNetwork, dtype: str = "float64"):
+    """A ``torch.nn.Sequential`` (``dtype``: float64 or float32) with the weights of ``network``."""
     torch = _torch()
     layers = []
     for index, (W, b) in enumerate(zip(network.weights, network.biases)):
-        linear = torch.nn.Linear(W.shape[1], W.shape[0], dtype=torch.float64)
+        linear = torch.nn.Linear(W.shape[1], W.shape[0], dtype=getattr(torch, dtype))
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(W))
             linear.bias.copy_(torch.from_numpy(b))
@@ -47,14 +47,18 @@ def torch_modules(network: ReluNetwork):
 
 def _to_network(model) -> ReluNetwork:
     linears = [m for m in model if hasattr(m, "weight")]
-    return ReluNetwork([m.weight.detach().numpy().copy() for m in linears],
-                       [m.bias.detach().numpy().copy() for m in linears])
+    return ReluNetwork([m.weight.detach().numpy().astype(np.float64) for m in linears],
+                       [m.bias.detach().numpy().astype(np.float64) for m in linears])
 
 
 def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, time_budget: float = 10.0,
                max_epochs: int | None = None, lr: float = 1e-3, batch_size: int = 128, init: str = "ridge",
-               standardize: bool = True, record_every: float = 0.5) -> dict:
+               standardize: bool = True, record_every: float = 0.5, dtype: str = "float64",
+               threads: int | None = None) -> dict:
     """Train with Adam for ``time_budget`` seconds (or ``max_epochs``); samples as columns.
+
+    ``dtype`` is the floating type of the model and data (float64 or float32); ``threads`` caps
+    PyTorch's intra-op threads for the run (restored afterwards).
 
     Returns ``network`` (original units), ``history`` (rows with ``epoch, seconds, train_loss,
     val_loss`` as fractions of target variance, recorded about every ``record_every`` s),
@@ -62,16 +66,28 @@ def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, ti
     """
     torch = _torch()
     trainer = ALTrainer(hidden, seed=seed, init=init, standardize=standardize)
-    X0, Y, X_val, Y_val = trainer._check_data(X0, Y, X_val, Y_val)
+    X0, Y, X_val, Y_val = trainer.check_data(X0, Y, X_val, Y_val)
     scaler = Standardizer.fit(X0, Y, standardize)
     Xs, Ys = scaler.x(X0), scaler.y(Y)
     Xv = None if X_val is None else scaler.x(X_val)
     Yv = None if Y_val is None else scaler.y(Y_val)
     start_network = trainer.initial_network(Xs, Ys)
-    model = torch_modules(start_network)
+    model = torch_modules(start_network, dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    inputs = torch.from_numpy(np.ascontiguousarray(Xs.T))
-    targets = torch.from_numpy(np.ascontiguousarray(Ys.T))
+    inputs = torch.from_numpy(np.ascontiguousarray(Xs.T, dtype=dtype))
+    targets = torch.from_numpy(np.ascontiguousarray(Ys.T, dtype=dtype))
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv, seed, time_budget,
+                          max_epochs, batch_size, record_every)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv, seed, time_budget, max_epochs,
+               batch_size, record_every) -> dict:
     generator = torch.Generator().manual_seed(seed)
     N = inputs.shape[0]
 
@@ -110,12 +126,16 @@ def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, ti
             "init_train_loss": history[0]["train_loss"], "init_val_loss": history[0]["val_loss"]}
 
 
-def full_batch_step_seconds(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray, repeats: int = 3) -> float:
-    """Median seconds of one full-batch forward + backward pass in PyTorch (float64), samples as columns."""
+def full_batch_step_seconds(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray, repeats: int = 5,
+                            dtype: str = "float64") -> float:
+    """Median seconds of one full-batch forward + backward pass in PyTorch (``dtype``), samples as columns.
+
+    Runs with PyTorch's current thread setting (``torch.set_num_threads``).
+    """
     torch = _torch()
-    model = torch_modules(network)
-    inputs = torch.from_numpy(np.ascontiguousarray(X0.T))
-    targets = torch.from_numpy(np.ascontiguousarray(Y.T))
+    model = torch_modules(network, dtype)
+    inputs = torch.from_numpy(np.ascontiguousarray(X0.T, dtype=dtype))
+    targets = torch.from_numpy(np.ascontiguousarray(Y.T, dtype=dtype))
     times = []
     for _ in range(repeats):
         model.zero_grad()
