@@ -65,6 +65,9 @@ class TerminationCondition(enum.Enum):
     """The problem was proved infeasible."""
     UNBOUNDED = "unbounded"
     """The problem was proved unbounded."""
+    INFEASIBLE_OR_UNBOUNDED = "infeasible_or_unbounded"
+    """The solver proved that there is no optimum without saying which: infeasible, or unbounded (HiGHS's
+    and SCIP's presolve report this); not a proof of infeasibility."""
     INACCURATE = "inaccurate"
     """The backend stopped at a point it flags as inaccurate."""
     ERROR = "error"

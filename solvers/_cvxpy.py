@@ -10,6 +10,7 @@ import numpy as np
 
 from formulation.results import (
     InaccurateSolutionWarning,
+    ProblemError,
     Solution,
     SolutionStatus,
     SolverError,
@@ -27,6 +28,7 @@ STATUS_MAP: dict[str, tuple[TerminationCondition, SolutionStatus]] = {
     cp.INFEASIBLE_INACCURATE: (TerminationCondition.INFEASIBLE, SolutionStatus.NO_SOLUTION),
     cp.UNBOUNDED: (TerminationCondition.UNBOUNDED, SolutionStatus.NO_SOLUTION),
     cp.UNBOUNDED_INACCURATE: (TerminationCondition.UNBOUNDED, SolutionStatus.NO_SOLUTION),
+    cp.settings.INFEASIBLE_OR_UNBOUNDED: (TerminationCondition.INFEASIBLE_OR_UNBOUNDED, SolutionStatus.NO_SOLUTION),
     # iteration or time limit (CVXPY does not say which); a point may exist
     cp.USER_LIMIT: (TerminationCondition.ITERATION_LIMIT, SolutionStatus.FEASIBLE),
 }
@@ -49,12 +51,12 @@ def solve_model(name: str, subproblem, settings: dict) -> Solution:
     Shared by the continuous backends and by HiGHS on the bound LPs (``requires == "LP"``).
     """
     if subproblem.model is None:
-        raise SolverError(
+        raise ProblemError(
             f"{type(subproblem).__name__} was created with build_model=False; "
             "create it with build_model=True to use a CVXPY backend."
         )
     if not subproblem.ready:
-        raise SolverError(f"{type(subproblem).__name__}: set every parameter before solving.")
+        raise ProblemError(f"{type(subproblem).__name__}: set every parameter before solving.")
     problem = subproblem.model
     start = time.perf_counter()
     try:
@@ -67,8 +69,9 @@ def solve_model(name: str, subproblem, settings: dict) -> Solution:
             f"{subproblem.size()} unknowns ({exc}); use a smaller instance or the closed_form, OSQP or "
             "CLARABEL backend."
         ) from exc
-    except (TypeError, ValueError) as exc:  # e.g. an option the solver does not know
-        raise SolverError(f"{name} rejected the call on {type(subproblem).__name__}: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # an option the solver does not know, or a bad option value
+        raise ProblemError(f"{name} rejected the call on {type(subproblem).__name__} (check the options "
+                           f"{sorted(settings)}): {exc}") from exc
     elapsed = time.perf_counter() - start
     stats = problem.solver_stats
     # canonicalisation on the first solve with this solver, parameter substitution after it

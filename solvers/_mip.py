@@ -12,7 +12,7 @@ import time
 import cvxpy as cp
 import numpy as np
 
-from formulation.results import Solution, SolutionStatus, SolverError, TerminationCondition
+from formulation.results import Solution, SolutionStatus, SolverError, SolverNotFound, TerminationCondition
 from solvers._base import Backend
 
 #: Largest distance of a returned ``d`` from {0, 1} accepted for an optimal point.
@@ -26,9 +26,10 @@ class MipBackend(Backend):
         """Solver keyword arguments for ``cp.Problem.solve``."""
         raise NotImplementedError
 
-    def _raw(self, problem: cp.Problem) -> tuple[str, float | None, float | None, bool]:
+    def _raw(self, problem: cp.Problem, settings: dict) -> tuple[str, float | None, float | None, bool]:
         """(solver status name, solver primal objective, solver dual bound, whether the solver holds an
-        incumbent), objective and bound in the solver's minimise sense without CVXPY's constant offset."""
+        incumbent), objective and bound in the solver's minimise sense without CVXPY's constant offset
+        (``settings`` as returned by :meth:`_settings`)."""
         raise NotImplementedError
 
     #: solver status name -> (why it stopped, whether a point is proven optimal). Unknown -> ERROR.
@@ -50,7 +51,7 @@ class MipBackend(Backend):
 
     def solve(self, form, *, time_limit: float | None = None, gap: float | None = None, **options) -> Solution:
         if not self.accepts(form):
-            raise SolverError(f"{self.name} cannot take a {form.requires} problem.")
+            raise SolverNotFound(f"Backend {self.name!r} cannot take a {form.requires} problem.")
         problem = form.model
         settings = self._settings(time_limit, gap, options)
         start = time.perf_counter()
@@ -68,7 +69,7 @@ class MipBackend(Backend):
             return Solution(self.name, TerminationCondition.TIME_LIMIT, SolutionStatus.NO_SOLUTION,
                             build_time=form.build_time, solve_time=elapsed,
                             extras={"status": "error", "error": str(failure)})
-        raw_status, primal, dual, incumbent = self._raw(problem)
+        raw_status, primal, dual, incumbent = self._raw(problem, settings)
         termination = self.RAW_STATUS.get(raw_status, TerminationCondition.ERROR)
         # CVXPY hands back a point after a HiGHS time-out even when HiGHS has no incumbent (it is the
         # last LP iterate, infeasible: measured 0.18 violation of an equality row); keep only incumbents

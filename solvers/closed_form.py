@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from formulation.results import Solution, SolutionStatus, SolverError, TerminationCondition
+from formulation.results import ProblemError, Solution, SolutionStatus, SolverError, TerminationCondition
 from formulation.subproblems import Subproblem
 from solvers._base import QP, Accuracy, Backend
 
@@ -30,9 +30,9 @@ class ClosedFormBackend(Backend):
 
     def solve(self, subproblem: Subproblem, compute_objective: bool = True, **options) -> Solution:
         if options:
-            raise SolverError(f"closed_form takes only the option `compute_objective`, got {sorted(options)}.")
+            raise ProblemError(f"closed_form takes only the option `compute_objective`, got {sorted(options)}.")
         if not subproblem.ready:
-            raise SolverError(f"{type(subproblem).__name__}: set every parameter before solving.")
+            raise ProblemError(f"{type(subproblem).__name__}: set every parameter before solving.")
         start = time.perf_counter()
         try:
             values = subproblem.closed_form()

@@ -29,6 +29,7 @@ class BackendECOSBB(MipBackend):
         cp.USER_LIMIT: TerminationCondition.ITERATION_LIMIT,
         cp.INFEASIBLE: TerminationCondition.INFEASIBLE,
         cp.UNBOUNDED: TerminationCondition.UNBOUNDED,
+        cp.settings.INFEASIBLE_OR_UNBOUNDED: TerminationCondition.INFEASIBLE_OR_UNBOUNDED,
     }
 
     def _settings(self, time_limit, gap, options):
@@ -45,7 +46,7 @@ class BackendECOSBB(MipBackend):
     def integrality_tolerance(self, settings):
         return float(settings["mi_int_tol"])
 
-    def _raw(self, problem):
+    def _raw(self, problem, settings):
         return problem.status, None, None, problem.status in cp.settings.SOLUTION_PRESENT
 
 

@@ -53,15 +53,16 @@ class BackendHIGHS(MipBackend):
     capabilities = frozenset({LP, MILP})
     install = INSTALL
 
-    # HiGHS model status -> why it stopped. Its MIP "optimal" means within mip_rel_gap.
+    # HiGHS's model status as CVXPY reports it -> why it stopped. Its MIP "optimal" means within mip_rel_gap.
+    # CVXPY folds HiGHS's time, iteration, solution and objective limits into "user_limit"; :meth:`_raw`
+    # tells a time limit from the others by HiGHS's own run time.
     RAW_STATUS = {
-        "kOptimal": TerminationCondition.OPTIMAL,
-        "kTimeLimit": TerminationCondition.TIME_LIMIT,
-        "kIterationLimit": TerminationCondition.ITERATION_LIMIT,
-        "kSolutionLimit": TerminationCondition.ITERATION_LIMIT,
-        "kInfeasible": TerminationCondition.INFEASIBLE,
-        "kUnbounded": TerminationCondition.UNBOUNDED,
-        "kUnboundedOrInfeasible": TerminationCondition.INFEASIBLE,
+        cp.OPTIMAL: TerminationCondition.OPTIMAL,  # kOptimal
+        "time_limit": TerminationCondition.TIME_LIMIT,  # kTimeLimit
+        "other_limit": TerminationCondition.ITERATION_LIMIT,  # kIterationLimit, kSolutionLimit, kObjective*
+        cp.INFEASIBLE: TerminationCondition.INFEASIBLE,  # kInfeasible
+        cp.UNBOUNDED: TerminationCondition.UNBOUNDED,  # kUnbounded
+        cp.settings.INFEASIBLE_OR_UNBOUNDED: TerminationCondition.INFEASIBLE_OR_UNBOUNDED,  # kUnboundedOrInfeasible
     }
 
     def solve(self, form, **options):
@@ -80,10 +81,13 @@ class BackendHIGHS(MipBackend):
         settings.update(options)
         return settings
 
-    def _raw(self, problem):
-        cached = problem._solver_cache.get("HIGHS")  # (highspy.Highs, data, results) kept by CVXPY
-        info = problem.solver_stats.extra_stats
-        raw = cached[2]["model_status"] if cached else "unknown"
+    def _raw(self, problem, settings):
+        info = problem.solver_stats.extra_stats  # highspy's HighsInfo
+        raw = problem.status
+        if raw == cp.USER_LIMIT:
+            limit, run_time = settings.get("time_limit"), problem.solver_stats.solve_time  # HiGHS's run time
+            at_limit = limit is not None and run_time is not None and run_time >= 0.99 * float(limit)
+            raw = "time_limit" if at_limit else "other_limit"
         primal = getattr(info, "objective_function_value", None)
         dual = getattr(info, "mip_dual_bound", None)
         incumbent = getattr(info, "primal_solution_status", 0) == 2  # kSolutionStatusFeasible

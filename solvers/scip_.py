@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from formulation.results import Solution, SolutionStatus, SolverError, TerminationCondition
+from formulation.results import ProblemError, Solution, SolutionStatus, SolverError, TerminationCondition
 from solvers._base import BILINEAR, MILP, MIQP
 from solvers._mip import MipBackend
 
@@ -51,8 +51,14 @@ RAW_STATUS = {
     "bestsollimit": TerminationCondition.ITERATION_LIMIT,
     "infeasible": TerminationCondition.INFEASIBLE,
     "unbounded": TerminationCondition.UNBOUNDED,
-    "inforunbd": TerminationCondition.INFEASIBLE,
+    "inforunbd": TerminationCondition.INFEASIBLE_OR_UNBOUNDED,  # presolve: no optimum, not a proof of either
 }
+
+
+def _finite_bound(model) -> float | None:
+    """SCIP's dual bound, or None where it is SCIP's infinity (±1e20: no bound, e.g. after "inforunbd")."""
+    dual = float(model.getDualbound())
+    return dual if np.isfinite(dual) and abs(dual) < model.infinity() else None
 
 
 class BackendSCIP(MipBackend):
@@ -73,10 +79,10 @@ class BackendSCIP(MipBackend):
         # SCIP checks integrality with the same numerics/feastol as rows and bounds
         return float(settings["scip_params"]["numerics/feastol"])
 
-    def _raw(self, problem):
+    def _raw(self, problem, settings):
         model = problem.solver_stats.extra_stats["model"]
         primal = model.getPrimalbound() if model.getNSols() > 0 else None
-        return model.getStatus(), primal, model.getDualbound(), model.getNSols() > 0
+        return model.getStatus(), primal, _finite_bound(model), model.getNSols() > 0
 
     def solve(self, form, *, time_limit: float | None = None, gap: float | None = None, **options) -> Solution:
         method = self._solve_relaxed if form.requires == BILINEAR else super().solve
@@ -145,7 +151,7 @@ class BackendSCIP(MipBackend):
         for key, value in options.pop("scip_params", {}).items():
             model.setParam(key, value)
         if options:
-            raise SolverError(f"SCIP (bilinear) got unknown options {sorted(options)}; pass scip_params={{...}}.")
+            raise ProblemError(f"SCIP (bilinear) got unknown options {sorted(options)}; pass scip_params={{...}}.")
         start = time.perf_counter()
         try:
             model.optimize()
@@ -163,7 +169,7 @@ class BackendSCIP(MipBackend):
             status = SolutionStatus.OPTIMAL
         else:
             status = SolutionStatus.FEASIBLE if values else SolutionStatus.NO_SOLUTION
-        dual = model.getDualbound()  # in the model's own sense; the constant c0 is in the objective
+        dual = _finite_bound(model)  # in the model's own sense; the constant c0 is in the objective
         return Solution(
             backend=self.name,
             termination=termination,
@@ -173,7 +179,7 @@ class BackendSCIP(MipBackend):
             build_time=build,
             solve_time=elapsed,
             iterations=int(model.getNNodes()),
-            bound=float(dual) if np.isfinite(dual) else None,
+            bound=dual,
             extras={"raw_status": raw, "claimed_objective": model.getPrimalbound() if values else None,
                     "feasibility_tolerance": float(model.getParam("numerics/feastol")),
                     "nodes": int(model.getNNodes()), "cuts": cuts},

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 
 import solvers
 from formulation.instances import make_subproblem, random_parameters
+from formulation.results import InaccurateSolutionWarning
 from validation.cli import main
 from validation.compare_solvers import (
     compare_case,
@@ -16,7 +18,7 @@ from validation.compare_solvers import (
     performance_profile,
     softmax_reference,
 )
-from validation.runner import Case
+from validation.runner import Case, recorded_warnings
 
 
 def test_softmax_reference_reaches_a_zero_gradient():
@@ -33,6 +35,39 @@ def test_compare_case_checks_against_the_reference(backend, kind):
     assert row["success"] == 1 and row["claimed"] == "optimal"
     assert row["primal_error"] <= 2e-6 and abs(row["objective_error"]) <= 1e-9
     assert row["unknowns"] > 0 and row["solve_s"] > 0
+
+
+def test_inaccurate_solves_reach_the_row_not_the_void():
+    # SCS stopped after 5 iterations: CVXPY says optimal_inaccurate, the backend warns, the row records it;
+    # CVXPY's own note is passed on to the user
+    with pytest.warns(UserWarning, match="may be inaccurate"):
+        row = compare_case(Case({"kind": "slacks", "N": 8, "n": 3}, "SCS", {"max_iters": 5}, seed=1))
+    assert row["claimed"] == "inaccurate" and row["inaccurate_warning"] == 1
+    clean = compare_case(Case({"kind": "slacks", "N": 8, "n": 3}, "SCS", {}, seed=1))
+    assert clean["claimed"] == "optimal" and clean["inaccurate_warning"] == 0
+
+
+def test_bench_case_writes_warnings_into_its_note(monkeypatch):
+    import validation.bench as bench
+
+    def row_with_warnings(*args):
+        warnings.warn("stopped early", InaccurateSolutionWarning, stacklevel=1)
+        warnings.warn("stopped early", InaccurateSolutionWarning, stacklevel=1)  # recorded once
+        warnings.warn("a solver note", UserWarning, stacklevel=1)
+        return {"status": "inaccurate", "unknowns": 24}
+
+    monkeypatch.setattr(bench, "bench_one", row_with_warnings)
+    row = bench.bench_case(Case({"kind": "slacks", "N": 8, "n": 3}, "SCS", {"repeats": 1}, seed=1))
+    assert row["outcome"] == "inaccurate"
+    assert row["note"] == "InaccurateSolutionWarning: stopped early; UserWarning: a solver note"
+
+
+def test_recorded_warnings_keep_user_warnings_and_pass_the_others_on():
+    with pytest.warns(DeprecationWarning, match="old"):
+        with recorded_warnings() as caught:
+            warnings.warn("inaccurate", InaccurateSolutionWarning, stacklevel=1)
+            warnings.warn("old", DeprecationWarning, stacklevel=1)
+    assert caught == [(InaccurateSolutionWarning, "inaccurate")]
 
 
 def _row(backend, kind, seed, unknowns, seconds, success=1):

@@ -131,21 +131,35 @@ def test_incapable_backend_is_refused_before_solving_and_names_the_capable_ones(
     assert solvers.solve(sub, "auto").backend == "CLARABEL"
 
 
-def test_backend_failure_is_chained_from_the_original():
+def test_backend_failure_is_chained_from_the_original(monkeypatch):
+    import cvxpy as cp
+
     sub = random_instance("slacks", 3, 2, np.random.default_rng(0))
-    with pytest.raises(SolverError) as info:
-        solvers.solve(sub, "SCS", no_such_option=3)
-    assert info.value.__cause__ is not None
+
+    def fail(*args, **kwargs):
+        raise cp.error.SolverError("the solver broke down")
+
+    monkeypatch.setattr(sub.model, "solve", fail)
+    with pytest.raises(SolverError, match="SCS failed on SlackProjection: the solver broke down") as info:
+        solvers.solve(sub, "SCS")
+    assert isinstance(info.value.__cause__, cp.error.SolverError)
+
+
+def test_an_option_the_solver_does_not_know_is_a_problem_error():
+    sub = random_instance("slacks", 3, 2, np.random.default_rng(0))
+    with pytest.raises(ProblemError, match="SCS rejected the call.*no_such_option") as info:
+        solvers.solve(sub, "SCS", no_such_option=3)  # an option the solver does not know
+    assert isinstance(info.value.__cause__, TypeError)
 
 
 def test_solving_without_a_model_or_parameters_is_a_clear_error():
     sub = make_subproblem("slacks", 3, 2, build_model=False)
     sub.set_parameters(**random_parameters(sub, np.random.default_rng(0)))
-    with pytest.raises(SolverError, match="build_model=True"):
+    with pytest.raises(ProblemError, match="build_model=True"):  # caller mistakes: ProblemError
         solvers.solve(sub, "OSQP")
     empty = make_subproblem("slacks", 3, 2)
     for backend in ("OSQP", "closed_form"):
-        with pytest.raises(SolverError, match="set every parameter"):
+        with pytest.raises(ProblemError, match="set every parameter"):
             solvers.solve(empty, backend)
 
 
@@ -169,5 +183,5 @@ def test_closed_form_objective_can_be_skipped_and_other_options_are_refused():
     assert np.isfinite(full.objective) and np.isnan(lean.objective)
     for name in full.values:
         np.testing.assert_array_equal(full.values[name], lean.values[name])
-    with pytest.raises(SolverError, match="compute_objective"):
+    with pytest.raises(ProblemError, match="compute_objective"):
         solvers.solve(sub, "closed_form", max_iter=3)

@@ -248,3 +248,38 @@ def test_relaxed_al_is_feasible_and_never_below_the_certified_optimum():
         assert result.violation < 1e-5
         assert result.objective >= optimum - 1e-7
         assert np.all(np.abs(result.theta["c"]) <= 1 + 1e-12)
+
+
+def _no_optimum_model(unbounded_only: bool) -> mi.MixedIntegerModel:
+    """``min −v₁`` with ``v₁`` free: unbounded; with ``0 ≤ v₀ ≤ −1`` as well: infeasible and unbounded."""
+    model = mi.MixedIntegerModel("no-optimum")
+    model.add_block("v", 2)
+    model.add_ub([0], [1.0], 1.0 if unbounded_only else -1.0)
+    if not unbounded_only:
+        model.add_ub([0], [-1.0], 0.0)
+    return model.finish(np.array([0.0, -1.0]))
+
+
+@needs_scip
+def test_infeasible_or_unbounded_is_not_reported_as_infeasible():
+    # SCIP's presolve finds the relaxed model infeasible-or-unbounded ("inforunbd"): no proof of either
+    solution = solvers.solve(mi.RelaxedForm(_no_optimum_model(False)), "SCIP")
+    assert solution.extras["raw_status"] == "inforunbd"
+    assert solution.termination is TerminationCondition.INFEASIBLE_OR_UNBOUNDED
+    assert solution.status is SolutionStatus.NO_SOLUTION and solution.bound is None
+    unbounded = solvers.solve(mi.RelaxedForm(_no_optimum_model(True)), "SCIP")
+    assert unbounded.termination is TerminationCondition.UNBOUNDED
+
+
+@pytest.mark.parametrize("backend", MILP_BACKENDS)
+def test_unbounded_and_infeasible_milps_are_statuses(backend):
+    unbounded = solvers.solve(mi.BinaryForm(_no_optimum_model(True)), backend)
+    assert unbounded.termination is TerminationCondition.UNBOUNDED and not unbounded.found
+    infeasible = solvers.solve(mi.BinaryForm(_no_optimum_model(False)), backend)
+    assert infeasible.termination in (TerminationCondition.INFEASIBLE, TerminationCondition.INFEASIBLE_OR_UNBOUNDED)
+    assert not infeasible.found
+    # HiGHS's kUnboundedOrInfeasible (CVXPY: infeasible_or_unbounded) is mapped as such, never to INFEASIBLE
+    raw = solvers.get_backend(backend).RAW_STATUS
+    for key in ("inforunbd", "infeasible_or_unbounded"):
+        if key in raw:
+            assert raw[key] is TerminationCondition.INFEASIBLE_OR_UNBOUNDED

@@ -97,6 +97,24 @@ def test_verify_user_network(user_files, capsys, problem):
     assert "1 instances: relaxation preserved the optimum (proved equal) on 1/1" in capsys.readouterr().out
 
 
+def test_verify_reports_warnings_instead_of_hiding_them(user_files, capsys, monkeypatch):
+    import warnings
+
+    from formulation.results import ConvergenceWarning
+
+    def local_runs_that_warn(problem, starts, rng):
+        warnings.warn("L-BFGS-B stopped early", ConvergenceWarning, stacklevel=1)
+        return []
+
+    monkeypatch.setattr(verify, "run_local", local_runs_that_warn)
+    out = user_files / "verify.json"
+    args = ["verify", "--network", str(user_files / "net.npz"), "--problem", "bound", "--starts", "1",
+            "--json", str(out)]
+    assert main(args) == 0
+    assert "warning on instance 0: ConvergenceWarning: L-BFGS-B stopped early" in capsys.readouterr().out
+    assert json.loads(out.read_text())["rows"][0]["warnings"] == ["ConvergenceWarning: L-BFGS-B stopped early"]
+
+
 def test_verify_user_training_needs_a_two_layer_scalar_network(user_files, capsys):
     assert main(["verify", "--network", str(user_files / "net.npz"), "--problem", "training"]) == 2
     assert "two-layer scalar-output" in capsys.readouterr().err

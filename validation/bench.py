@@ -19,13 +19,13 @@ import json
 import os
 import statistics
 import time
-import warnings
 
 import numpy as np
 
 import solvers
 from formulation.instances import KINDS, make_subproblem, random_parameters
-from formulation.results import InaccurateSolutionWarning, SolverError, SolverNotFound
+from formulation.results import ProblemError, SolverError
+from validation.runner import recorded_warnings
 
 #: (N, n) sizes per ``Subproblem.build_growth``. Blocks whose CVXPY model has no parameter
 #: multiplying a variable (activation in its U = Z*D form, slacks, squared-loss output) go up to
@@ -127,13 +127,12 @@ def bench_case(case) -> dict:
     if not solvers.get_backend(backend).accepts(probe):
         return {"outcome": "skipped", "note": f"{backend} cannot take {probe.requires}"}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", InaccurateSolutionWarning)
-            warnings.simplefilter("ignore", UserWarning)
+        with recorded_warnings() as caught:  # inaccurate solves and solver notes go to the row's note
             row = bench_one(kind, N, n, backend, case.settings["repeats"], case.seed)
     except (SolverError, MemoryError) as exc:
         return {"outcome": "error", "note": str(exc).splitlines()[0]}
     row["outcome"] = row.pop("status")
+    row["note"] = "; ".join(f"{category.__name__}: {message}" for category, message in caught)
     return {k: row.get(k) for k in CASE_FIGURES}
 
 
@@ -148,7 +147,7 @@ def run(args) -> int:
     kinds = args.subproblems.split(",") if args.subproblems else list(KINDS)
     for kind in kinds:
         if kind not in KINDS:
-            raise SolverNotFound(f"Unknown subproblem {kind!r}; choose from {', '.join(KINDS)}.")
+            raise ProblemError(f"Unknown subproblem {kind!r}; choose from {', '.join(KINDS)}.")
     specs = [(kind, N, n, backend) for kind in kinds for (N, n) in _sizes(kind, mode) for backend in backends]
     cases = [Case({"kind": kind, "N": N, "n": n}, backend, {"repeats": args.repeats}, args.seed + index)
              for index, (kind, N, n, backend) in enumerate(specs)]

@@ -32,6 +32,7 @@ Results are stored as SQLite rows and case specifications as JSON; nothing is pi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -44,6 +45,7 @@ import sqlite3
 import threading
 import time
 import traceback
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -62,6 +64,7 @@ __all__ = [
     "read_results",
     "default_store",
     "execute_case",
+    "recorded_warnings",
     "trivial_case",
     "TRIVIAL_FIGURES",
 ]
@@ -192,11 +195,6 @@ class Study:
         if len(set(ids)) != len(ids):
             raise ProblemError(f"Study {self.name!r} lists the same case twice; every case must differ "
                                "in problem, network, backend, settings or seed.")
-
-    @property
-    def timing_columns(self) -> tuple[str, ...]:
-        return BASE_TIMING + tuple(self.timing)
-
 
 @dataclass
 class RunSummary:
@@ -657,6 +655,7 @@ def run_study(study: Study, *, store: str | None = None, workers: int = 1, sched
     store = store or default_store(study.name)
     connection = _open_store(store)
     started = time.perf_counter()
+    summary = None
     try:
         _prepare_table(connection, study, store)
         # a stored timeout is retried when this run allows a case more time than the stored attempt had
@@ -691,8 +690,28 @@ def run_study(study: Study, *, store: str | None = None, workers: int = 1, sched
     finally:
         summary_time = time.perf_counter() - started
         connection.close()
-        if "summary" in locals():
+        if summary is not None:
             summary.wall_s = summary_time
+
+
+# --------------------------------------------------------------------------- warnings of a case
+@contextlib.contextmanager
+def recorded_warnings():
+    """Record the ``UserWarning``s raised inside the block (inaccurate solutions, convergence, solver notes),
+    each distinct one once, as ``(category, message)`` in the yielded list, filled when the block ends; other
+    warnings pass on as usual. A case puts them in its row, so that no warning is lost in a worker.
+    """
+    recorded: list[tuple[type[Warning], str]] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield recorded
+    for item in caught:
+        if issubclass(item.category, UserWarning):
+            entry = (item.category, str(item.message))
+            if entry not in recorded:
+                recorded.append(entry)
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
 # --------------------------------------------------------------------------- a trivial study

@@ -45,7 +45,6 @@ import json
 import os
 import statistics
 import time
-import warnings
 import zipfile
 
 import numpy as np
@@ -68,6 +67,7 @@ from validation.options import (
     scheduler_url,
     seed,
 )
+from validation.runner import recorded_warnings
 
 REL_TOL = 1e-6
 #: Absolute floor of the agreement test, for optima at 0 (an exact fit): 10x SCIP's feasibility tolerance
@@ -546,6 +546,12 @@ def extra_summary(rows: list[dict]) -> list[str]:
         if failed:
             lines.append(f"LP bound tightening: {failed} bound LP(s) failed; those units kept their interval bounds "
                          "(see bounds.lp_failures in --json)")
+    raised: dict[str, list[str]] = {}
+    for row in rows:
+        for message in row.get("warnings", []):
+            raised.setdefault(message, []).append(str(row["spec"]["id"]))
+    for message, ids in raised.items():
+        lines.append(f"warning on instance{'s' if len(ids) > 1 else ''} {', '.join(ids)}: {message}")
     return lines
 
 
@@ -720,13 +726,12 @@ def run_case(case) -> dict:
     """
     settings = case.settings
     spec = case.problem
-    with single_threaded():
+    with single_threaded(), recorded_warnings() as caught:
         problem = build_instance(spec, loss=settings["loss"], tighten=settings["tighten"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            row = verify_instance(spec, problem, backends=settings["backends"], time_limit=settings["time_limit"],
-                                  starts=settings["starts"], rng=np.random.default_rng([case.seed, spec["id"]]),
-                                  adam=settings["adam"])
+        row = verify_instance(spec, problem, backends=settings["backends"], time_limit=settings["time_limit"],
+                              starts=settings["starts"], rng=np.random.default_rng([case.seed, spec["id"]]),
+                              adam=settings["adam"])
+    row["warnings"] = [f"{category.__name__}: {message}" for category, message in caught]
     return {"row": json_text(row), "verdict": row["verdict"], "rel_diff": row["rel_diff"]}
 
 
@@ -785,10 +790,10 @@ def _run(args) -> int:
         if not any(requires in solvers.get_backend(name).capabilities for name in backends):
             raise ProblemError(f"None of the MI backends {', '.join(backends)} takes this {requires} problem; "
                                f"add one that does (SCIP takes MILP and MIQP).")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+        with recorded_warnings() as caught:
             rows = [verify_instance(spec, problem, backends=backends, time_limit=args.time_limit, starts=args.starts,
                                     rng=np.random.default_rng([args.seed, spec["id"]]), adam=not args.no_adam)]
+        rows[0]["warnings"] = [f"{category.__name__}: {message}" for category, message in caught]
     else:
         rows, failures, timeouts = _run_default_set(args, backends)
     elapsed = time.perf_counter() - started
