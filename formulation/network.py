@@ -134,7 +134,7 @@ class ReluNetwork:
 
     def unrectify(self, X0) -> UnrectifiedBatch:
         """Forward pass returning ``Z_l``, ``X_l`` and the activation pattern ``D_l = 1[Z_l > 0]``."""
-        X = self._check_input(X0)
+        X = inputs = self._check_input(X0)
         Zs, Xs, Ds = [], [], []
         for index, (W, b) in enumerate(zip(self.weights, self.biases)):
             Z = W @ X + b[:, None]
@@ -146,7 +146,7 @@ class ReluNetwork:
             else:
                 X = Z
             Xs.append(X)
-        return UnrectifiedBatch(X0=self._check_input(X0), Z=Zs, X=Xs, D=Ds)
+        return UnrectifiedBatch(X0=inputs, Z=Zs, X=Xs, D=Ds)
 
     def forward(self, X0) -> np.ndarray:
         """Network output ``Z_L`` of shape ``(nL, N)`` for inputs ``X0`` of shape ``(n0, N)``."""

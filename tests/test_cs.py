@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import time
 
 import numpy as np
@@ -14,8 +13,10 @@ from formulation.results import ProblemError
 from validation import datasets as ds
 from validation.cs import SparseRecovery, dct_basis, psnr, ssim
 
-SHARED = os.path.isdir(ds.SHARED_DATA)
-needs_shared = pytest.mark.skipif(not SHARED, reason=f"shared data folder {ds.SHARED_DATA} is absent")
+# the data folder: $UNRELU_DATA, else ../shared/data beside this checkout (datasets.data_root)
+DATA = ds.data_root()
+SHARED = DATA is not None
+needs_shared = pytest.mark.skipif(not SHARED, reason="no data folder (set UNRELU_DATA)")
 
 
 def _idx_bytes(array: np.ndarray) -> bytes:
@@ -82,6 +83,32 @@ def test_load_mnist_wrong_dir_and_corrupt_file(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all, not idx either")
     with pytest.raises(ProblemError, match="bad magic"):
         ds.load_mnist(tmp_path)
+
+
+def test_data_folder_comes_from_the_environment_with_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(ds.DATA_ENV, str(tmp_path))
+    assert ds.data_root() == str(tmp_path)
+    assert ds.default_mnist_dir() == str(tmp_path / "mnist") and ds.default_set11_dir() == str(tmp_path / "set11")
+    data = ds.load_mnist()  # the folder has no mnist/: the fallback says where it looked
+    assert data.fallback and f"no MNIST folder at {tmp_path / 'mnist'}" in data.source
+    with pytest.raises(ProblemError, match="Set11 folder .* does not exist"):
+        ds.load_set11()
+    monkeypatch.setenv(ds.DATA_ENV, str(tmp_path / "absent"))
+    with pytest.raises(ProblemError, match="UNRELU_DATA=.*absent.* is not a folder"):
+        ds.data_root()
+
+
+def test_without_a_data_folder_loaders_say_how_to_name_one(monkeypatch):
+    monkeypatch.delenv(ds.DATA_ENV, raising=False)
+    monkeypatch.setattr(ds, "data_root", lambda: None)  # an installed copy: no checkout, no variable
+    assert ds.default_mnist_dir() is None
+    assert "no data folder: UNRELU_DATA is unset" in ds.load_mnist().source
+    with pytest.raises(ProblemError, match="No data folder.*pass --mnist-dir or set UNRELU_DATA"):
+        ds.load_mnist(allow_fallback=False)
+    with pytest.raises(ProblemError, match="set UNRELU_DATA to the folder that holds set11/, pass --set11-dir"):
+        ds.load_set11()
+    A, source = ds.sampling_matrix(10, rng=np.random.default_rng(0))
+    assert A.shape == (ds.PHI_ROWS[10], ds.BLOCK**2) and "Gaussian" in source
 
 
 def test_load_mnist_falls_back_to_bundled_digits(monkeypatch, tmp_path):
@@ -205,7 +232,7 @@ def test_lasso_recovers_sparse_signal_in_a_basis():
 
 # ============================================================================ command
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED, reason=f"shared data folder {ds.SHARED_DATA} is absent (Set11 needed)")
+@pytest.mark.skipif(not SHARED, reason="no data folder (set UNRELU_DATA; Set11 needed)")
 def test_cs_quick_end_to_end_and_resume(tmp_path, capsys):
     from validation.cli import main
 

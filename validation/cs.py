@@ -433,7 +433,6 @@ def run_experiment(args, out=print) -> Store:
         Y_train = _noise(task.S_train @ task.A.T, args.noise, np.random.default_rng([args.seed, 7]))
         Y_val = _noise(task.S_val @ task.A.T, args.noise, np.random.default_rng([args.seed, 8]))
         limit, names, recover = None, None, None
-        examples_extra = {}
         if method in ("al", "al_init"):
             checkpoint = os.path.join(checkpoint_dir, "al", f"{config['setting']}_{task.dataset}_{task.ratio}.npz")
             network, init, info = _train_al(task, Y_train, hidden, budget, setting["al_max_iters"], args.seed,
@@ -488,18 +487,18 @@ def run_experiment(args, out=print) -> Store:
                 limit = setting["lasso_mnist_test"]
             else:
                 names = [k for k in setting["lasso_images"] if k in evaluator.data] or list(evaluator.data)[:1]
-        _score_and_store(store, evaluator, task, record, recover, limit, names, examples_extra)
+        _score_and_store(store, evaluator, task, record, recover, limit, names)
     bar.close()
     return store
 
 
-def _score_and_store(store, evaluator, task, record, recover, limit, names, extra=None):
+def _score_and_store(store, evaluator, task, record, recover, limit, names):
     if evaluator.kind == "mnist":
         result, examples = evaluator.mnist(task, recover, limit)
     else:
         result, examples = evaluator.images(task, recover, names)
     record.update(result)
-    store.save_examples(task.dataset, task.ratio, record["method"], dict(examples, **(extra or {})))
+    store.save_examples(task.dataset, task.ratio, record["method"], examples)
     store.put(record)
 
 
@@ -680,12 +679,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--datasets", default="mnist,images", help="comma-separated: mnist, images")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     parser.add_argument("--mnist-dir", default=None,
-                        help="folder with the MNIST IDX files (default ../shared/data/mnist; without it the "
-                             "bundled 8x8 digits)")
+                        help="folder with the MNIST IDX files (default mnist/ of the data folder: $UNRELU_DATA, "
+                             "else ../shared/data beside a checkout; without it the bundled 8x8 digits)")
     parser.add_argument("--set11-dir", default=None,
-                        help="folder of the Set11 .tif images (default ../shared/data/set11)")
+                        help="folder of the Set11 .tif images (default set11/ of the data folder)")
     parser.add_argument("--phi-dir", default=None,
-                        help="folder of phi_0_{R}_1089.mat (default ../shared/data/cs_phi; else seeded Gaussian)")
+                        help="folder of phi_0_{R}_1089.mat (default cs_phi/ of the data folder; else seeded "
+                             "Gaussian)")
     parser.add_argument("--budget", type=float, default=None,
                         help="AL training budget in seconds per (dataset, ratio); default from the setting")
     parser.add_argument("--mnist-ms", default=None, help="comma-separated m values for MNIST (default per setting)")

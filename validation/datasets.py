@@ -4,9 +4,11 @@ Images are returned as float64 in ``[0, 1]``; a collection of signals is an arra
 signal per ROW here (``(N, n)``, the natural layout of image files); the learning code wants
 samples as columns and transposes at its boundary.
 
-The shared data live in ``../shared/data`` relative to the repository root (see its README).
-Nothing here copies them; every loader takes a directory and, where the task allows, falls back
-to data bundled with scikit-learn / scikit-image and says so in :attr:`Dataset.source`.
+The data folder (subfolders ``mnist/``, ``set11/``, ``cs_phi/``) is found by :func:`data_root`: the
+environment variable ``UNRELU_DATA`` when set, else ``../shared/data`` beside a source checkout (the
+layout the project is developed in, which the tests use). Nothing here copies the data; every loader
+also takes a directory (``--mnist-dir``, ``--set11-dir``, ``--phi-dir``) and, where the task allows,
+falls back to data bundled with scikit-learn / scikit-image and says so in :attr:`Dataset.source`.
 """
 
 from __future__ import annotations
@@ -20,15 +22,13 @@ import numpy as np
 from formulation.results import ProblemError
 
 __all__ = [
-    "REPO_ROOT", "SHARED_DATA", "Dataset", "read_idx", "load_mnist", "load_digits_fallback",
+    "DATA_ENV", "data_root", "Dataset", "read_idx", "load_mnist", "load_digits_fallback",
     "TRAINING_PHOTOS", "training_photos", "load_set11", "sampling_matrix", "image_to_blocks",
     "blocks_to_image", "sample_blocks", "BLOCK", "IMAGE_RATIOS", "PHI_ROWS",
 ]
 
-#: Root of this repository (the folder that holds ``pyproject.toml``).
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: The shared, read-only data folder; it may be absent.
-SHARED_DATA = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+#: Environment variable that names the data folder (with ``mnist/``, ``set11/``, ``cs_phi/``).
+DATA_ENV = "UNRELU_DATA"
 
 #: Side of the image blocks of block compressed sensing (``n = 33² = 1089``).
 BLOCK = 33
@@ -45,7 +45,6 @@ TRAINING_PHOTOS = ("astronaut", "brick", "chelsea", "coffee", "coins", "grass", 
 # IDX type codes (third magic byte) -> numpy big-endian dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _MNIST_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-_MNIST_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 
 
 @dataclass
@@ -140,9 +139,40 @@ def _find(directory: str, stem: str) -> str | None:
     return None
 
 
-def default_mnist_dir() -> str:
-    """``../shared/data/mnist`` relative to the repository root (it may not exist)."""
-    return os.path.join(SHARED_DATA, "mnist")
+def data_root() -> str | None:
+    """The data folder: ``$UNRELU_DATA`` when set, else ``../shared/data`` beside a source checkout when it
+    exists, else None (loaders then fall back or ask for a folder).
+
+    The second rule is the development layout (a checkout whose ``pyproject.toml`` sits next to these
+    packages, with the read-only data folder beside the checkout); after a non-editable install there is no
+    checkout, so only the variable or an explicit folder finds the data.
+
+    Raises
+    ------
+    ProblemError
+        ``UNRELU_DATA`` is set but is not a folder.
+    """
+    value = os.environ.get(DATA_ENV)
+    if value:
+        if not os.path.isdir(value):
+            raise ProblemError(f"{DATA_ENV}={value!r} is not a folder; point it at the data folder (the one "
+                               "that holds mnist/, set11/, cs_phi/) or unset it.")
+        return os.path.abspath(value)
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    beside = os.path.normpath(os.path.join(checkout, "..", "shared", "data"))
+    if os.path.isfile(os.path.join(checkout, "pyproject.toml")) and os.path.isdir(beside):
+        return beside
+    return None
+
+
+def _data_dir(name: str) -> str | None:
+    root = data_root()
+    return None if root is None else os.path.join(root, name)
+
+
+def default_mnist_dir() -> str | None:
+    """``mnist/`` in the data folder (:func:`data_root`; it may not exist), or None without a data folder."""
+    return _data_dir("mnist")
 
 
 def load_mnist(mnist_dir: str | os.PathLike | None = None, *, n_train: int = 8000, n_test: int = 2000,
@@ -153,8 +183,8 @@ def load_mnist(mnist_dir: str | os.PathLike | None = None, *, n_train: int = 800
     ----------
     mnist_dir : path-like or None
         Folder with ``t10k-images-idx3-ubyte[.gz]`` and ``t10k-labels-idx1-ubyte[.gz]`` (a folder with
-        the four standard files works too). ``None``: ``../shared/data/mnist`` when it exists, else
-        the fallback.
+        the four standard files works too). ``None``: ``mnist/`` of the data folder (:func:`data_root`)
+        when it exists, else the fallback.
     n_train, n_test : int
         Sizes of the two splits, taken from the two ends of the 10,000 images (``n_train + n_test``
         must not exceed 10,000, so they never overlap).
@@ -169,10 +199,12 @@ def load_mnist(mnist_dir: str | os.PathLike | None = None, *, n_train: int = 800
     """
     if mnist_dir is None:
         mnist_dir = default_mnist_dir()
-        if not os.path.isdir(mnist_dir):
+        if mnist_dir is None or not os.path.isdir(mnist_dir):
+            where = (f"no MNIST folder at {mnist_dir}" if mnist_dir is not None
+                     else f"no data folder: {DATA_ENV} is unset and there is no ../shared/data beside a checkout")
             if not allow_fallback:
-                raise ProblemError(f"No MNIST folder at {mnist_dir!r}; pass --mnist-dir.")
-            return load_digits_fallback(reason=f"no MNIST folder at {mnist_dir}")
+                raise ProblemError(f"{where[0].upper()}{where[1:]}; pass --mnist-dir or set {DATA_ENV}.")
+            return load_digits_fallback(reason=where)
     mnist_dir = os.fspath(mnist_dir)
     if not os.path.isdir(mnist_dir):
         raise ProblemError(f"MNIST folder {mnist_dir!r} does not exist; pass the folder that holds "
@@ -259,8 +291,9 @@ def sample_blocks(photos: dict[str, np.ndarray], count: int, rng: np.random.Gene
     return out
 
 
-def default_set11_dir() -> str:
-    return os.path.join(SHARED_DATA, "set11")
+def default_set11_dir() -> str | None:
+    """``set11/`` in the data folder (:func:`data_root`), or None without a data folder."""
+    return _data_dir("set11")
 
 
 def load_set11(set11_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
@@ -276,6 +309,10 @@ def load_set11(set11_dir: str | os.PathLike | None = None) -> dict[str, np.ndarr
     from skimage.util import img_as_float
 
     set11_dir = default_set11_dir() if set11_dir is None else os.fspath(set11_dir)
+    if set11_dir is None:
+        raise ProblemError(f"No data folder for Set11: {DATA_ENV} is unset and there is no ../shared/data beside "
+                           f"a checkout; set {DATA_ENV} to the folder that holds set11/, pass --set11-dir, or use "
+                           "--datasets mnist.")
     if not os.path.isdir(set11_dir):
         raise ProblemError(f"Set11 folder {set11_dir!r} does not exist; pass --set11-dir with the folder of the "
                            "Set11 .tif images, or use --datasets mnist.")
@@ -300,12 +337,12 @@ def sampling_matrix(ratio: int, n: int = BLOCK * BLOCK, *, phi_dir: str | os.Pat
     """Block sampling matrix ``A`` of shape ``(m, n)`` for a ratio in percent, and where it came from.
 
     ``phi_0_{ratio}_{n}.mat`` (key ``phi``, as distributed with ISTA-Net) from ``phi_dir``
-    (default ``../shared/data/cs_phi``) when present; otherwise a Gaussian matrix with
+    (default ``cs_phi/`` of the data folder, :func:`data_root`) when present; otherwise a Gaussian matrix with
     orthonormal rows drawn from ``rng`` with ``m = PHI_ROWS[ratio]`` (or ``round(ratio n / 100)``).
     """
-    directory = os.path.join(SHARED_DATA, "cs_phi") if phi_dir is None else os.fspath(phi_dir)
-    path = os.path.join(directory, f"phi_0_{ratio}_{n}.mat")
-    if os.path.isfile(path):
+    directory = _data_dir("cs_phi") if phi_dir is None else os.fspath(phi_dir)
+    path = os.path.join(directory or "cs_phi", f"phi_0_{ratio}_{n}.mat")
+    if directory is not None and os.path.isfile(path):
         import scipy.io
 
         try:
