@@ -62,8 +62,8 @@ def test_bench_train_digits_rows_and_csv(tmp_path, capsys):
     assert "AL sweep s" in out and "torch fwd+bwd s" in out
     with open(path) as handle:
         rows = {r["method"]: r for r in csv.DictReader(handle)}
-    assert {"AL", "Adam", "init (He + ridge output)"} <= set(rows)
-    for method in ("AL", "Adam"):
+    assert {"AL (restarted)", "Adam", "init (He + ridge output)"} <= set(rows)
+    for method in ("AL (restarted)", "Adam"):
         assert 0.5 < float(rows[method]["val_acc"]) <= 1.0  # chance is 0.1; the start is already ~0.95
     peers = [m for m in rows if m.startswith("pyscnn")]
     assert peers, "the pyscnn peer must appear, as results or as an install hint"

@@ -22,7 +22,7 @@ def test_fused_sweep_equals_dispatched_closed_form(hidden, mode):
     states = {}
     for engine in ("fused", "dispatched"):
         trainer = ALTrainer(hidden, mode=mode, engine=engine, max_iters=5, tol=0.0, penalty_period=2, kkt_every=1,
-                            progress=False)
+                            dtype="float64", progress=False)
         result = trainer.fit(data["X"], data["Y"], data["X_val"], data["Y_val"])
         states[engine] = (result.extras["state"], result.history)
     (fused, fused_history), (dispatched, dispatched_history) = states["fused"], states["dispatched"]

@@ -69,7 +69,7 @@ def test_tiny_net_reaches_kkt_tolerance():
 @pytest.mark.parametrize("backend", ["OSQP", "CLARABEL"])
 def test_cvxpy_backend_history_matches_closed_form(backend, mode):
     X, Y = _tiny(seed=3, N=12)
-    reference = ALTrainer((3,), mode=mode, max_iters=5, seed=2, kkt_every=1).fit(X, Y)
+    reference = ALTrainer((3,), mode=mode, max_iters=5, seed=2, kkt_every=1, dtype="float64").fit(X, Y)
     other = ALTrainer((3,), mode=mode, max_iters=5, seed=2, backend=backend, kkt_every=1).fit(X, Y)
     assert len(other.history) == len(reference.history) == 6
     for ours, theirs in zip(_comparable(other.history), _comparable(reference.history)):

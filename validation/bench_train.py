@@ -57,13 +57,14 @@ def _metrics(name, data, network):
 
 #: ``--ablation`` variants: name -> ALTrainer settings (measured at each problem's budget; README table).
 ABLATION = {
-    "exact (DESIGN §3, ρ̂0=10, BM rule)": dict(mode="exact"),
+    "exact (DESIGN §3: ρ̂0 = 10, gated BM rule)": dict(mode="exact"),
     "exact, 3 sweeps per multiplier update": dict(mode="exact", sweeps=3),
-    "restarted, fixed ρ̂=1": dict(mode="restarted", anderson=0, adaptive_penalty=False),
-    "restarted, adaptive ρ̂": dict(mode="restarted", anderson=0),
-    "restarted, adaptive ρ̂, over-relaxed ω=1.5": dict(mode="restarted", anderson=0, relaxation=1.5),
-    "restarted, adaptive ρ̂, Anderson m=5 (default)": dict(mode="restarted", anderson=5),
-    "restarted, adaptive ρ̂, Anderson m=10": dict(mode="restarted", anderson=10),
+    "restarted, fixed ρ̂ = 1": dict(anderson=0, relaxation=1.0, adaptive_penalty=False),
+    "restarted, adaptive ρ̂": dict(anderson=0, relaxation=1.0),
+    "restarted, adaptive ρ̂, over-relaxed ω = 1.5": dict(anderson=0),
+    "restarted, adaptive ρ̂, Anderson m = 5": dict(relaxation=1.0),
+    "restarted, adaptive ρ̂, ω = 1.5, Anderson m = 5 (default)": dict(),
+    "restarted, adaptive ρ̂, ω = 1.5, Anderson m = 10": dict(anderson=10),
 }
 
 
@@ -290,8 +291,8 @@ def add_parser(inner) -> None:
                      help="seconds per method and problem (default per problem)")
     sub.add_argument("--problems", default="", help="comma-separated subset of teacher-student,mnist-cs,digits")
     sub.add_argument("--seed", type=options.seed, default=0)
-    sub.add_argument("--dtype", choices=DTYPES, default="float64",
-                     help="floating type of both methods (default float64)")
+    sub.add_argument("--dtype", choices=DTYPES, default="float32",
+                     help="floating type of both methods (default float32, the AL trainer's measured default)")
     sub.add_argument("--threads", type=options.positive_int, default=1,
                      help="BLAS threads for AL and torch intra-op threads for Adam (default 1: reproducible when "
                           "anything else runs on the machine; 2 uses both cores of a 2-core machine)")

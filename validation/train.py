@@ -152,7 +152,7 @@ def run(args) -> int:
     trainer = ALTrainer(hidden, mode=args.mode, backend=args.backend, seed=args.seed, max_iters=args.iters,
                         time_budget=args.time_budget, checkpoint=args.checkpoint or None,
                         checkpoint_every=args.checkpoint_every, tol=args.tol, rho=args.rho, sweeps=args.sweeps,
-                        anderson=args.anderson if args.mode == "restarted" else 0, dtype=args.dtype,
+                        anderson=args.anderson if args.mode == "restarted" else None, dtype=args.dtype,
                         threads=args.threads, engine=args.engine, progress=None if not args.quiet else False)
     n0, nL = data["X"].shape[0], data["Y"].shape[0]
     print(f"data: {source}; N={data['X'].shape[1]}, widths {(n0, *hidden, nL)}, mode {trainer.mode}, backend "
@@ -205,8 +205,9 @@ def add_parser(subparsers) -> None:
                         help="initial penalty relative to the loss scale (default 1 restarted, 10 exact)")
     parser.add_argument("--anderson", type=options.nonnegative_int, default=5,
                         help="memory of Anderson acceleration of the weights, restarted mode (default 5; 0 = off)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float64",
-                        help="floating type of the data and AL state (fused sweep only; default float64)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="floating type of the data and AL state: float32 needs the fused sweep (default float32 "
+                             "in restarted mode with the fused sweep, float64 otherwise)")
     parser.add_argument("--threads", type=options.positive_int, default=None,
                         help="cap on BLAS threads while training (default: the library's own)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
