@@ -1,4 +1,4 @@
-r"""``ALTrainer``: the safeguarded augmented-Lagrangian learning method of DESIGN §3, any depth.
+r"""``ALTrainer``: the augmented-Lagrangian learning method of DESIGN §3 (exact and restarted), any depth.
 
 The problem is :class:`formulation.learning.ALProblem` on standardised data,
 
@@ -14,12 +14,17 @@ subproblem then has parameters that do not depend on ``N`` (``w = α/ρ = 1/ρ̂
 block, ``r = μ/ρ`` against a Gram matrix that grows like ``N`` but is compared with ``μ/α``, which
 grows like ``N`` too), so the same defaults train on ``N = 100`` and ``N = 10,000``.
 
-One outer iteration ``k``:
+Two outer methods (``mode``), both on the same sweep (:meth:`ALProblem.sweep`, or the same
+closed forms fused by :class:`~formulation.fused.FusedSweep`) and the same diagnostics
+(:meth:`ALProblem.diagnostics`).
+
+**Exact mode** (``mode="exact"``): the safeguarded AL of DESIGN §3, whose limit points are
+critical points. One outer iteration ``k``:
 
 1. ``sweeps`` block-coordinate sweeps over :meth:`ALProblem.blocks` (default ``scheme="joint"``,
    for each hidden ``l``: ``W_l,b_l → (Z_l,S_l,T_l) → (D_l,S_l,T_l) → X_l``; then
    ``W_L,b_L → Z_L``; ``scheme="split"`` is DESIGN's table with ``Z_l``, ``D_l``, ``S_l,T_l``
-   separate), each block an exact minimiser of ``L_ρ`` dispatched through :func:`solvers.solve`;
+   separate), each block an exact minimiser of ``L_ρ``;
 2. diagnostics at ``(x_k, Λ_k, ρ_k)``: violation ``V_k = max_k ||C_k||∞`` and the KKT residual
    (projected gradient of ``L_ρ``, which equals the gradient of the ordinary Lagrangian at the
    updated multipliers ``Λ_k + ρ C_k``, maxed with ``V_k``);
@@ -33,6 +38,24 @@ One outer iteration ``k``:
    violation at 7e-7 and the KKT residual stuck at 1.6e-3; with it, ``ρ̂`` stopped at 14.4 and the
    run converged to 1e-6).
 
+**Restarted mode** (``mode="restarted"``, the default): every outer iteration starts from the
+forward pass of the current weights ``x`` with the first-order multipliers
+(:meth:`ALProblem.restart`: every constraint exact, and the gradient of ``L_ρ`` is the
+backpropagation gradient in ``W, b`` and zero in every other block), runs ``sweeps`` sweeps, and
+takes the resulting weights ``φ(x)`` as a proposal. Candidates, in order: the Anderson point of
+the map ``x ↦ φ(x)`` (type II, memory ``anderson``, :class:`~solvers.methods.anderson.Anderson`),
+the over-relaxed point ``x + ω(φ(x) − x)`` (``relaxation = ω``), ``φ(x)``; the first whose
+objective ``f + (μ/2)Σ||W||²`` (forward pass) does not exceed that of ``x`` is taken and
+``ρ̂ ← max(ρ̂/penalty_down, rho_min)``; if none is, ``x`` stays, ``ρ̂ ← min(penalty_up·ρ̂, ρ_max)``
+and the Anderson history is cleared (``adaptive_penalty=False`` keeps ``ρ̂`` fixed). What it keeps:
+the objective never rises (monotone, every accepted point evaluated by a forward pass), and a
+fixed point of the sweep from the restarted state is a critical point of the training objective
+(there the W-block stays put only if the backpropagation gradient vanishes). What it gives up:
+the multipliers are not carried between iterations, so DESIGN §3's convergence theorem for the
+safeguarded AL does not apply; use ``mode="exact"`` for that claim. The KKT residual at the
+restarted state is the ∞-norm of the backpropagation gradient; it is computed every
+``kkt_every`` iterations (``None`` in the other rows) and for the last row.
+
 Initialisation: an He-initialised network (seeded), optionally with the output layer replaced by
 the ridge least-squares fit to ``Y`` on the hidden features of the forward pass (one linear
 solve; ``init="ridge"``, the default), then every auxiliary variable from the forward pass
@@ -40,17 +63,14 @@ solve; ``init="ridge"``, the default), then every auxiliary variable from the fo
 at that point (:meth:`ALProblem.warm_multipliers`, the backpropagated loss gradient;
 ``warm_multipliers=False`` starts them at 0).
 
-Measured on MNIST CS at full size (DESIGN §3 task; t10k first 8,000 / last 2,000; initialisation
-19.78 dB val): with the split blocks and zero multipliers the validation loss rose for the first
-21 iterations (19.80 dB after 150 s); joint blocks + warm multipliers lower it from the first
-iteration (20.18 dB after 25 iterations, 20.29 dB after 34 iterations / 360 s, where Adam reached
-20.59 dB in 15 epochs on the same machine at the same time). With the 2 cores nearly to itself
-(``unrelu bench train``): 20.58 dB after 87 iterations / 150 s and 20.99 dB after 369 iterations /
-600 s, against Adam's 21.77 and 22.08 dB and ridge's 19.71 dB.
+Measured (``unrelu bench train``; README, section "Benchmark: unrelu bench train"): the restarted
+mode against the exact one, Adam and the ablation of each acceleration.
 
 Memory: the trainer keeps the AL state (``9`` arrays of ``n_l × N`` per hidden layer, ``2`` for the
-output layer), the data, and at most a few temporaries of one layer; diagnostics and the multiplier
-update stream layer by layer, and subproblem parameters are released after each block.
+output layer), the data, the fused sweep's buffers (about three arrays of one layer), in the
+restarted mode one forward pass of a candidate, and at most a few temporaries of one layer;
+diagnostics and the multiplier update stream layer by layer and by column chunks, and subproblem
+parameters are released after each block.
 """
 
 from __future__ import annotations
@@ -144,6 +164,8 @@ class ALTrainer:
     ----------
     hidden : sequence of int
         Hidden widths ``(n_1, ..., n_{L-1})``; ``n_0`` and ``n_L`` come from the data.
+    mode : {"restarted", "exact"}
+        Outer method (module docstring). ``"exact"`` is DESIGN §3's safeguarded AL.
     backend : str
         Backend of every block, a key of :func:`solvers.available_backends` (``"closed_form"``
         default; CVXPY backends such as ``"OSQP"`` or ``"CLARABEL"`` build each block's DPP model
@@ -153,8 +175,8 @@ class ALTrainer:
     init : {"ridge", "forward"}
         ``"ridge"``: output layer fitted by ridge least squares on the hidden features;
         ``"forward"``: the He network as is.
-    rho : float
-        Initial relative penalty ``ρ̂_0`` (``ρ = ρ̂ α``).
+    rho : float or None
+        Initial relative penalty ``ρ̂_0`` (``ρ = ρ̂ α``); default 1 (restarted) or 10 (exact).
     gamma, tau : float
         Penalty growth ``γ > 1`` and required violation decrease ``τ ∈ (0, 1)``.
     rho_max : float
@@ -195,6 +217,26 @@ class ALTrainer:
     warm_multipliers : bool
         Start from the first-order multiplier estimate (:meth:`ALProblem.warm_multipliers`,
         the backpropagated loss gradient) instead of zero.
+    engine : {"auto", "fused", "dispatched"}
+        ``"fused"``: :class:`~formulation.fused.FusedSweep` (``closed_form`` backend, joint scheme,
+        forward order); ``"dispatched"``: every block through :func:`solvers.solve`; ``"auto"``
+        picks fused where it applies. Both give the same iterates (tested to 1e-10 in float64).
+    dtype : {"float32", "float64"} or None
+        Floating type of the data and the state (float32 needs the fused engine). ``None``: float32
+        in restarted mode with the fused engine (measured: about half the time per iteration),
+        float64 otherwise.
+    threads : int or None
+        Cap on BLAS/OpenMP threads during :meth:`fit` (``threadpoolctl``); ``None`` leaves them.
+    anderson : int or None
+        Memory of Anderson acceleration of the weights (restarted mode; default 5, ``0`` off).
+    relaxation : float or None
+        ``ω ∈ (0, 2)`` of the over-relaxed candidate ``x + ω(φ(x) − x)`` (restarted mode; default 1.5,
+        ``1`` off).
+    adaptive_penalty, penalty_up, penalty_down, rho_min : bool, float, float, float
+        Restarted mode: after a rejected step ``ρ̂ ← min(penalty_up·ρ̂, rho_max)``, after an accepted
+        one ``ρ̂ ← max(ρ̂/penalty_down, rho_min)``; ``adaptive_penalty=False`` keeps ``ρ̂`` fixed.
+    kkt_every : int
+        Restarted mode: iterations between KKT residuals (each costs about a backward pass).
     """
 
     def __init__(self, hidden: Sequence[int] = (64,), *, mode: str = "restarted", backend: str = "closed_form",
