@@ -114,3 +114,26 @@ def test_joint_kernels_equal_the_best_of_the_four_active_sets():
     np.testing.assert_allclose(Zs * D_out, U, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(D_out[:, :200], D[:, :200])  # D is free where Z = 0: kept
     assert D_out.min() >= 0.0 and D_out.max() <= 1.0
+
+
+def test_outer_method_settings_errors():
+    with pytest.raises(ProblemError, match="Unknown mode 'fast'; choose one of restarted, exact"):
+        ALTrainer((4,), mode="fast")
+    with pytest.raises(ProblemError, match="must be an integer >= 0, got -1; 0 turns it off"):
+        ALTrainer((4,), anderson=-1)
+    with pytest.raises(ProblemError, match="with mode='exact' leave them unset"):
+        ALTrainer((4,), mode="exact", anderson=5)
+    with pytest.raises(ProblemError, match=r"`relaxation` must be in \(0, 2\)"):
+        ALTrainer((4,), relaxation=2.5)
+    with pytest.raises(ProblemError, match="penalty_up >= 1"):
+        ALTrainer((4,), penalty_up=0.5)
+    with pytest.raises(ProblemError, match="kkt_every"):
+        ALTrainer((4,), kkt_every=0)
+    with pytest.raises(ProblemError, match="threads"):
+        ALTrainer((4,), threads=0)
+
+
+def test_default_dtype_follows_mode_and_engine():
+    assert ALTrainer((4,)).dtype == "float32"
+    assert ALTrainer((4,), mode="exact").dtype == "float64"
+    assert ALTrainer((4,), engine="dispatched").dtype == "float64"

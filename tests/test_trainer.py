@@ -164,18 +164,23 @@ def test_time_budget_and_warning():
     assert any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
-def test_divergence_is_reported(monkeypatch, tmp_path):
-    X, Y = _tiny()
+def _poison_sweeps(monkeypatch, first: int) -> None:
+    """From sweep number ``first`` on, every sweep leaves a NaN in ``W_1``."""
     original = ALTrainer.sweep
     calls = {"n": 0}
 
     def poisoned(self, problem, state):
         calls["n"] += 1
         original(self, problem, state)
-        if calls["n"] >= 7:
+        if calls["n"] >= first:
             state.W[0][0, 0] = np.nan
 
     monkeypatch.setattr(ALTrainer, "sweep", poisoned)
+
+
+def test_divergence_is_reported(monkeypatch, tmp_path):
+    X, Y = _tiny()
+    _poison_sweeps(monkeypatch, 7)
     path = tmp_path / "d.npz"
     result = ALTrainer((4,), mode="exact", max_iters=50, checkpoint=path, checkpoint_every=5).fit(X, Y)
     assert result.stop_reason == "diverged" and "NaN" in result.message and "checkpoint" in result.message
@@ -187,16 +192,7 @@ def test_divergence_is_reported(monkeypatch, tmp_path):
 def test_restarted_mode_rejects_a_bad_sweep(monkeypatch):
     """The safeguard: a sweep whose weights raise the objective (here: NaN) is not taken; rho goes up."""
     X, Y = _tiny()
-    original = ALTrainer.sweep
-    calls = {"n": 0}
-
-    def poisoned(self, problem, state):
-        calls["n"] += 1
-        original(self, problem, state)
-        if calls["n"] >= 7:
-            state.W[0][0, 0] = np.nan
-
-    monkeypatch.setattr(ALTrainer, "sweep", poisoned)
+    _poison_sweeps(monkeypatch, 7)
     result = ALTrainer((4,), max_iters=12, anderson=0).fit(X, Y)
     assert result.stop_reason == "max_iters"
     assert result.extras["accepted"] + result.extras["rejected"] == 12 and result.extras["rejected"] >= 6
