@@ -98,6 +98,12 @@ def _run_al(name, hidden, data, budget, seed, dtype, threads, **settings):
 
 
 def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", threads=None):
+    """AL, Adam and the references on one problem.
+
+    Returns the table rows, the timing row and the traces the figure needs
+    (:func:`validation.figures.bench_figure`): ``histories`` (the AL and Adam histories, both with
+    ``seconds`` and ``val_loss``) and ``references`` (validation losses of methods without a history).
+    """
     from validation.baselines.adam import full_batch_step_seconds, train_adam
 
     rows = []
@@ -117,13 +123,17 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
                  "violation": final["violation"], "kkt": final["kkt"], "rho": final["rho"],
                  "peak_mb": peak / 2**20, "state_mb": result.state_bytes / 2**20, "data_mb": data_bytes / 2**20,
                  **_metrics(name, data, result.network)})
+    # about 100 recorded points per run for the figure (evaluations are not charged to Adam's budget)
     adam = train_adam(data["X"], data["Y"], data["X_val"], data["Y_val"], hidden=hidden, seed=seed,
-                      time_budget=budget, dtype=dtype, threads=threads)
+                      time_budget=budget, dtype=dtype, threads=threads, record_every=min(0.5, budget / 100))
+    traces = {"histories": {f"AL ({trainer.mode})": history, "Adam": adam["history"]}, "references": {}}
     rows.append({"problem": name, "method": "Adam", "seconds": adam["history"][-1]["seconds"],
                  "iterations": adam["epochs"], "train_loss": adam["history"][-1]["train_loss"],
                  "val_loss": adam["history"][-1]["val_loss"], **_metrics(name, data, adam["network"])})
     if name == "mnist-cs":
         train_pred, val_pred = ridge_fit(data["X"], data["Y"], data["X_val"])
+        centred = data["Y_val"] - data["Y_val"].mean(axis=1, keepdims=True)
+        traces["references"]["ridge (linear)"] = float(np.sum((val_pred - data["Y_val"]) ** 2) / np.sum(centred**2))
         rows.append({"problem": name, "method": "ridge (linear)", "seconds": 0.0, "iterations": 0,
                      "train_psnr": psnr_images(train_pred, data["Y"]),
                      "val_psnr": psnr_images(val_pred, data["Y_val"])})
@@ -138,12 +148,18 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
         sweep_s = _sweep_seconds(trainer, result)
     timing = {"problem": name, "sweep_s": sweep_s, "iteration_s": iteration_s, "torch_fwd_bwd_s": torch_s,
               "ratio": sweep_s / torch_s, "iteration_ratio": iteration_s / torch_s}
-    return rows, timing
+    return rows, timing, traces
 
 
 def ablation_one(name, hidden, data, budget, seed, dtype="float64", threads=None):
-    """One row per :data:`ABLATION` variant: the problem's metric at the same budget, iterations, s per iteration."""
+    """One row per :data:`ABLATION` variant: the problem's metric at the same budget, iterations, s per iteration.
+
+    Also returns the traces of :func:`validation.figures.bench_figure`: every variant's history, all
+    but the default drawn thin, and the initial network's validation loss as the reference.
+    """
     rows = []
+    traces = {"histories": {}, "thin": [variant for variant, settings in ABLATION.items() if settings],
+              "references": {}}
     for variant, settings in ABLATION.items():
         trainer, result, _, _ = _run_al(name, hidden, data, budget, seed, dtype, threads, **settings)
         final = result.final
@@ -151,9 +167,11 @@ def ablation_one(name, hidden, data, budget, seed, dtype="float64", threads=None
                      "s_per_iteration": final["seconds"] / max(final["iteration"], 1),
                      "train_loss": final["train_loss"], "val_loss": final["val_loss"], "stop": result.stop_reason,
                      **_metrics(name, data, result.network)})
+        traces["histories"][variant] = result.history
+        traces["references"]["init (He + ridge output)"] = result.init_val_loss
         print(f"  [{name}] {variant}: val loss {final['val_loss']:.4g} after {final['iteration']} iterations",
               flush=True)
-    return rows
+    return rows, traces
 
 
 def _torch_threads(threads):
@@ -238,6 +256,18 @@ def _write_csv(path, rows):
     print(f"wrote {path}")
 
 
+def _plot(args, name, rows, traces, budget, suffix=""):
+    """With ``--plot DIR``: the problem's figure, written as soon as its runs end."""
+    if not args.plot:
+        return
+    from validation import figures
+
+    figure = figures.bench_figure(name, rows, traces, budget=budget, threads=args.threads,
+                                  detail=f"{args.dtype}" + (", AL variants" if suffix else ""))
+    for path in figures.write(figure, os.path.join(args.plot, f"bench_train_{name}{suffix}.png"), svg=args.svg):
+        print(f"wrote {path}", flush=True)
+
+
 def run(args) -> int:
     mode = "quick" if args.quick else "full"
     rows, timings, notes, ablation = [], [], [], []
@@ -246,6 +276,10 @@ def run(args) -> int:
     if wanted and not wanted <= known:
         raise ProblemError(f"Unknown problem(s) {sorted(wanted - known)} in --problems; choose from "
                            f"{', '.join(sorted(known))}.")
+    if args.svg and not args.plot:
+        raise ProblemError("--svg writes an SVG beside each --plot figure; give --plot DIR as well.")
+    if args.plot:
+        args.plot = options.output_directory(args.plot, "--plot")
     threads = args.threads
     settings = (f"settings: dtype {args.dtype} for both methods; threads "
                 f"{threads if threads else f'library default ({os.cpu_count()} cores)'} for both (BLAS for AL, "
@@ -260,12 +294,15 @@ def run(args) -> int:
         print(f"[{name}] widths {(data['X'].shape[0], *hidden, data['Y'].shape[0])}, N={data['X'].shape[1]}, "
               f"budget {budget:g} s per method", flush=True)
         if args.ablation:
-            ablation += ablation_one(name, hidden, data, budget, args.seed, args.dtype, threads)
+            variant_rows, traces = ablation_one(name, hidden, data, budget, args.seed, args.dtype, threads)
+            ablation += variant_rows
+            _plot(args, name, [], traces, budget, "_ablation")
             continue
-        problem_rows, timing = bench_one(name, hidden, data, budget, args.seed, quick=args.quick, dtype=args.dtype,
-                                         threads=threads)
+        problem_rows, timing, traces = bench_one(name, hidden, data, budget, args.seed, quick=args.quick,
+                                                 dtype=args.dtype, threads=threads)
         rows += problem_rows
         timings.append(timing)
+        _plot(args, name, problem_rows, traces, budget)
     if args.ablation:
         print(format_ablation(ablation))
         if args.csv:
@@ -299,6 +336,11 @@ def add_parser(inner) -> None:
     sub.add_argument("--ablation", action="store_true",
                      help="instead of AL vs Adam: every variant of the outer method (restarted/exact, penalty rule, "
                           "sweeps, over-relaxation, Anderson) at each problem's budget, one table")
+    sub.add_argument("--plot", default="", metavar="DIR",
+                     help="per problem, a figure of the validation loss of AL and Adam against seconds (with "
+                          "--ablation: of every variant) with the initial network and ridge as references, and "
+                          "PSNR / accuracy at the end of each run with the pyscnn points: DIR/bench_train_PROBLEM.png")
+    sub.add_argument("--svg", action="store_true", help="also write each --plot figure as SVG")
     sub.add_argument("--csv", default=os.path.join("results", "bench_train.csv"),
                      help="CSV of the rows (default results/bench_train.csv)")
     sub.set_defaults(func=run)

@@ -84,38 +84,13 @@ def write_history(path: str, history: list[dict]) -> None:
             writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_COLUMNS})
 
 
-def plot_history(path: str, history: list[dict]) -> None:
-    """Losses, violation and KKT residual against iteration and time, log scales."""
-    import matplotlib
+def plot_history(path: str, history: list[dict], *, problem: str, budget: str, threads: int | None = None,
+                 mode: str = "restarted", svg: bool = False) -> list[str]:
+    """The two-panel training figure (:func:`validation.figures.training_figure`); returns the paths written."""
+    from validation import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    iterations = [row["iteration"] for row in history]
-    seconds = [max(row["seconds"], 1e-3) for row in history]
-    series = {"train loss (forward)": [row["train_loss"] for row in history],
-              "objective": [row["objective"] for row in history],
-              "violation": [max(row["violation"], 1e-16) for row in history],
-              # the restarted mode computes the KKT residual every kkt_every iterations: gaps elsewhere
-              "KKT residual": [np.nan if row["kkt"] is None else max(row["kkt"], 1e-16) for row in history]}
-    if any(row["val_loss"] is not None for row in history):
-        series["val loss (forward)"] = [np.nan if row["val_loss"] is None else row["val_loss"] for row in history]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, xs, label in ((axes[0], iterations, "outer iteration"), (axes[1], seconds, "seconds")):
-        for name, values in series.items():
-            axis.plot(xs, values, label=name)
-        axis.set_yscale("log")
-        axis.set_xscale("symlog" if label == "outer iteration" else "log")
-        axis.set_xlabel(label)
-        axis.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("fraction of target variance / residual")
-    axes[0].legend(fontsize=8)
-    figure.suptitle("AL training history")
-    figure.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    options.save_figure(figure, path, dpi=110)
-    plt.close(figure)
+    figure = figures.training_figure(history, problem=problem, budget=budget, threads=threads, mode=mode)
+    return figures.write(figure, path, svg=svg)
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -135,6 +110,12 @@ def check_outputs(args) -> None:
                                       ("--history", "history", ""), ("--plot", "plot", "")):
         if getattr(args, attribute, ""):
             setattr(args, attribute, options.output_file(getattr(args, attribute), option, suffix=suffix))
+    if getattr(args, "svg", False):
+        if not getattr(args, "plot", ""):
+            raise ProblemError("--svg writes an SVG beside the --plot figure; give --plot PATH.png as well.")
+        from validation.figures import svg_path
+
+        options.output_file(svg_path(args.plot), "--svg")
 
 
 def run(args) -> int:
@@ -155,7 +136,8 @@ def run(args) -> int:
                         anderson=args.anderson if args.mode == "restarted" else None, dtype=args.dtype,
                         threads=args.threads, engine=args.engine, progress=None if not args.quiet else False)
     n0, nL = data["X"].shape[0], data["Y"].shape[0]
-    print(f"data: {source}; N={data['X'].shape[1]}, widths {(n0, *hidden, nL)}, mode {trainer.mode}, backend "
+    widths = (n0, *hidden, nL)
+    print(f"data: {source}; N={data['X'].shape[1]}, widths {widths}, mode {trainer.mode}, backend "
           f"{args.backend} ({trainer.engine} sweep, {trainer.dtype}"
           + (f", {args.threads} thread(s))" if args.threads else ")"))
     with warnings.catch_warnings(record=True) as caught:
@@ -178,8 +160,11 @@ def run(args) -> int:
         write_history(args.history, result.history)
         print(f"wrote history {args.history}")
     if args.plot:
-        plot_history(args.plot, result.history)
-        print(f"wrote plot {args.plot}")
+        budget = f"at most {args.iters} outer iterations" + (f" or {args.time_budget:g} s" if args.time_budget else "")
+        problem = (os.path.basename(args.data) if args.data else "embedded teacher-student") + f", widths {widths}"
+        for path in plot_history(args.plot, result.history, problem=problem, budget=budget, threads=args.threads,
+                                 mode=trainer.mode, svg=args.svg):
+            print(f"wrote plot {path}")
     del caught
     return 1 if result.stop_reason == "diverged" else 0
 
@@ -222,6 +207,9 @@ def add_parser(subparsers) -> None:
                         help="iterations between checkpoints (default 10)")
     parser.add_argument("--out", default="", help="write the learned network (.npz, original units)")
     parser.add_argument("--history", default="", help="write the history as CSV")
-    parser.add_argument("--plot", default="", help="write a PNG of losses, violation and KKT residual")
+    parser.add_argument("--plot", default="", help="write a PNG of the train/validation loss against seconds and of "
+                                                   "the violation per constraint family and KKT residual against "
+                                                   "iterations")
+    parser.add_argument("--svg", action="store_true", help="also write the --plot figure as SVG beside the PNG")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
