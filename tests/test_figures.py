@@ -126,7 +126,7 @@ def test_bench_figure_series(tmp_path):
     figure = figures.bench_figure("digits", rows, traces, budget=1.0, threads=2, detail="float32")
     loss, metric = figure.axes
     title = figure.get_suptitle()
-    assert "digits" in title and "budget 1 s per method" in title and "2 threads of" in title
+    assert "digits" in title and "budget 1 s per run" in title and "2 threads of" in title
 
     lines = _lines(loss)
     for label, history in traces["histories"].items():  # AL and Adam on the same axes, against seconds
@@ -212,4 +212,52 @@ def test_bench_plot_folder_is_checked_before_work(tmp_path, capsys):
                  "--plot", str(tmp_path / "afile")]) == 2
     assert "is a file" in capsys.readouterr().err and not table.exists()
     assert main(["bench", "train", "--problems", "digits", "--svg", "--csv", str(table)]) == 2
+    assert "give --plot DIR" in capsys.readouterr().err
+
+
+def _cs_records():
+    def record(method, psnr, **extra):
+        return {"dataset": "mnist", "ratio": 100, "method": method, "m": 100, "n": 784, "psnr": psnr, "items": 300,
+                **extra}
+
+    al_history = [{"seconds": s, "train_loss": 0.17 - 0.02 * s} for s in np.linspace(0, 2, 9)]
+    adam_history = [{"seconds": s, "train_loss": 0.17 - 0.04 * s} for s in np.linspace(0, 2, 5)]
+    records = [record("al", 20.5, hidden=500, budget=2.0, al={"history": al_history, "init_train_loss": 0.17}),
+               record("adam", 21.5, hidden=500, budget=2.0, history=adam_history),
+               record("al_init", 19.8), record("ridge", 19.7), record("lasso", 18.0, items=5),
+               # a cell stored before histories were kept: no figure
+               dict(record("al", 22.0, hidden=500, budget=2.0, al={"init_train_loss": 0.1}), ratio=200)]
+    return {f"{r['dataset']}/{r['ratio']}/{r['method']}": r for r in records}
+
+
+def test_cs_training_figure(tmp_path, drawn):
+    from validation.cs import training_figures
+
+    records = _cs_records()
+    paths = training_figures(records, str(tmp_path), svg=True)
+    png = str(tmp_path / "cs_mnist_100_training.png")
+    assert paths == [png, png[:-4] + ".svg"]
+    _written(paths)
+    loss, metric = drawn[png].axes
+    assert "cs mnist, m = 100" in drawn[png].get_suptitle() and "budget 2 s" in drawn[png].get_suptitle()
+    lines = _lines(loss)
+    np.testing.assert_allclose(lines["AL"].get_xdata(), np.linspace(0, 2, 9))
+    np.testing.assert_allclose(lines["Adam"].get_ydata(), [0.17 - 0.04 * s for s in np.linspace(0, 2, 5)])
+    np.testing.assert_allclose(lines["AL start (He + ridge output)"].get_ydata(), [0.17, 0.17])
+    assert "training loss" in loss.get_ylabel()
+    points = _lines(metric)
+    assert points["AL"].get_xydata().tolist() == [[2.0, 20.5]]
+    assert points["Adam"].get_xydata().tolist() == [[2.0, 21.5]]
+    for label, value in (("ridge (linear)", 19.7), ("LASSO, 5 test items", 18.0),
+                         ("AL start (He + ridge output)", 19.8)):
+        np.testing.assert_allclose(points[label].get_ydata(), [value, value])
+
+
+def test_cs_plot_folder_is_checked_before_work(tmp_path, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    arguments = ["cs", "--quick", "--no-progress", "--datasets", "mnist", "--methods", "ridge",
+                 "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main([*arguments, "--plot", str(tmp_path / "afile")]) == 2
+    assert "is a file" in capsys.readouterr().err and not (tmp_path / "ck").exists()
+    assert main([*arguments, "--svg"]) == 2
     assert "give --plot DIR" in capsys.readouterr().err

@@ -346,8 +346,14 @@ def _train_al(task: Task, Y, hidden, budget, max_iters, seed, checkpoint, progre
             "train_seconds": float(result.final["seconds"]), "wall_seconds": wall,
             "init_train_loss": result.init_train_loss, "final_train_loss": result.final["train_loss"],
             "final_violation": result.final["violation"], "final_kkt": result.final["kkt"],
-            "final_rho": result.final["rho"], "resumed": bool(result.extras.get("resumed"))}
+            "final_rho": result.final["rho"], "resumed": bool(result.extras.get("resumed")),
+            "history": _loss_history(result.history)}
     return result.network, init, info
+
+
+def _loss_history(history) -> list[dict]:
+    """``seconds`` and forward-pass ``train_loss`` of each recorded row (AL or Adam), for the figures."""
+    return [{"seconds": float(row["seconds"]), "train_loss": float(row["train_loss"])} for row in history]
 
 
 def run_experiment(args, out=print) -> Store:
@@ -458,9 +464,9 @@ def run_experiment(args, out=print) -> Store:
             adam_budget = al_record["al"]["train_seconds"] if al_record else budget
             start = time.perf_counter()
             result = train_adam(Y_train.T, task.S_train.T, hidden=(hidden,), seed=args.seed,
-                                time_budget=adam_budget)
+                                time_budget=adam_budget, record_every=min(0.5, adam_budget / 100))
             record.update(hidden=hidden, budget=adam_budget, train_seconds=time.perf_counter() - start,
-                          epochs=result["epochs"])
+                          epochs=result["epochs"], history=_loss_history(result["history"]))
             recover = _network_recovery(result["network"])
         elif method == "ridge":
             start = time.perf_counter()
@@ -567,12 +573,50 @@ def rows_names(rows, dataset):
     return ", ".join(sorted(names))
 
 
-def plot(records: dict, store: Store, directory: str) -> list[str]:
-    """Example grids and PSNR-vs-ratio curves as PNG files in ``directory``; returns the paths."""
+def training_figures(records: dict, directory: str, svg: bool = False) -> list[str]:
+    """Per trained cell, the training loss of AL and Adam against seconds and the test PSNR at the end
+    of each run beside ridge, LASSO and the AL start (:func:`validation.figures.comparison_figure`).
+
+    Cells stored before histories were kept have none and are skipped. Returns the paths written.
+    """
+    from validation import figures
+
+    paths = []
+    for al in sorted((r for r in records.values() if r["method"] == "al" and r["al"].get("history")),
+                     key=lambda r: (r["dataset"], r["ratio"])):
+        dataset, ratio = al["dataset"], al["ratio"]
+        cell = {r["method"]: r for r in records.values() if r["dataset"] == dataset and r["ratio"] == ratio}
+        curves = [figures.history_curve("AL", al["al"]["history"], "train_loss")]
+        metric = figures.Metric("test PSNR (dB" + (", mean over Set11 images)" if dataset == "images" else
+                                                   ", mean over test digits)"))
+        metric.points.append(("AL", al["al"]["history"][-1]["seconds"], al["psnr"]))
+        if cell.get("adam", {}).get("history"):
+            curves.append(figures.history_curve("Adam", cell["adam"]["history"], "train_loss"))
+            metric.points.append(("Adam", cell["adam"]["history"][-1]["seconds"], cell["adam"]["psnr"]))
+        for method, label in (("al_init", "AL start (He + ridge output)"), ("ridge", "ridge (linear)"),
+                              ("lasso", "LASSO")):
+            if method in cell:
+                items = f", {cell[method]['items']} test items" if method == "lasso" else ""
+                metric.references[label + items] = cell[method]["psnr"]
+        kind = "m" if dataset != "images" else "ratio (%)"
+        figure = figures.comparison_figure(
+            curves, problem=f"cs {dataset}, {kind} = {ratio}, MLP {al['m']}->{al['hidden']}->{al['n']}",
+            budget=al["budget"], threads=None, metric=metric, detail="Adam given the seconds the AL loop used",
+            references={"AL start (He + ridge output)": al["al"]["init_train_loss"]},
+            ylabel="training loss (fraction of target variance)")
+        paths += figures.write(figure, os.path.join(directory, f"cs_{dataset}_{ratio}_training.png"), svg=svg)
+    return paths
+
+
+def plot(records: dict, store: Store, directory: str, svg: bool = False) -> list[str]:
+    """Example grids, PSNR-vs-ratio curves and the training figures in ``directory`` (PNG, and SVG with
+    ``svg``); returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from validation import figures
 
     os.makedirs(directory, exist_ok=True)
     rows = list(records.values())
@@ -593,10 +637,8 @@ def plot(records: dict, store: Store, directory: str) -> list[str]:
         axis.set_title(f"{dataset}: PSNR vs measurements")
         axis.legend(fontsize=7)
         figure.tight_layout()
-        path = os.path.join(directory, f"cs_{dataset}_psnr.png")
-        figure.savefig(path, dpi=120)
+        paths += figures.write(figure, os.path.join(directory, f"cs_{dataset}_psnr.png"), svg=svg, dpi=120)
         plt.close(figure)
-        paths.append(path)
         # example grid
         if dataset == "images":
             ratio = PLOT_RATIO if PLOT_RATIO in ratios else ratios[len(ratios) // 2]
@@ -642,15 +684,19 @@ def plot(records: dict, store: Store, directory: str) -> list[str]:
                 axis.axis("off")
         figure.suptitle(f"{dataset}, {'ratio' if dataset == 'images' else 'm'} = {ratio}", fontsize=9)
         figure.tight_layout()
-        path = os.path.join(directory, f"cs_{dataset}_examples.png")
-        figure.savefig(path, dpi=120)
+        paths += figures.write(figure, os.path.join(directory, f"cs_{dataset}_examples.png"), svg=svg, dpi=120)
         plt.close(figure)
-        paths.append(path)
-    return paths
+    return paths + training_figures(records, directory, svg)
 
 
 # ============================================================================ CLI
 def run(args) -> int:
+    from validation import options
+
+    if args.svg and not args.plot:
+        raise ProblemError("--svg writes an SVG beside each --plot figure; give --plot DIR as well.")
+    if args.plot:
+        args.plot = options.output_directory(args.plot, "--plot")
     start = time.perf_counter()
     store = run_experiment(args)
     records = store.records
@@ -661,7 +707,7 @@ def run(args) -> int:
             json.dump({"config": store.config, "records": records}, handle, indent=1)
         print(f"results written to {args.json}")
     if args.plot:
-        for path in plot(records, store, args.plot):
+        for path in plot(records, store, args.plot, svg=args.svg):
             print(f"plot written to {path}")
     print(f"wall time {time.perf_counter() - start:.1f} s")
     return 0
@@ -700,7 +746,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="results JSON, examples and AL checkpoints; finished cells are skipped on rerun")
     parser.add_argument("--fresh", action="store_true", help="discard the results file of this setting first")
     parser.add_argument("--json", default=None, help="also write all results to this JSON file")
-    parser.add_argument("--plot", default=None, metavar="DIR", help="write example grids and PSNR-vs-ratio plots")
+    parser.add_argument("--plot", default=None, metavar="DIR",
+                        help="write example grids, PSNR-vs-ratio plots and, per trained cell, the training loss of "
+                             "AL and Adam against seconds (cs_DATASET_RATIO_training.png)")
+    parser.add_argument("--svg", action="store_true", help="also write each --plot figure as SVG")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser

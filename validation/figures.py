@@ -221,7 +221,7 @@ def comparison_figure(curves: Sequence[Curve], *, problem: str, budget: float, t
         axis.set_ylabel(metric.label)
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=7)
-    figure.suptitle(f"{problem}: budget {budget:g} s per method, {threads_text(threads)}"
+    figure.suptitle(f"{problem}: budget {budget:g} s per run, {threads_text(threads)}"
                     + (f", {detail}" if detail else ""), fontsize=10)
     return figure
 
