@@ -104,6 +104,19 @@ def _new_figure(widths: Sequence[float], height: float = 4.4):
     return figure, [figure.add_subplot(grid[0, index]) for index in range(len(widths))]
 
 
+def _log_y(axis) -> None:
+    """Log y with plain decimal tick labels (0.04, 0.2) where matplotlib chose to label a tick."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class Decimal(LogFormatterSciNotation):
+        def __call__(self, x, pos=None):
+            return f"{x:.3g}" if super().__call__(x, pos) else ""
+
+    axis.set_yscale("log")
+    axis.yaxis.set_major_formatter(Decimal())
+    axis.yaxis.set_minor_formatter(Decimal(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
 def _positive(values) -> np.ndarray:
     """Floats with ``None``, NaN and values <= 0 as NaN (gaps on a log axis)."""
     out = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
@@ -135,7 +148,7 @@ def training_figure(history: Sequence[dict], *, problem: str, budget: str, threa
         if any(row.get(key) is not None for row in history):
             curve = history_curve(label, history, key)
             left.plot(curve.seconds, _positive(curve.values), label=label, marker="." if len(history) < 30 else None)
-    left.set_yscale("log")
+    _log_y(left)
     left.set_xlim(left=0.0)
     left.set_xlabel(_SECONDS_LABEL)
     left.set_ylabel(_LOSS_LABEL)
@@ -170,7 +183,7 @@ def training_figure(history: Sequence[dict], *, problem: str, budget: str, threa
         value = f"{first['violation']:.0e}" if first["violation"] else "0"
         right.plot([], [], " ", label=f"iteration 0 left out: the forward pass of the initial network,\n"
                                       f"feasible by construction (violation {value}, round-off)")
-    right.set_yscale("log")
+    _log_y(right)
     right.set_xlabel("outer iteration")
     right.set_ylabel("max |residual| (standardised data)")
     right.grid(True, which="both", alpha=0.3)
@@ -195,7 +208,7 @@ def comparison_figure(curves: Sequence[Curve], *, problem: str, budget: float, t
     for (label, value), style in zip((references or {}).items(), ("--", ":", "-.")):
         if value is not None and math.isfinite(value) and value > 0:
             axis.axhline(value, color="grey", linestyle=style, linewidth=1.2, label=label)
-    axis.set_yscale("log")
+    _log_y(axis)
     axis.set_xlim(left=0.0)
     axis.set_xlabel(_SECONDS_LABEL)
     axis.set_ylabel(ylabel)
