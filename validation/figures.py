@@ -176,7 +176,7 @@ def training_figure(history: Sequence[dict], *, problem: str, budget: str, threa
         label += f" (computed on {len(kkt_rows)} of {len(history)} rows)"
     right.plot([row["iteration"] for row in kkt_rows], _positive([row["kkt"] for row in kkt_rows]), label=label,
                color="black", marker="o", markersize=3, linewidth=1.0)
-    if zero:
+    if zero and len(history) > start:
         why = "\n(the restarted mode ends every iteration at a forward pass)" if mode == "restarted" else ""
         right.plot([], [], " ", label=f"violation 0 at every drawn iteration: {', '.join(zero)}{why}")
     if drop_first:
