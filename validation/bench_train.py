@@ -13,7 +13,8 @@ Problems (same data, same initial network for both methods, in one process):
 
 Losses are forward-pass losses as fractions of the target variance. Also printed: the time of one
 AL sweep against one full-batch forward+backward pass in PyTorch, and the peak traced memory of
-the AL run against its state size.
+the AL run against its state size. With ``--plot DIR``, one figure per problem
+(:func:`validation.figures.bench_figure`): validation loss against seconds for both methods.
 """
 
 from __future__ import annotations
