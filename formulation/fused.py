@@ -62,19 +62,19 @@ class FusedSweep:
         widths = problem.widths
         #: ``W_l X_{l−1} + b_l 1ᵀ`` after the sweep, per layer (read by :meth:`ALProblem.diagnostics`).
         self.products = [np.empty((widths[l + 1], N), dtype=self.dtype) for l in range(problem.L)]
-        widest = max(widths[1:])
-        self._target = np.empty((widest, N), dtype=self.dtype)  # P of a weight block, then Q of the next layer
+        # P of a weight block is formed in products[l] before W_l X_{l−1} + b_l overwrites it, and Q of the
+        # post-activation block in products[l+1] before that layer's weights: two buffers fewer
         self._rhs = np.empty((max(widths[1:-1], default=1), N), dtype=self.dtype)
         self.valid = False  # products match the state (set by a sweep, cleared by the caller on change)
 
     def nbytes(self) -> int:
         """Bytes of the buffers this object keeps (counted in the trainer's memory bound)."""
-        return sum(a.nbytes for a in self.products) + self._target.nbytes + self._rhs.nbytes
+        return sum(a.nbytes for a in self.products) + self._rhs.nbytes
 
     def _weights(self, state: ALState, l: int, r: float) -> None:
         problem = self.problem
         X_prev = problem.X0 if l == 0 else state.X[l - 1]
-        P = self._target[: problem.widths[l + 1]]
+        P = self.products[l]  # scratch until the fitted values overwrite it
         np.multiply(state.lam1[l], r, out=P)
         P += state.Z[l]
         state.W[l], state.b[l] = ridge_weights(X_prev, P, problem.mu * r, gram=self._gram0 if l == 0 else None)
@@ -101,7 +101,7 @@ class FusedSweep:
                 activation_slacks_chunk(Z[:, cols], P2, A3, A4, D[:, cols], S[:, cols], T[:, cols])
             # X_l = (I + WᵀW)⁻¹ (D⊙Z − Λ2/ρ + Wᵀ(Z_{l+1} − b_{l+1} 1ᵀ + Λ1_{l+1}/ρ)), W = W_{l+1}
             W_next = state.W[l + 1]
-            Q = self._target[: W_next.shape[0]]
+            Q = self.products[l + 1]  # scratch: that layer's weights come next and overwrite it
             np.multiply(state.lam1[l + 1], r, out=Q)
             Q += state.Z[l + 1]
             Q -= state.b[l + 1][:, None]

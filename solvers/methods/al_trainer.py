@@ -497,6 +497,9 @@ class ALTrainer:
         self._fused = FusedSweep(problem) if self.engine == "fused" else None
         fingerprint = self.fingerprint(Xs, Ys, Xv, Yv)
         accelerator = Anderson(self.anderson) if self.mode == "restarted" else None
+        resuming = self.checkpoint is not None and self.resume and os.path.exists(self.checkpoint)
+        network = None if resuming else self.initial_network(Xs, Ys)
+        Xs, Ys = problem.X0, problem.Y  # in float32 the float64 copies go: one copy of the training data
 
         def losses(network):
             train = forward_loss_fraction(network, Xs, Ys)
@@ -504,7 +507,7 @@ class ALTrainer:
             return train, val
 
         resumed = False
-        if self.checkpoint is not None and self.resume and os.path.exists(self.checkpoint):
+        if resuming:
             meta, arrays = self.load_checkpoint(self.checkpoint)
             if meta.get("fingerprint") != fingerprint:
                 raise ProblemError(f"Checkpoint {self.checkpoint!r} was written for other data; delete it, or pass "
@@ -522,7 +525,6 @@ class ALTrainer:
             init_train, init_val = meta["init_train_loss"], meta["init_val_loss"]
             resumed = True
         else:
-            network = self.initial_network(Xs, Ys)
             state = problem.initial_state(network, rho=self.rho * alpha)
             if self.warm_multipliers or self.mode == "restarted":
                 problem.warm_multipliers(state)
@@ -533,8 +535,9 @@ class ALTrainer:
                     "elapsed": 0.0, "accepted": 0, "anderson_steps": 0, "rejected": 0}
         state_bytes = sum(a.nbytes for name, _, a in state.arrays() if name not in ("W", "b"))
         if self.mode == "restarted":  # the forward pass of a candidate, and the objective of the current weights
-            run = {"candidate_Z": [np.empty_like(z) for z in state.Z],
-                   "objective": self._weights_objective(problem, state.W, state.Z)}
+            # the fused sweep's products are free between sweeps in this mode: the candidate's forward pass uses them
+            buffers = self._fused.products if self._fused is not None else [np.empty_like(z) for z in state.Z]
+            run = {"candidate_Z": buffers, "objective": self._weights_objective(problem, state.W, state.Z)}
 
         stop_reason, message = "max_iters", f"stopped after max_iters={self.max_iters} outer iterations"
         start_iteration = loop["iteration"]
@@ -578,15 +581,15 @@ class ALTrainer:
                     break
                 # monitoring, not charged to the time budget (as for the Adam baseline)
                 pause = time.perf_counter()
-                network = state.network()
+                current = state.network()
                 if self.mode == "restarted":
                     # free at the forward state; in float32 recomputed in float64 like every reported loss
                     exact = total > 0 and self.dtype == "float64"
                     train = 2.0 * float(problem.loss_value(state.Z[-1])) if exact else None
-                    val = None if Xv is None else forward_loss_fraction(network, Xv, Yv)
-                    train = losses(network)[0] if train is None else train
+                    val = None if Xv is None else forward_loss_fraction(current, Xv, Yv)
+                    train = losses(current)[0] if train is None else train
                 else:
-                    train, val = losses(network)
+                    train, val = losses(current)
                 clock_origin += time.perf_counter() - pause
                 row = self._row(iteration, problem, state, diag, train, val, alpha, loop["elapsed"])
                 history.append(row)
@@ -619,7 +622,8 @@ class ALTrainer:
             meta, arrays = self.load_checkpoint(last_saved)  # the last good iterate
             learned = self._state_from_arrays(arrays, meta).network()
         elif stop_reason == "diverged":
-            learned = self.initial_network(Xs, Ys)  # nothing good was kept: the initialisation
+            # nothing good was kept: the initialisation (after a resume, recomputed on the stored data)
+            learned = network if network is not None else self.initial_network(Xs, Ys)
         else:
             learned = state.network()
         network = scaler.unscale_network(learned)

@@ -69,15 +69,18 @@ class Standardizer:
 def forward_loss_fraction(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray, chunk: int = 4096) -> float:
     r"""``||N(X0) − Y||² / ||Y − Ȳ||²``: the fraction of target variance a network leaves unexplained.
 
-    Computed in chunks of samples, keeping one layer's activations at a time.
+    Computed in float64 whatever the dtype of the data (float32 data are promoted chunk by chunk), in
+    chunks of samples, keeping one layer's activations at a time.
     """
-    total = float(np.sum((Y - Y.mean(axis=1, keepdims=True)) ** 2))
-    error = 0.0
+    mean = Y.mean(axis=1, dtype=np.float64)[:, None]
+    total = error = 0.0
     for start in range(0, X0.shape[1], chunk):
-        H = X0[:, start:start + chunk]
+        H = X0[:, start:start + chunk].astype(np.float64)
         for index, (W, b) in enumerate(zip(network.weights, network.biases)):
             H = W @ H + b[:, None]
             if index < network.depth - 1:
                 np.maximum(H, 0.0, out=H)
-        error += float(np.sum((H - Y[:, start:start + chunk]) ** 2))
+        target = Y[:, start:start + chunk].astype(np.float64)
+        error += float(np.sum((H - target) ** 2))
+        total += float(np.sum((target - mean) ** 2))
     return error / total if total > 0 else error
