@@ -161,24 +161,36 @@ class ALProblem:
         rho = check_nonnegative("rho", rho)
         if rho == 0:
             raise ProblemError("`rho` must be positive.")
-        batch = network.unrectify(self.X0)
-        hidden = range(self.L - 1)
         dtype = self.dtype
-        Z = [z.astype(dtype) for z in batch.Z]
-        return ALState(
+        hidden = [np.empty((self.widths[l + 1], self.N), dtype=dtype) for l in range(self.L - 1)]
+
+        def like_hidden():
+            return [np.empty_like(a) for a in hidden]
+
+        Z = self.forward_preactivations([w.astype(dtype) for w in network.weights],
+                                        [b.astype(dtype) for b in network.biases])
+        state = ALState(
             W=[w.astype(dtype) for w in network.weights],
             b=[b.astype(dtype) for b in network.biases],
-            Z=Z,
-            X=[batch.X[l].astype(dtype) for l in hidden],
-            D=[batch.D[l].astype(dtype) for l in hidden],
-            S=[np.maximum(Z[l], 0.0) for l in hidden],
-            T=[np.maximum(-Z[l], 0.0) for l in hidden],
+            Z=Z, X=hidden, D=like_hidden(), S=like_hidden(), T=like_hidden(),
             lam1=[np.zeros_like(z) for z in Z],
-            lam2=[np.zeros_like(Z[l]) for l in hidden],
-            lam3=[np.zeros_like(Z[l]) for l in hidden],
-            lam4=[np.zeros_like(Z[l]) for l in hidden],
+            lam2=[np.zeros_like(a) for a in hidden],
+            lam3=[np.zeros_like(a) for a in hidden],
+            lam4=[np.zeros_like(a) for a in hidden],
             rho=float(rho),
         )
+        self._set_auxiliaries(state)
+        return state
+
+    def _set_auxiliaries(self, state: ALState) -> None:
+        """``X = S = max(Z, 0)``, ``T = max(−Z, 0)``, ``D = 1[Z > 0]`` from ``state.Z``, in place."""
+        for l in range(self.L - 1):
+            Zl = state.Z[l]
+            np.maximum(Zl, 0.0, out=state.X[l])
+            np.copyto(state.S[l], state.X[l])
+            np.negative(Zl, out=state.T[l])
+            np.maximum(state.T[l], 0.0, out=state.T[l])
+            np.greater(Zl, 0.0, out=state.D[l], casting="unsafe")
 
     def warm_multipliers(self, state: ALState) -> None:
         """Set the multipliers, in place, to the first-order estimate at a forward-pass state.
@@ -229,13 +241,7 @@ class ALProblem:
         else:
             for l in range(self.L):
                 np.copyto(state.Z[l], Z[l])
-        for l in range(self.L - 1):
-            Zl = state.Z[l]
-            np.maximum(Zl, 0.0, out=state.X[l])
-            np.copyto(state.S[l], state.X[l])
-            np.negative(Zl, out=state.T[l])
-            np.maximum(state.T[l], 0.0, out=state.T[l])
-            np.greater(Zl, 0.0, out=state.D[l], casting="unsafe")
+        self._set_auxiliaries(state)
         self.warm_multipliers(state)
         return state
 

@@ -123,6 +123,7 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
                  "train_loss": final["train_loss"], "val_loss": final["val_loss"],
                  "violation": final["violation"], "kkt": final["kkt"], "rho": final["rho"],
                  "peak_mb": peak / 2**20, "state_mb": result.state_bytes / 2**20, "data_mb": data_bytes / 2**20,
+                 "anderson_mb": result.extras["anderson_bytes"] / 2**20,
                  **_metrics(name, data, result.network)})
     # about 100 recorded points per run for the figure (evaluations are not charged to Adam's budget)
     adam = train_adam(data["X"], data["Y"], data["X_val"], data["Y_val"], hidden=hidden, seed=seed,
@@ -227,14 +228,14 @@ def format_tables(rows, timings, settings: str = "") -> str:
                       _fmt(r.get("train_acc"), ".3f"), _fmt(r.get("val_acc"), ".3f")])
     out = ([settings] if settings else []) + _table(header, lines) + [""]
     header = ["problem", "AL sweep s", "AL iteration s", "torch fwd+bwd s", "sweep/fwd+bwd", "iteration/fwd+bwd",
-              "AL peak MB", "state MB", "2x state + data MB"]
+              "AL peak MB", "state MB", "Anderson MB", "2x state + data + Anderson MB"]
     lines = []
     for t in timings:
         al = next(r for r in rows if r["problem"] == t["problem"] and r["method"].startswith("AL"))
-        bound = 2 * al["state_mb"] + al["data_mb"]
+        bound = 2 * al["state_mb"] + al["data_mb"] + al["anderson_mb"]
         lines.append([t["problem"], _fmt(t["sweep_s"], ".3g"), _fmt(t["iteration_s"], ".3g"),
                       _fmt(t["torch_fwd_bwd_s"], ".3g"), _fmt(t["ratio"], ".3g"), _fmt(t["iteration_ratio"], ".3g"),
-                      _fmt(al["peak_mb"], ".1f"), _fmt(al["state_mb"], ".1f"),
+                      _fmt(al["peak_mb"], ".1f"), _fmt(al["state_mb"], ".1f"), _fmt(al["anderson_mb"], ".1f"),
                       f"{bound:.1f}" + (" (within)" if al["peak_mb"] <= bound else " (EXCEEDED)")])
     return "\n".join(out + _table(header, lines))
 

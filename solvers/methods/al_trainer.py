@@ -534,6 +534,8 @@ class ALTrainer:
             loop = {"iteration": 0, "previous_violation": None, "period_violation": None, "growth": 0,
                     "elapsed": 0.0, "accepted": 0, "anderson_steps": 0, "rejected": 0}
         state_bytes = sum(a.nbytes for name, _, a in state.arrays() if name not in ("W", "b"))
+        # the Anderson history: 2m + 2 vectors of the weights (independent of N)
+        anderson_bytes = (2 * self.anderson + 2) * sum(a.nbytes for a in state.W + state.b) if accelerator else 0
         if self.mode == "restarted":  # the forward pass of a candidate, and the objective of the current weights
             # the fused sweep's products are free between sweeps in this mode: the candidate's forward pass uses them
             buffers = self._fused.products if self._fused is not None else [np.empty_like(z) for z in state.Z]
@@ -631,7 +633,8 @@ class ALTrainer:
         return TrainResult(network=network, history=history, stop_reason=stop_reason, message=message,
                            init_train_loss=init_train, init_val_loss=init_val, state_bytes=state_bytes,
                            standardizer=scaler, iterations=history[-1]["iteration"],
-                           extras={"resumed": resumed, "alpha": alpha, "state": state, "problem": problem, **counts})
+                           extras={"resumed": resumed, "alpha": alpha, "state": state, "problem": problem,
+                                   "anderson_bytes": anderson_bytes, **counts})
 
     # ------------------------------------------------------------------ the two outer iterations
     def _exact_iteration(self, problem: ALProblem, state: ALState, loop: dict, iteration: int, alpha: float) -> dict:
@@ -757,8 +760,8 @@ class ALTrainer:
 
 
 def _flatten(W, b) -> np.ndarray:
-    """The weights ``(W_1, b_1, ..., W_L, b_L)`` as one float64 vector (Anderson works on it)."""
-    return np.concatenate([a.ravel() for pair in zip(W, b) for a in pair]).astype(np.float64, copy=False)
+    """The weights ``(W_1, b_1, ..., W_L, b_L)`` as one vector of their dtype (Anderson works on it)."""
+    return np.concatenate([a.ravel() for pair in zip(W, b) for a in pair])
 
 
 def _unflatten(vector: np.ndarray, like_W, like_b):

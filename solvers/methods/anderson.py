@@ -26,7 +26,8 @@ __all__ = ["Anderson"]
 class Anderson:
     """Type-II Anderson acceleration with memory ``memory`` (``0`` turns it off).
 
-    Memory used: ``2 · memory + 2`` vectors of the size of ``x``.
+    Memory used: ``2 · memory + 2`` vectors of the size and dtype of ``x`` (the history is kept in
+    the dtype of the iterates: float32 weights keep a float32 history).
     """
 
     def __init__(self, memory: int = 5, regularization: float = 1e-8):
@@ -49,7 +50,7 @@ class Anderson:
         """Record the pair ``(x, φ(x))``; the accelerated point, or ``None`` while there is no history."""
         if self.memory == 0:
             return None
-        g = phi - x
+        g = np.subtract(phi, x, dtype=x.dtype)
         if self.x_prev is not None:
             self.dX.append(x - self.x_prev)
             self.dG.append(g - self.g_prev)
@@ -58,17 +59,25 @@ class Anderson:
         self.x_prev, self.g_prev = x.copy(), g
         if not self.dX:
             return None
-        G = np.stack(self.dG, axis=1)
-        gram = G.T @ G
-        scale = np.trace(gram) / len(self.dX)
+        # the m x m system from dot products: no stacked copy of the history
+        m = len(self.dG)
+        gram = np.empty((m, m))
+        for i in range(m):
+            for j in range(i, m):
+                gram[i, j] = gram[j, i] = float(np.dot(self.dG[i], self.dG[j]))
+        rhs = np.array([float(np.dot(d, g)) for d in self.dG])
+        scale = np.trace(gram) / m
         if not np.isfinite(scale) or scale <= 0:
             return None
         gram[np.diag_indices_from(gram)] += self.regularization * scale
         try:
-            gamma = np.linalg.solve(gram, G.T @ g)
+            gamma = np.linalg.solve(gram, rhs)
         except np.linalg.LinAlgError:
             return None
-        candidate = phi - (np.stack(self.dX, axis=1) + G) @ gamma
+        candidate = phi.astype(np.float64)
+        for weight, dx, dg in zip(gamma, self.dX, self.dG):
+            candidate -= weight * dx
+            candidate -= weight * dg
         return candidate if np.all(np.isfinite(candidate)) else None
 
     # ------------------------------------------------------------------ checkpoints
