@@ -5,6 +5,7 @@ from formulation.network import ReluNetwork, UnrectifiedBatch
 from formulation.results import (
     ConvergenceWarning,
     InaccurateSolutionWarning,
+    MemoryLimitError,
     ProblemError,
     Solution,
     SolutionStatus,
@@ -32,6 +33,7 @@ __all__ = [
     "UnrectifiedBatch",
     "ConvergenceWarning",
     "InaccurateSolutionWarning",
+    "MemoryLimitError",
     "ProblemError",
     "Solution",
     "SolutionStatus",

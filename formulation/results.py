@@ -17,6 +17,7 @@ __all__ = [
     "ProblemError",
     "SolverNotFound",
     "SolverError",
+    "MemoryLimitError",
     "ConvergenceWarning",
     "InaccurateSolutionWarning",
     "TerminationCondition",
@@ -42,6 +43,14 @@ class SolverNotFound(UnreluError, LookupError):
 
 class SolverError(UnreluError, RuntimeError):
     """A backend failed while solving. Raised ``from`` the backend's own exception."""
+
+
+class MemoryLimitError(UnreluError, MemoryError):
+    """The work would need more memory than is available, by an estimate made before allocating it.
+
+    Raised before anything large is built; the message gives the estimate, the memory available and a
+    smaller setting that fits.
+    """
 
 
 class ConvergenceWarning(UserWarning):

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from formulation._checks import check_data_scale, read_npz
+from formulation._checks import check_data_scale, check_training_memory, read_npz
 from formulation.learning import DTYPES
 from formulation.results import ConvergenceWarning, ProblemError
 from solvers.methods.al_trainer import ENGINES, HISTORY_COLUMNS, MODES, ALTrainer
@@ -136,6 +136,10 @@ def run(args) -> int:
                         anderson=args.anderson if args.mode == "restarted" else None, dtype=args.dtype,
                         threads=args.threads, engine=args.engine, progress=None if not args.quiet else False)
     n0, nL = data["X"].shape[0], data["Y"].shape[0]
+    # before any array of the run is allocated: --hidden 100000 asked for a 74.5 GiB array without this
+    check_training_memory((n0, *hidden, nL), data["X"].shape[1],
+                          data["X_val"].shape[1] if data.get("X_val") is not None else 0,
+                          itemsize=np.dtype(trainer.dtype).itemsize, mode=trainer.mode)
     widths = (n0, *hidden, nL)
     print(f"data: {source}; N={data['X'].shape[1]}, widths {widths}, mode {trainer.mode}, backend "
           f"{args.backend} ({trainer.engine} sweep, {trainer.dtype}"
