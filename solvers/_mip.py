@@ -7,16 +7,115 @@ the solver's own status and dual bound through :meth:`MipBackend._raw`.
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import os
+import select
+import signal
 import time
 
 import cvxpy as cp
 import numpy as np
+from cvxpy.reductions.solution import Solution as CvxpySolution
 
 from formulation.results import Solution, SolutionStatus, SolverError, SolverNotFound, TerminationCondition
 from solvers._base import Backend
 
 #: Largest distance of a returned ``d`` from {0, 1} accepted for an optimal point.
 INTEGRALITY_TOL = 1e-6
+#: Progress of long solves: the command line shows these records on stderr.
+progress = logging.getLogger("unrelu.progress")
+#: Seconds between progress lines while a solve with an enforced time limit runs.
+PROGRESS_EVERY = 30.0
+
+
+def _child_solve(write_fd: int, problem: cp.Problem, solver: str, settings: dict) -> None:
+    """In a forked child: solve, send the status, value, iterations and variable values, exit."""
+    try:
+        try:
+            problem.solve(solver=solver, **settings)
+            meta = {"kind": "ok", "status": problem.status,
+                    "value": None if problem.value is None else float(problem.value),
+                    "iterations": getattr(problem.solver_stats, "num_iters", None)}
+            arrays = {f"v{index}": np.asarray(variable.value, dtype=float)
+                      for index, variable in enumerate(problem.variables()) if variable.value is not None}
+        except cp.error.SolverError as exc:
+            meta, arrays = {"kind": "solver_error", "message": str(exc)}, {}
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+            meta, arrays = {"kind": "error", "message": f"{type(exc).__name__}: {exc}"}, {}
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+        with os.fdopen(write_fd, "wb") as stream:
+            stream.write(buffer.getvalue())
+    finally:
+        os._exit(0)
+
+
+def solve_with_deadline(problem: cp.Problem, solver: str, settings: dict, time_limit: float, label: str):
+    """Solve ``problem`` in a forked child process that is killed at ``time_limit`` seconds (for solvers with
+    no time limit of their own). Returns the number of iterations, or ``None`` when the child was killed
+    (``problem`` untouched). On success ``problem`` holds the status, value and variable values as after
+    ``problem.solve``. A progress record is logged every ``PROGRESS_EVERY`` seconds.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(read_fd)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _child_solve(write_fd, problem, solver, settings)
+    os.close(write_fd)
+    start = time.perf_counter()
+    deadline, report = start + time_limit, start + PROGRESS_EVERY
+    chunks, finished = [], False
+    try:
+        while True:
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+            ready, _, _ = select.select([read_fd], [], [], max(0.0, min(deadline, report) - now))
+            if ready:
+                chunk = os.read(read_fd, 1 << 20)
+                if not chunk:
+                    finished = True
+                    break
+                chunks.append(chunk)
+            elif time.perf_counter() >= report:
+                progress.info("%s on %s: still solving after %.0f s (time limit %.0f s)", solver, label,
+                              time.perf_counter() - start, time_limit)
+                report += PROGRESS_EVERY
+    finally:
+        os.close(read_fd)
+        if not finished:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _, exit_status = os.waitpid(pid, 0)
+    if not finished:
+        progress.info("%s on %s: stopped at the time limit of %.0f s", solver, label, time_limit)
+        return None
+    try:
+        with np.load(io.BytesIO(b"".join(chunks)), allow_pickle=False) as archive:
+            meta = json.loads(bytes(archive["meta"]).decode())
+            arrays = {key: archive[key] for key in archive.files if key != "meta"}
+    except (ValueError, OSError, EOFError, KeyError) as exc:
+        raise SolverError(f"{solver} on {label}: its child process ended without a result (exit status "
+                          f"{exit_status}); it may have run out of memory.") from exc
+    if meta["kind"] == "solver_error":
+        raise cp.error.SolverError(meta["message"])
+    if meta["kind"] != "ok":
+        raise SolverError(f"{solver} failed on {label} in its child process: {meta['message']}")
+    variables = problem.variables()
+    if meta["status"] in cp.settings.SOLUTION_PRESENT:
+        primal = {variable.id: arrays[f"v{index}"].reshape(variable.shape) for index, variable in enumerate(variables)}
+    else:
+        primal = {variable.id: None for variable in variables}
+    try:
+        problem.unpack(CvxpySolution(meta["status"], meta["value"], primal, {}, {}))
+    except ValueError as exc:  # a status CVXPY cannot unpack
+        raise SolverError(f"{solver} on {label} returned status {meta['status']!r}") from exc
+    return meta["iterations"]
 
 
 class MipBackend(Backend):
@@ -49,6 +148,10 @@ class MipBackend(Backend):
         """
         return self.feasibility_tolerance(settings)
 
+    #: Whether the solver stops by itself at ``time_limit``. Where it does not (ECOS_BB), :meth:`solve` runs it
+    #: in a forked child process that is killed at the limit (:func:`solve_with_deadline`).
+    native_time_limit: bool = True
+
     def solve(self, form, *, time_limit: float | None = None, gap: float | None = None, **options) -> Solution:
         if not self.accepts(form):
             raise SolverNotFound(f"Backend {self.name!r} cannot take a {form.requires} problem.")
@@ -56,8 +159,18 @@ class MipBackend(Backend):
         settings = self._settings(time_limit, gap, options)
         start = time.perf_counter()
         failure = None
+        enforced = time_limit is not None and not self.native_time_limit and hasattr(os, "fork")
         try:
-            problem.solve(solver=self.name, **settings)
+            if enforced:
+                iterations = solve_with_deadline(problem, self.name, settings, time_limit, form.mi.name)
+                if iterations is None:
+                    return Solution(self.name, TerminationCondition.TIME_LIMIT, SolutionStatus.NO_SOLUTION,
+                                    build_time=form.build_time, solve_time=time.perf_counter() - start,
+                                    extras={"status": "killed at the time limit", "enforced_time_limit": True,
+                                            "settings": settings})
+            else:
+                problem.solve(solver=self.name, **settings)
+                iterations = getattr(problem.solver_stats, "num_iters", None)
         except cp.error.SolverError as exc:
             failure = exc
         elapsed = time.perf_counter() - start
@@ -110,10 +223,10 @@ class MipBackend(Backend):
             objective=form.objective(values) if values else float("nan"),
             build_time=form.build_time,
             solve_time=elapsed,
-            iterations=getattr(problem.solver_stats, "num_iters", None),
+            iterations=iterations,
             bound=bound,
             extras={"status": problem.status, "raw_status": raw_status, "integrality_violation": integrality,
                     "claimed_objective": problem.value, "feasibility_tolerance": self.feasibility_tolerance(settings),
-                    "integrality_tolerance": self.integrality_tolerance(settings),
+                    "integrality_tolerance": self.integrality_tolerance(settings), "enforced_time_limit": enforced,
                     "settings": {k: v for k, v in settings.items() if k != "verbose"}},
         )

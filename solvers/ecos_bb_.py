@@ -1,7 +1,9 @@
 """The ``ECOS_BB`` backend: ECOS's small branch and bound through CVXPY, MILP only.
 
 It is not registered for MIQP: it gave a wrong MIQP optimum on a tiny instance (DESIGN §5). It has no
-time limit and reports no dual bound, so a stop before optimality is an iteration limit.
+time limit of its own: with ``time_limit`` it runs in a forked child process that is killed at the limit
+(``solvers._mip.solve_with_deadline``; the result is then a time limit without a point, since its incumbent
+dies with the process). It reports no dual bound, so a stop before optimality is an iteration limit.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class BackendECOSBB(MipBackend):
     name = "ECOS_BB"
     capabilities = frozenset({MILP})
     install = INSTALL
+    native_time_limit = False  # it has no time-limit setting (a 784-200-10 recovery ran for minutes unchecked)
 
     RAW_STATUS = {
         cp.OPTIMAL: TerminationCondition.OPTIMAL,

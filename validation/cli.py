@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from formulation.results import UnreluError
@@ -33,9 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ProgressHandler(logging.Handler):
+    """Progress records of long solves (logger ``unrelu.progress``) as ``unrelu: ...`` lines on the current
+    stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"unrelu: {self.format(record)}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # stderr closed: progress is not worth failing for
+            pass
+
+
+def show_progress() -> None:
+    """Send the ``unrelu.progress`` records (INFO and above) to stderr, once per process."""
+    logger = logging.getLogger("unrelu.progress")
+    if not any(isinstance(handler, _ProgressHandler) for handler in logger.handlers):
+        logger.addHandler(_ProgressHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    show_progress()
     try:
         return int(args.func(args) or 0)
     except UnreluError as exc:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import statistics
 import time
@@ -68,6 +69,12 @@ from validation.options import (
     seed,
 )
 from validation.runner import recorded_warnings
+
+#: Progress of the solves of one instance (shown on stderr by the command line; silent in study workers).
+progress = logging.getLogger("unrelu.progress")
+#: Binaries above which an instance is announced as likely to stop at the time limit (DESIGN §5: 64 unstable
+#: units did not close in 120 s on 2 cores; 32 closed in about 3 s).
+LARGE_BINARIES = 64
 
 REL_TOL = 1e-6
 #: Absolute floor of the agreement test, for optima at 0 (an exact fit): 10x SCIP's feasibility tolerance
@@ -388,13 +395,22 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
             row["bounds"]["interval_mean_width"] = interval.mean_width()
             row["bounds"]["interval_unstable"] = interval.hidden_counts()["unstable"]
     requires = forms(problem)[0][1].requires
+    splits = len(forms(problem))
+    if row["binaries"] > LARGE_BINARIES:
+        progress.info("instance %s: %d binaries; solves of this size often stop at the time limit (%g s each)",
+                      row["size"], row["binaries"], time_limit)
     row["mi"] = {}
     for name in backends:
         backend = solvers.get_backend(name)
         if requires not in backend.capabilities:
             continue
+        progress.info("(i) binary %s with %s: %d binaries, %d split(s), time limit %g s each", requires, name,
+                      row["binaries"], splits, time_limit)
         row["mi"][name] = solve_version(problem, name, relaxed=False, time_limit=time_limit)
+        progress.info("(i) %s: %s in %.1f s", name, row["mi"][name]["state"], row["mi"][name]["seconds"])
+    progress.info("(ii) relaxed bilinear model with SCIP, time limit %g s per split", time_limit)
     row["relaxed"] = solve_version(problem, "SCIP", relaxed=True, time_limit=time_limit)
+    progress.info("(ii) SCIP: %s in %.1f s", row["relaxed"]["state"], row["relaxed"]["seconds"])
     relaxed = row["relaxed"]
     judged = {name: compare(result, relaxed) for name, result in row["mi"].items()}
     for name, judgement in judged.items():
@@ -420,6 +436,8 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
     certified = relaxed["objective"] if relaxed["optimal"] else (proved_mi[0]["objective"] if proved_mi else None)
     row["certified"] = certified
     start = time.perf_counter()
+    if starts:
+        progress.info("local AL method on the relaxed problem from %d start(s)", starts)
     row["al"] = run_local(problem, starts, rng) if starts else []
     row["al_seconds"] = time.perf_counter() - start
     if certified is not None and row["al"]:
