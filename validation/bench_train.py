@@ -249,9 +249,8 @@ def format_ablation(rows) -> str:
 
 
 def _write_csv(path, rows):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     keys = sorted({k for r in rows for k in r})
-    with open(path, "w", newline="") as handle:
+    with options.atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
@@ -282,6 +281,8 @@ def run(args) -> int:
         raise ProblemError("--svg writes an SVG beside each --plot figure; give --plot DIR as well.")
     if args.plot:
         args.plot = options.output_directory(args.plot, "--plot")
+    if args.csv:
+        args.csv = options.output_file(args.csv, "--csv")
     threads = args.threads
     settings = (f"settings: dtype {args.dtype} for both methods; threads "
                 f"{threads if threads else f'library default ({os.cpu_count()} cores)'} for both (BLAS for AL, "
