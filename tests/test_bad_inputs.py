@@ -17,7 +17,7 @@ import pytest
 import solvers
 from formulation._checks import check_checkpoint
 from formulation.network import ReluNetwork
-from formulation.results import ProblemError, SolverNotFound
+from formulation.results import MemoryLimitError, ProblemError, SolverNotFound
 from validation.cli import build_parser, main
 
 HAS_MI = {"SCIP", "HIGHS"} <= set(solvers.available_backends())
@@ -51,6 +51,8 @@ def folder(tmp_path, monkeypatch):
 
 VERIFY_NET = ["verify", "--network", "net.npz", "--problem", "bound", "--starts", "0"]
 TRAIN = ["train", "--data", "data.npz", "--hidden", "4", "--iters", "1", "--quiet"]
+BENCH = ["bench", "subproblems", "--quick", "--backends", "closed_form", "--subproblems", "slacks"]
+COMPARE = ["compare-solvers", "--quick", "--backends", "closed_form", "--subproblems", "slacks", "--seeds", "1"]
 
 # (id, arguments, error class, message fragment, outputs that must not exist afterwards)
 PARSE_ERRORS = [
@@ -75,6 +77,19 @@ PARSE_ERRORS = [
     ("train rho nan", [*TRAIN, "--rho", "nan"], "--rho: must be a finite number", []),
     ("train sweeps 0", [*TRAIN, "--sweeps", "0"], "--sweeps: must be an integer >= 1", []),
     ("train checkpoint-every 0", [*TRAIN, "--checkpoint-every", "0"], "--checkpoint-every: must be an integer", []),
+    ("bench repeats 0", [*BENCH, "--repeats", "0"], "--repeats: must be an integer >= 1", []),
+    ("bench seed -1", [*BENCH, "--seed", "-1"], "--seed: must be an integer >= 0", []),
+    ("bench workers 0", [*BENCH, "--workers", "0"], "--workers: must be an integer >= 1", []),
+    ("bench case-timeout -1", [*BENCH, "--case-timeout", "-1"], "--case-timeout: must be a finite number > 0", []),
+    ("bench memory-budget 0", [*BENCH, "--memory-budget", "0"], "--memory-budget: must be a finite number > 0", []),
+    ("bench scheduler", [*BENCH, "--scheduler", "not a url"], "not a scheduler address", []),
+    ("compare-solvers seeds 0", [*COMPARE[:-1], "0"], "--seeds: must be an integer >= 1", []),
+    ("compare-solvers workers 0", [*COMPARE, "--workers", "0"], "--workers: must be an integer >= 1", []),
+    ("compare-solvers case-timeout nan", [*COMPARE, "--case-timeout", "nan"], "--case-timeout: must be a finite",
+     []),
+    ("compare-solvers memory-budget -1", [*COMPARE, "--memory-budget", "-1"], "--memory-budget: must be a finite",
+     []),
+    ("compare-solvers scheduler", [*COMPARE, "--scheduler", "localhost"], "not a scheduler address", []),
 ]
 
 RUN_ERRORS = [
@@ -122,6 +137,33 @@ RUN_ERRORS = [
      "beyond 1e+100", ["net_out.npz"]),
     ("train X times 1e-300", ["train", "--data", "tiny.npz", "--out", "net_out"], ProblemError,
      "underflow float64", ["net_out.npz"]),
+    # train: memory estimated before the AL state is allocated (--hidden 100000 asked for a 74.5 GiB array);
+    # a million units need terabytes for their n x n matrices on any machine
+    ("train hidden 1000000", [*TRAIN, "--hidden", "1000000", "--out", "net_out"], MemoryLimitError,
+     "estimated before allocating it", ["net_out.npz"]),
+    # bench subproblems, bench train, compare-solvers, cs: outputs checked before any case runs
+    ("bench csv is a folder", [*BENCH, "--csv", "adir"], ProblemError, "is a folder", []),
+    ("bench csv under a file", [*BENCH, "--csv", "afile/t.csv"], ProblemError, "is a file, not a folder",
+     ["afile/t.csv"]),
+    ("bench store is a folder", [*BENCH, "--csv", "t.csv", "--store", "adir"], ProblemError, "is a folder",
+     ["t.csv"]),
+    ("bench csv unwritable", [*BENCH, "--csv", "/proc/unrelu/t.csv", "--store", "s.sqlite"], ProblemError,
+     "cannot be written", ["s.sqlite"]),
+    ("bench train csv is a folder", ["bench", "train", "--quick", "--problems", "teacher-student", "--csv", "adir"],
+     ProblemError, "is a folder", []),
+    ("bench train csv under a file", ["bench", "train", "--quick", "--problems", "teacher-student", "--csv",
+                                      "afile/t.csv"], ProblemError, "is a file, not a folder", ["afile/t.csv"]),
+    ("compare-solvers store is a folder", [*COMPARE, "--store", "adir"], ProblemError, "is a folder", []),
+    ("compare-solvers plot is a file", [*COMPARE, "--store", "s.sqlite", "--plot", "afile"], ProblemError,
+     "is a file; give a folder", ["s.sqlite"]),
+    ("compare-solvers plot under a file", [*COMPARE, "--store", "s.sqlite", "--plot", "afile/plots"],
+     ProblemError, "is a file, not a folder", ["s.sqlite"]),
+    ("cs json is a folder", ["cs", "--quick", "--no-progress", "--json", "adir", "--checkpoint-dir", "ck"],
+     ProblemError, "is a folder", ["ck"]),
+    ("cs json under a file", ["cs", "--quick", "--no-progress", "--json", "afile/r.json", "--checkpoint-dir", "ck"],
+     ProblemError, "is a file, not a folder", ["ck"]),
+    ("cs checkpoint-dir is a file", ["cs", "--quick", "--no-progress", "--checkpoint-dir", "afile", "--json",
+                                     "r.json"], ProblemError, "is a file; give a folder", ["r.json"]),
 ]
 
 
@@ -313,3 +355,60 @@ def test_stored_timeouts_are_retried_with_a_longer_case_timeout(tmp_path):
     assert longer.skipped == 0 and longer.ok == 1
     rows = read_results(store, "slow")
     assert len(rows) == 1 and rows[0]["status"] == "ok"
+
+
+# ---------------------------------------------------------------- time limits, progress and memory of long work
+@pytest.mark.skipif("ECOS_BB" not in solvers.available_backends(), reason="ECOS_BB not installed (pip install ecos)")
+def test_ecos_bb_is_stopped_at_its_time_limit():
+    """ECOS_BB has no time limit of its own (a 784-200-10 recovery ran for minutes past --time-limit): it runs
+    in a child process killed at the limit, and the result says so instead of blocking."""
+    import time
+
+    from formulation import mixed_integer as mi
+    from formulation.results import SolutionStatus, TerminationCondition
+
+    hard = mi.OutputBound(ReluNetwork.random([6, 30, 30, 1], seed=3), 1.0, k=0, sense="max")  # 60 unstable units
+    start = time.perf_counter()
+    stopped = solvers.solve(hard.binary(), "ECOS_BB", time_limit=0.5)
+    assert time.perf_counter() - start < 2.0
+    assert stopped.termination is TerminationCondition.TIME_LIMIT
+    assert stopped.status is SolutionStatus.NO_SOLUTION and stopped.extras["enforced_time_limit"]
+    # a solve that ends inside the limit comes back from the child process as it would in this one
+    easy = mi.OutputBound(ReluNetwork.random([3, 6, 4, 2], seed=1), 1.0, k=0, sense="max")
+    child = solvers.solve(easy.binary(), "ECOS_BB", time_limit=30.0)
+    here = solvers.solve(easy.binary(), "ECOS_BB")
+    assert child.status is here.status is SolutionStatus.OPTIMAL
+    assert child.objective == here.objective and child.iterations == here.iterations
+    np.testing.assert_array_equal(child.values["v"], here.values["v"])
+
+
+@pytest.mark.skipif(not HAS_MI, reason="verify needs SCIP and HiGHS (pip install '.[mip]')")
+def test_verify_of_one_network_reports_progress_on_stderr(folder, capsys):
+    assert main([*VERIFY_NET, "--backends", "HIGHS"]) == 0
+    err = capsys.readouterr().err
+    assert "unrelu: (i) binary MILP with HIGHS: 9 binaries, 1 split(s), time limit 30 s each" in err
+    assert "unrelu: (ii) SCIP: proved in" in err
+
+
+def test_bench_skips_cases_above_its_memory_budget_before_building():
+    """ECOS on the activation block with slacks at 400 x 16 (a quick size) grew a worker to 19.9 GiB; under the
+    quick budget it is skipped with its estimate, and a budget large enough lets a small case run."""
+    from validation.bench import QUICK_MEMORY_BUDGET_GIB, bench_case
+    from validation.runner import Case
+
+    budget = {"repeats": 1, "memory_budget": QUICK_MEMORY_BUDGET_GIB * 2**30}
+    skipped = bench_case(Case({"kind": "activation_slacks", "N": 400, "n": 16}, "ECOS", budget, 0))
+    assert skipped["outcome"] == "skipped"
+    assert "needs about 25.4 GiB by the estimate, above the memory budget of 1 GiB" in skipped["note"]
+    small = bench_case(Case({"kind": "activation_slacks", "N": 20, "n": 4}, "ECOS", budget, 0))
+    assert small["outcome"] == "optimal" and small["max_abs_err"] < 1e-3
+
+
+def test_compare_solvers_refuses_cases_above_its_memory_budget():
+    from validation.compare_solvers import compare_case
+    from validation.runner import Case
+
+    case = Case({"kind": "slacks", "N": 800, "n": 16, "n_other": 16}, "ECOS", {"memory_budget": 2.0**30}, 0)
+    with pytest.raises(MemoryLimitError, match="ECOS through CVXPY on slacks 800 x 16 would need about 16.9 GiB"
+                                               ".*above the memory budget"):
+        compare_case(case)

@@ -24,7 +24,8 @@ import numpy as np
 
 import solvers
 from formulation.instances import KINDS, make_subproblem, random_parameters
-from formulation.results import ProblemError, SolverError
+from formulation.results import MemoryLimitError, ProblemError, SolverError
+from validation import options
 from validation.runner import recorded_warnings
 
 #: (N, n) sizes per ``Subproblem.build_growth``. Blocks whose CVXPY model has no parameter
@@ -44,6 +45,11 @@ SIZES = {
               "matrix": [(20, 4), (100, 8), (400, 16)],
               "exp": [(10, 3), (30, 4), (60, 5)]},
 }
+
+#: Memory budget of one case with ``--quick`` (GiB): the cases of the quick sizes that CVXPY could build within
+#: it stay well inside a small machine's memory; the others are skipped with their estimate (ECOS at 400 x 16:
+#: 4.3 to 36 GiB by ``solvers._cvxpy.estimated_memory``; one such case reached at least 19.9 GiB).
+QUICK_MEMORY_BUDGET_GIB = 1.0
 
 COLUMNS = ["backend", "subproblem", "N", "n", "unknowns", "status", "build_s", "resolve_median_s",
            "resolve_over_build", "over_closed_form", "max_abs_err", "note"]
@@ -124,11 +130,21 @@ def bench_case(case) -> dict:
     """One backend x block x size of the benchmark, as a ``validation.runner`` case."""
     kind, N, n, backend = case.problem["kind"], case.problem["N"], case.problem["n"], case.backend
     probe = make_subproblem(kind, 1, 1, build_model=False)
-    if not solvers.get_backend(backend).accepts(probe):
+    chosen = solvers.get_backend(backend)
+    if not chosen.accepts(probe):
         return {"outcome": "skipped", "note": f"{backend} cannot take {probe.requires}"}
+    budget = case.settings.get("memory_budget")
+    if budget is not None and hasattr(chosen, "estimated_memory"):
+        # the expression tree only (cheap); the memory goes to CVXPY's canonicalisation in the first solve
+        needed = chosen.estimated_memory(make_subproblem(kind, N, n))
+        if needed > budget:
+            return {"outcome": "skipped", "note": f"needs about {needed / 2**30:.3g} GiB by the estimate, above "
+                                                  f"the memory budget of {budget / 2**30:.3g} GiB (--memory-budget)"}
     try:
         with recorded_warnings() as caught:  # inaccurate solves and solver notes go to the row's note
             row = bench_one(kind, N, n, backend, case.settings["repeats"], case.seed)
+    except MemoryLimitError as exc:  # refused before building: more than the available memory
+        return {"outcome": "skipped", "note": str(exc).splitlines()[0]}
     except (SolverError, MemoryError) as exc:
         return {"outcome": "error", "note": str(exc).splitlines()[0]}
     row["outcome"] = row.pop("status")
@@ -148,11 +164,18 @@ def run(args) -> int:
     for kind in kinds:
         if kind not in KINDS:
             raise ProblemError(f"Unknown subproblem {kind!r}; choose from {', '.join(KINDS)}.")
+    # every output is checked before any case runs, so that a finished benchmark is never lost to a bad path
+    args.csv = options.output_file(args.csv, "--csv")
+    store = options.output_file(args.store or os.path.splitext(args.csv)[0] + ".sqlite", "--store")
+    budget_gib = args.memory_budget if args.memory_budget is not None else (QUICK_MEMORY_BUDGET_GIB if args.quick
+                                                                            else None)
+    settings = {"repeats": args.repeats}
+    if budget_gib is not None:  # part of the case: a case skipped under one budget is run again under another
+        settings["memory_budget"] = float(budget_gib) * 2**30
     specs = [(kind, N, n, backend) for kind in kinds for (N, n) in _sizes(kind, mode) for backend in backends]
-    cases = [Case({"kind": kind, "N": N, "n": n}, backend, {"repeats": args.repeats}, args.seed + index)
+    cases = [Case({"kind": kind, "N": N, "n": n}, backend, settings, args.seed + index)
              for index, (kind, N, n, backend) in enumerate(specs)]
     study = Study("bench_subproblems", cases, run="validation.bench:bench_case", figures=CASE_FIGURES)
-    store = args.store or os.path.splitext(args.csv)[0] + ".sqlite"
     summary = run_study(study, store=store, workers=args.workers, scheduler=args.scheduler,
                         case_timeout=args.case_timeout)
     wanted = {case.case_id for case in cases}
@@ -167,8 +190,7 @@ def run(args) -> int:
         if stored["status"] != "ok":
             row["note"] = (stored["message"] or "").splitlines()[-1]
         rows.append(row)
-    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
-    with open(args.csv, "w", newline="") as handle:
+    with options.atomic_open(args.csv, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
@@ -193,15 +215,23 @@ def add_parser(subparsers) -> None:
     sub.add_argument("--backends", default="",
                      help="comma-separated backend keys (default: every installed backend for continuous blocks)")
     sub.add_argument("--subproblems", default="", help=f"comma-separated kinds from: {', '.join(KINDS)}")
-    sub.add_argument("--repeats", type=int, default=3, help="re-solves per case; the median is reported (default 3)")
-    sub.add_argument("--seed", type=int, default=0, help="base seed of the random instances")
+    sub.add_argument("--repeats", type=options.positive_int, default=3,
+                     help="re-solves per case; the median is reported (default 3)")
+    sub.add_argument("--seed", type=options.seed, default=0, help="base seed of the random instances")
     sub.add_argument("--csv", default=os.path.join("results", "bench_subproblems.csv"),
-                     help="CSV written row by row (default results/bench_subproblems.csv)")
+                     help="CSV of the table, written atomically at the end; each case is stored in --store as it "
+                          "finishes (default results/bench_subproblems.csv)")
     sub.add_argument("--store", default="", help="SQLite results store (default: the CSV path with .sqlite)")
-    sub.add_argument("--workers", type=int, default=1, help="cases run at once in local processes (default 1)")
-    sub.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="run the cases on Dask")
-    sub.add_argument("--case-timeout", type=float, default=None, metavar="SECONDS",
+    sub.add_argument("--workers", type=options.positive_int, default=1,
+                     help="cases run at once in local processes (default 1)")
+    sub.add_argument("--scheduler", type=options.scheduler_url, default=None, metavar="tcp://HOST:PORT",
+                     help="run the cases on Dask")
+    sub.add_argument("--case-timeout", type=options.positive_float, default=None, metavar="SECONDS",
                      help="stop a case after this long and record it as timeout")
+    sub.add_argument("--memory-budget", type=options.positive_float, default=None, metavar="GIB",
+                     help="skip a CVXPY case whose estimated build memory exceeds this many GiB (default "
+                          f"{QUICK_MEMORY_BUDGET_GIB:g} with --quick; otherwise only what exceeds the available "
+                          "memory is refused)")
     sub.set_defaults(func=run)
     from validation import bench_train
 

@@ -43,8 +43,10 @@ import numpy as np
 import scipy.special
 
 import solvers
+from formulation._checks import check_memory
 from formulation.instances import KINDS, make_subproblem, random_parameters
 from formulation.results import ConvergenceWarning, InaccurateSolutionWarning, ProblemError
+from validation import options
 from validation.runner import Case, Study, read_results, recorded_warnings, run_study
 
 #: Largest violation of the block's bounds that still counts as feasible.
@@ -66,6 +68,9 @@ SIZES = {
 #: pre- and post-activation) CVXPY's DPP canonicalisation grows faster than the unknowns; softmax
 #: has one exponential cone per entry.
 GROUP = {"linear": "big", "elementwise": "param", "matrix": "param", "exp": "exp"}
+#: Memory budget of one case with ``--quick`` (GiB). Above it a case is refused before CVXPY builds anything,
+#: by ``solvers._cvxpy.estimated_memory`` (ECOS at 800 x 16 on the separable blocks: 17 to 100 GiB).
+QUICK_MEMORY_BUDGET_GIB = 1.0
 SEEDS = {"quick": 3, "full": 3}
 
 FIGURES = {
@@ -139,15 +144,21 @@ def compare_case(case: Case) -> dict:
     kind, N, n = case.problem["kind"], int(case.problem["N"]), int(case.problem["n"])
     rng = np.random.default_rng(case.seed)
     backend = case.backend
+    settings = dict(case.settings)
+    budget = settings.pop("memory_budget", None)
     start = time.perf_counter()
     sub = make_subproblem(kind, N, n, n_other=case.problem.get("n_other"), build_model=backend != "closed_form")
+    chosen = solvers.get_backend(backend)
+    if budget is not None and hasattr(chosen, "estimated_memory"):  # before CVXPY canonicalises anything
+        check_memory(chosen.estimated_memory(sub), f"{backend} through CVXPY on {kind} {N} x {n}",
+                     "skipped under --memory-budget (raise it, or run without --quick).", limit=budget)
     with recorded_warnings() as caught:
         sub.set_parameters(**random_parameters(sub, rng))
-        solvers.solve(sub, backend, **case.settings)
+        solvers.solve(sub, backend, **settings)
         build_s = time.perf_counter() - start
         sub.set_parameters(**random_parameters(sub, rng))
         start = time.perf_counter()
-        solution = solvers.solve(sub, backend, **case.settings)
+        solution = solvers.solve(sub, backend, **settings)
         solve_s = time.perf_counter() - start
     inaccurate = _warned_inaccurate(caught)
     start = time.perf_counter()
@@ -248,8 +259,9 @@ def _mi_cases(mode: str, backends: list[str], kinds: list[str]) -> list[Case]:
 
 # --------------------------------------------------------------------------- the study
 def build_study(mode: str = "quick", backends: list[str] | None = None, kinds: list[str] | None = None,
-                seeds: int | None = None) -> Study:
-    """The cases of the comparison: kinds x growing sizes x seeds x capable backends."""
+                seeds: int | None = None, memory_budget: float | None = None) -> Study:
+    """The cases of the comparison: kinds x growing sizes x seeds x capable backends (``memory_budget`` in
+    bytes: a CVXPY case whose estimated build memory exceeds it is refused before building)."""
     backends = backends or solvers.available_backends()
     kinds = kinds or list(ALL_KINDS)
     unknown = [k for k in kinds if k not in ALL_KINDS]
@@ -265,7 +277,8 @@ def build_study(mode: str = "quick", backends: list[str] | None = None, kinds: l
             for seed in range(seeds or SEEDS[mode]):
                 for backend in able:
                     problem = {"kind": kind, "N": N, "n": n, "n_other": n}
-                    cases.append(Case(problem=problem, backend=backend, settings={}, seed=1000 * N + seed))
+                    settings = {} if memory_budget is None else {"memory_budget": float(memory_budget)}
+                    cases.append(Case(problem=problem, backend=backend, settings=settings, seed=1000 * N + seed))
     if "SCIP" in solvers.available_backends():  # the certified reference of the MI problems
         cases += _mi_cases(mode, backends, kinds)
     name = "compare_solvers" if mode == "full" else "compare_solvers_quick"
@@ -378,7 +391,7 @@ def plot(rows: list[dict], directory: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, exist_ok=True)  # checked by the command before any case ran
     paths = []
     everyone = sorted({r["backend"] for r in rows})
     colour = {b: f"C{i}" for i, b in enumerate(everyone)}
@@ -397,7 +410,7 @@ def plot(rows: list[dict], directory: str) -> list[str]:
         ax.legend()
     fig.tight_layout()
     paths.append(os.path.join(directory, "performance_profile.png"))
-    fig.savefig(paths[-1], dpi=120)
+    options.save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
 
     exponents = growth_exponents(rows)
@@ -417,7 +430,7 @@ def plot(rows: list[dict], directory: str) -> list[str]:
         ax.axis("off")
     fig.tight_layout()
     paths.append(os.path.join(directory, "time_vs_size.png"))
-    fig.savefig(paths[-1], dpi=120)
+    options.save_figure(fig, paths[-1], dpi=120)
     plt.close(fig)
     return paths
 
@@ -433,9 +446,14 @@ def run(args) -> int:
         unknown = [k for k in kinds if k not in ALL_KINDS]
         if unknown:
             raise ProblemError(f"Unknown subproblem(s) {unknown}; choose from {', '.join(ALL_KINDS)}.")
+    budget_gib = args.memory_budget if args.memory_budget is not None else (QUICK_MEMORY_BUDGET_GIB if args.quick
+                                                                            else None)
     study = build_study(mode, [solvers.get_backend(b).name for b in backends] if backends else None, kinds,
-                        args.seeds)
-    store = args.store or os.path.join("results", f"{study.name}.sqlite")
+                        args.seeds, memory_budget=None if budget_gib is None else budget_gib * 2**30)
+    # every output is checked before any case runs, so that a finished comparison is never lost to a bad path
+    store = options.output_file(args.store or os.path.join("results", f"{study.name}.sqlite"), "--store")
+    if args.plot:
+        args.plot = options.output_directory(args.plot, "--plot")
     start = time.perf_counter()
     summary = run_study(study, store=store, workers=args.workers, scheduler=args.scheduler,
                         case_timeout=args.case_timeout)
@@ -478,16 +496,20 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--backends", default="", help="comma-separated backend keys (default: all installed)")
     parser.add_argument("--subproblems", default="",
                         help=f"comma-separated blocks from: {', '.join(ALL_KINDS)}")
-    parser.add_argument("--seeds", type=int, default=None,
+    parser.add_argument("--seeds", type=options.positive_int, default=None,
                         help="instances per block and size (default 3)")
     parser.add_argument("--plot", metavar="DIR", default="",
                         help="write performance_profile.png and time_vs_size.png to DIR")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=options.positive_int, default=1,
                         help="cases run at once in local processes (default 1: timings undisturbed)")
-    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+    parser.add_argument("--scheduler", type=options.scheduler_url, metavar="tcp://HOST:PORT", default=None,
                         help="run the cases on this Dask scheduler instead of locally")
     parser.add_argument("--store", metavar="PATH", default="",
                         help="SQLite results file (default results/compare_solvers[_quick].sqlite)")
-    parser.add_argument("--case-timeout", type=float, default=300.0, metavar="SECONDS",
+    parser.add_argument("--case-timeout", type=options.positive_float, default=300.0, metavar="SECONDS",
                         help="a case running longer is stopped and recorded as timeout (default 300)")
+    parser.add_argument("--memory-budget", type=options.positive_float, default=None, metavar="GIB",
+                        help="refuse a CVXPY case whose estimated build memory exceeds this many GiB (default "
+                             f"{QUICK_MEMORY_BUDGET_GIB:g} with --quick; otherwise only what exceeds the available "
+                             "memory is refused)")
     parser.set_defaults(func=run)

@@ -697,13 +697,16 @@ def run(args) -> int:
         raise ProblemError("--svg writes an SVG beside each --plot figure; give --plot DIR as well.")
     if args.plot:
         args.plot = options.output_directory(args.plot, "--plot")
+    # every output is checked before any recovery runs, so that finished work is never lost to a bad path
+    if args.json:
+        args.json = options.output_file(args.json, "--json")
+    args.checkpoint_dir = options.output_directory(args.checkpoint_dir, "--checkpoint-dir")
     start = time.perf_counter()
     store = run_experiment(args)
     records = store.records
     print(format_tables(records))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as handle:
+        with options.atomic_open(args.json, "w") as handle:
             json.dump({"config": store.config, "records": records}, handle, indent=1)
         print(f"results written to {args.json}")
     if args.plot:
