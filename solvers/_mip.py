@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import time
+import warnings
 
 import cvxpy as cp
 import numpy as np
@@ -34,10 +35,14 @@ def _child_solve(write_fd: int, problem: cp.Problem, solver: str, settings: dict
     """In a forked child: solve, send the status, value, iterations and variable values, exit."""
     try:
         try:
-            problem.solve(solver=solver, **settings)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                problem.solve(solver=solver, **settings)
             meta = {"kind": "ok", "status": problem.status,
                     "value": None if problem.value is None else float(problem.value),
-                    "iterations": getattr(problem.solver_stats, "num_iters", None)}
+                    "iterations": getattr(problem.solver_stats, "num_iters", None),
+                    "warnings": [str(warning.message) for warning in caught
+                                 if issubclass(warning.category, UserWarning)]}
             arrays = {f"v{index}": np.asarray(variable.value, dtype=float)
                       for index, variable in enumerate(problem.variables()) if variable.value is not None}
         except cp.error.SolverError as exc:
@@ -52,6 +57,19 @@ def _child_solve(write_fd: int, problem: cp.Problem, solver: str, settings: dict
         os._exit(0)
 
 
+def _die_with(parent: int) -> None:  # pragma: no cover - runs in the child
+    """Have the kernel kill this (child) process when ``parent`` dies (Linux), so that a worker killed at its
+    case time-out leaves no solve behind; exit at once when the parent is already gone."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's own deadline still applies
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def solve_with_deadline(problem: cp.Problem, solver: str, settings: dict, time_limit: float, label: str):
     """Solve ``problem`` in a forked child process that is killed at ``time_limit`` seconds (for solvers with
     no time limit of their own). Returns the number of iterations, or ``None`` when the child was killed
@@ -59,10 +77,12 @@ def solve_with_deadline(problem: cp.Problem, solver: str, settings: dict, time_l
     ``problem.solve``. A progress record is logged every ``PROGRESS_EVERY`` seconds.
     """
     read_fd, write_fd = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         os.close(read_fd)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _die_with(parent)
         _child_solve(write_fd, problem, solver, settings)
     os.close(write_fd)
     start = time.perf_counter()
@@ -106,9 +126,12 @@ def solve_with_deadline(problem: cp.Problem, solver: str, settings: dict, time_l
         raise cp.error.SolverError(meta["message"])
     if meta["kind"] != "ok":
         raise SolverError(f"{solver} failed on {label} in its child process: {meta['message']}")
+    for message in meta.get("warnings", []):  # the solver's notes, as a solve in this process would give them
+        warnings.warn(f"{solver}: {message}", UserWarning, stacklevel=4)
     variables = problem.variables()
     if meta["status"] in cp.settings.SOLUTION_PRESENT:
-        primal = {variable.id: arrays[f"v{index}"].reshape(variable.shape) for index, variable in enumerate(variables)}
+        primal = {variable.id: arrays[f"v{index}"].reshape(variable.shape) if f"v{index}" in arrays else None
+                  for index, variable in enumerate(variables)}
     else:
         primal = {variable.id: None for variable in variables}
     try:
