@@ -250,11 +250,10 @@ def check_memory(needed: float, what: str, fix: str, *, limit: float | None = No
 #: 140 MB peak RSS after importing the trainer).
 TRAINING_BASE_BYTES = 150 * 2**20
 #: Arrays of ``n_l x (N + N_val)`` alive at the peak of a training run, per mode, fitted with margin to the peak
-#: RSS of ``unrelu train --iters 2`` (N = 2,000 + 1,000 validation, hidden 1,000 / 2,000 / 4,000; N = 50,000,
-#: hidden 64,64 and 256): 13-18 float32 arrays in the restarted mode (state, fused buffers, one candidate forward
-#: pass, temporaries), about 11 float64 arrays in the exact mode. The estimates below exceed every measured peak
-#: by 17-50 %.
-TRAINING_ARRAYS = {"restarted": 20, "exact": 12}
+#: RSS of ``unrelu train --iters 2``: restarted mode, float32, 12 to 14 arrays (hidden 1,000 on N = 2,000 + 1,000
+#: validation: 270 MB; hidden 64,64 and 256 on N = 50,000: 469 and 876 MB); exact mode, float64, about 7 (hidden
+#: 2,000: 629 MB). With the terms below the estimate is 1.13-1.6 times these peaks.
+TRAINING_ARRAYS = {"restarted": 16, "exact": 10}
 #: ``(n + 1) x (n + 1)`` float64 matrices per layer input width ``n`` (Gram of the weight block, the
 #: post-activation block's ``(I + WᵀW)^{-1}``, their factors and an identity).
 TRAINING_SQUARES = 5

@@ -412,3 +412,22 @@ def test_compare_solvers_refuses_cases_above_its_memory_budget():
     with pytest.raises(MemoryLimitError, match="ECOS through CVXPY on slacks 800 x 16 would need about 16.9 GiB"
                                                ".*above the memory budget"):
         compare_case(case)
+
+
+def test_training_memory_refusal_names_widths_that_fit(monkeypatch):
+    """``train --hidden 100000`` (74.5 GiB asked for) is refused before allocating, naming the largest hidden
+    width that fits by the same estimate."""
+    import re
+
+    import formulation._checks as checks
+
+    monkeypatch.setattr(checks, "available_memory", lambda: 8 * 2**30)
+    widths, N, N_val = (10, 100000, 1), 2000, 1000
+    with pytest.raises(MemoryLimitError, match=r"10-100000-1 network on 2000 samples \(\+1000 validation\) would need "
+                                               r"about 3\d\d GiB") as raised:
+        checks.check_training_memory(widths, N, N_val)
+    suggested = int(re.search(r"use --hidden (\d+)", str(raised.value)).group(1))
+    usable = checks.MEMORY_SHARE * 8 * 2**30
+    assert checks.training_memory((10, suggested, 1), N, N_val) <= usable
+    assert checks.training_memory((10, int(suggested * 1.01) + 1, 1), N, N_val) > usable
+    assert checks.check_training_memory((10, suggested, 1), N, N_val) <= usable  # and it is accepted
