@@ -130,7 +130,10 @@ def solve(subproblem: Subproblem, backend: str = "auto", **options) -> Solution:
         A registry key, or ``"auto"``: the closed form where one exists, else the first
         capable backend in ``AUTO_ORDER``.
     **options
-        Passed to the backend (solver settings).
+        Passed to the backend (solver settings). The CVXPY backends also take ``memory_limit`` (bytes): the
+        first solve is refused with ``MemoryLimitError`` when CVXPY's estimated build memory exceeds it (or
+        80 % of the available memory); the mixed-integer ones take ``time_limit`` (seconds), enforced from
+        outside for a solver without one (ECOS_BB).
 
     Raises
     ------
@@ -139,6 +142,8 @@ def solve(subproblem: Subproblem, backend: str = "auto", **options) -> Solution:
         before solving; the message names the backends that can).
     SolverError
         The backend failed (chained from the backend's own exception).
+    MemoryLimitError
+        A CVXPY backend would need more memory than is available to build the model (refused before building).
     """
     if backend == "auto":
         for name in AUTO_ORDER:
