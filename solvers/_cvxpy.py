@@ -72,7 +72,7 @@ def estimated_memory(problem: cp.Problem, *, quadratic_objective: bool = True) -
     entries = sum(int(parameter.size) for parameter in problem.parameters())
     state = {"extra": 0, "cones": 0, "products": 0.0, "multiplied": 0}
     seen: set[int] = set()
-    seen_products: set[tuple] = set()
+    counted_products: set[int] = set()
 
     def multiplied(expression) -> int:
         """Entries of the variable side of a parameter-times-variable product (0 when it is not one)."""
@@ -101,8 +101,8 @@ def estimated_memory(problem: cp.Problem, *, quadratic_objective: bool = True) -
             state["cones"] += 1
             cone = True
         entries_multiplied = multiplied(expression)
-        if entries_multiplied and ("product", id(expression)) not in seen_products:
-            seen_products.add(("product", id(expression)))
+        if entries_multiplied and id(expression) not in counted_products:
+            counted_products.add(id(expression))
             if isinstance(expression, cp.multiply):
                 state["products"] += 8.0 * float(expression.size) ** 2
             if in_cone:
