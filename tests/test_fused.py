@@ -123,6 +123,8 @@ def test_outer_method_settings_errors():
         ALTrainer((4,), anderson=-1)
     with pytest.raises(ProblemError, match="with mode='exact' leave them unset"):
         ALTrainer((4,), mode="exact", anderson=5)
+    with pytest.raises(ProblemError, match="with mode='exact' leave them unset"):
+        ALTrainer((4,), mode="exact", relaxation=1.5)
     with pytest.raises(ProblemError, match=r"`relaxation` must be in \(0, 2\)"):
         ALTrainer((4,), relaxation=2.5)
     with pytest.raises(ProblemError, match="penalty_up >= 1"):

@@ -105,11 +105,13 @@ def test_diagnostics_match_the_explicit_residuals_and_projected_gradient():
             np.testing.assert_allclose(getattr(state, name)[index], updated, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("mode", ["restarted", "exact"])
-def test_checkpoint_resume_is_exact(tmp_path, monkeypatch, mode):
+@pytest.mark.parametrize("variant", [dict(mode="restarted"), dict(mode="exact"),
+                                     dict(mode="restarted", anderson=5, relaxation=1.5)],
+                         ids=["restarted", "exact", "restarted-anderson"])
+def test_checkpoint_resume_is_exact(tmp_path, monkeypatch, variant):
     data = teacher_student(N=150, N_val=50, n0=4, teacher_hidden=(8,), seed=4)
     args = (data["X"], data["Y"], data["X_val"], data["Y_val"])
-    settings = dict(seed=5, checkpoint_every=4, mode=mode)
+    settings = dict(seed=5, checkpoint_every=4, **variant)
     straight = ALTrainer((8, 6), max_iters=25, **settings).fit(*args)
 
     # a run stopped at 9 iterations, then continued to 25
@@ -196,7 +198,7 @@ def test_restarted_mode_rejects_a_bad_sweep(monkeypatch):
     """The safeguard: a sweep whose weights raise the objective (here: NaN) is not taken; rho goes up."""
     X, Y = _tiny()
     _poison_sweeps(monkeypatch, 7)
-    result = ALTrainer((4,), max_iters=12, anderson=0).fit(X, Y)
+    result = ALTrainer((4,), max_iters=12).fit(X, Y)
     assert result.stop_reason == "max_iters"
     assert result.extras["accepted"] + result.extras["rejected"] == 12 and result.extras["rejected"] >= 6
     rhos = [row["rho"] for row in result.history]
@@ -208,7 +210,7 @@ def test_restarted_mode_rejects_a_bad_sweep(monkeypatch):
 
 def test_restarted_mode_objective_never_rises_and_anderson_steps_are_taken():
     data = teacher_student(N=300, N_val=50, n0=5, teacher_hidden=(8,), seed=2)
-    result = ALTrainer((16,), max_iters=60, seed=1).fit(data["X"], data["Y"])
+    result = ALTrainer((16,), max_iters=60, seed=1, anderson=5, relaxation=1.5).fit(data["X"], data["Y"])
     objectives = [row["objective"] for row in result.history]
     assert all(np.diff(objectives) <= 0)
     assert result.extras["anderson_steps"] > 0

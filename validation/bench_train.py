@@ -60,12 +60,12 @@ def _metrics(name, data, network):
 ABLATION = {
     "exact (DESIGN §3: ρ̂0 = 10, gated BM rule)": dict(mode="exact"),
     "exact, 3 sweeps per multiplier update": dict(mode="exact", sweeps=3),
-    "restarted, fixed ρ̂ = 1": dict(anderson=0, relaxation=1.0, adaptive_penalty=False),
-    "restarted, adaptive ρ̂": dict(anderson=0, relaxation=1.0),
-    "restarted, adaptive ρ̂, over-relaxed ω = 1.5": dict(anderson=0),
-    "restarted, adaptive ρ̂, Anderson m = 5": dict(relaxation=1.0),
-    "restarted, adaptive ρ̂, ω = 1.5, Anderson m = 5 (default)": dict(),
-    "restarted, adaptive ρ̂, ω = 1.5, Anderson m = 10": dict(anderson=10),
+    "restarted, fixed ρ̂ = 1": dict(adaptive_penalty=False),
+    "restarted, adaptive ρ̂ (default)": dict(),
+    "restarted, adaptive ρ̂, over-relaxed ω = 1.5": dict(relaxation=1.5),
+    "restarted, adaptive ρ̂, Anderson m = 5": dict(anderson=5),
+    "restarted, adaptive ρ̂, ω = 1.5, Anderson m = 5": dict(anderson=5, relaxation=1.5),
+    "restarted, adaptive ρ̂, ω = 1.5, Anderson m = 10": dict(anderson=10, relaxation=1.5),
 }
 
 

@@ -133,7 +133,7 @@ def run(args) -> int:
     trainer = ALTrainer(hidden, mode=args.mode, backend=args.backend, seed=args.seed, max_iters=args.iters,
                         time_budget=args.time_budget, checkpoint=args.checkpoint or None,
                         checkpoint_every=args.checkpoint_every, tol=args.tol, rho=args.rho, sweeps=args.sweeps,
-                        anderson=args.anderson if args.mode == "restarted" else None, dtype=args.dtype,
+                        anderson=args.anderson or None, dtype=args.dtype,
                         threads=args.threads, engine=args.engine, progress=None if not args.quiet else False)
     n0, nL = data["X"].shape[0], data["Y"].shape[0]
     # before any array of the run is allocated: --hidden 100000 asked for a 74.5 GiB array without this
@@ -188,12 +188,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--mode", choices=MODES, default="restarted",
                         help="outer method: 'restarted' (default; sweeps from the forward pass with first-order "
                              "multipliers, a step on the weights accepted only when the objective does not rise, "
-                             "adaptive penalty, Anderson acceleration) or 'exact' (DESIGN's safeguarded AL, "
+                             "adaptive penalty) or 'exact' (DESIGN's safeguarded AL, "
                              "whose limit points are critical points)")
     parser.add_argument("--rho", type=options.positive_float, default=None,
                         help="initial penalty relative to the loss scale (default 1 restarted, 10 exact)")
-    parser.add_argument("--anderson", type=options.nonnegative_int, default=5,
-                        help="memory of Anderson acceleration of the weights, restarted mode (default 5; 0 = off)")
+    parser.add_argument("--anderson", type=options.nonnegative_int, default=0,
+                        help="memory of Anderson acceleration of the weights, restarted mode (default 0 = off)")
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="floating type of the data and AL state: float32 needs the fused sweep (default float32 "
                              "in restarted mode with the fused sweep, float64 otherwise)")

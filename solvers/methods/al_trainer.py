@@ -228,10 +228,11 @@ class ALTrainer:
     threads : int or None
         Cap on BLAS/OpenMP threads during :meth:`fit` (``threadpoolctl``); ``None`` leaves them.
     anderson : int or None
-        Memory of Anderson acceleration of the weights (restarted mode; default 5, ``0`` off).
+        Memory of Anderson acceleration of the weights (restarted mode; default ``0``: off, because
+        at equal time it did not pay for its extra forward passes, README ablation).
     relaxation : float or None
-        ``ω ∈ (0, 2)`` of the over-relaxed candidate ``x + ω(φ(x) − x)`` (restarted mode; default 1.5,
-        ``1`` off).
+        ``ω ∈ (0, 2)`` of the over-relaxed candidate ``x + ω(φ(x) − x)`` (restarted mode; default
+        ``1``: off, same reason).
     adaptive_penalty, penalty_up, penalty_down, rho_min : bool, float, float, float
         Restarted mode: after a rejected step ``ρ̂ ← min(penalty_up·ρ̂, rho_max)``, after an accepted
         one ``ρ̂ ← max(ρ̂/penalty_down, rho_min)``; ``adaptive_penalty=False`` keeps ``ρ̂`` fixed.
@@ -273,8 +274,9 @@ class ALTrainer:
         if mode == "exact" and (anderson or (relaxation is not None and relaxation != 1.0)):
             raise ProblemError("Anderson acceleration and relaxation act on the weights of the restarted mode; with "
                                f"mode='exact' leave them unset (got anderson={anderson!r}, relaxation={relaxation!r}).")
-        anderson = (5 if mode == "restarted" else 0) if anderson is None else anderson
-        relaxation = (1.5 if mode == "restarted" else 1.0) if relaxation is None else relaxation
+        # measured (README, `bench train --ablation`): neither paid for its cost per iteration at equal time
+        anderson = 0 if anderson is None else anderson
+        relaxation = 1.0 if relaxation is None else relaxation
         if isinstance(anderson, bool) or not isinstance(anderson, (int, np.integer)) or anderson < 0:
             raise ProblemError(f"`anderson` (the memory of Anderson acceleration) must be an integer >= 0, got "
                                f"{anderson!r}; 0 turns it off.")
