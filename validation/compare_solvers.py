@@ -69,7 +69,9 @@ SIZES = {
 #: has one exponential cone per entry.
 GROUP = {"linear": "big", "elementwise": "param", "matrix": "param", "exp": "exp"}
 #: Memory budget of one case with ``--quick`` (GiB). Above it a case is refused before CVXPY builds anything,
-#: by ``solvers._cvxpy.estimated_memory`` (ECOS at 800 x 16 on the separable blocks: 17 to 100 GiB).
+#: by ``solvers._cvxpy.estimated_memory`` (ECOS at 800 x 16 on the separable blocks: 17 to 100 GiB; ECOS on the
+#: joint blocks at 120 x 10 and 200 x 8: 1.3 and 1.6 GiB). Measured: ``compare-solvers --quick`` peaks at 0.88 GiB
+#: summed over its processes with it, 1.79 GiB with a budget of 2 GiB (which lets those two ECOS sizes run).
 QUICK_MEMORY_BUDGET_GIB = 1.0
 SEEDS = {"quick": 3, "full": 3}
 
