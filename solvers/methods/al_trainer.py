@@ -537,7 +537,7 @@ class ALTrainer:
                     "elapsed": 0.0, "accepted": 0, "anderson_steps": 0, "rejected": 0}
         state_bytes = sum(a.nbytes for name, _, a in state.arrays() if name not in ("W", "b"))
         # the Anderson history: 2m + 2 vectors of the weights (independent of N)
-        anderson_bytes = (2 * self.anderson + 2) * sum(a.nbytes for a in state.W + state.b) if accelerator else 0
+        anderson_bytes = (2 * self.anderson + 2) * sum(a.nbytes for a in state.W + state.b) if self.anderson else 0
         if self.mode == "restarted":  # the forward pass of a candidate, and the objective of the current weights
             # the fused sweep's products are free between sweeps in this mode: the candidate's forward pass uses them
             buffers = self._fused.products if self._fused is not None else [np.empty_like(z) for z in state.Z]

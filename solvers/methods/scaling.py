@@ -66,7 +66,7 @@ class Standardizer:
         return ReluNetwork(weights, biases)
 
 
-def forward_loss_fraction(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray, chunk: int = 4096) -> float:
+def forward_loss_fraction(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray, chunk: int = 1024) -> float:
     r"""``||N(X0) − Y||² / ||Y − Ȳ||²``: the fraction of target variance a network leaves unexplained.
 
     Computed in float64 whatever the dtype of the data (float32 data are promoted chunk by chunk), in
