@@ -276,8 +276,8 @@ class ALProblem:
 
     def loss_value(self, Z_L: np.ndarray) -> float:
         """``f(Z_L; Y)``."""
-        if self.loss == "squared":
-            return 0.5 * self.loss_scale * float(np.sum((Z_L - self.Y) ** 2))
+        if self.loss == "squared":  # accumulated in float64 whatever the state's dtype
+            return 0.5 * self.loss_scale * float(np.sum(np.square(Z_L - self.Y), dtype=np.float64))
         lse = scipy.special.logsumexp(Z_L, axis=0)
         return self.loss_scale * float(np.sum(lse) - np.sum(self.Y * Z_L))
 
@@ -639,12 +639,22 @@ class ALProblem:
         for block in self.blocks(scheme, order):
             sub = self.subproblem(block, build_model=build_model)
             sub.set_parameters(**self.block_parameters(state, block))
+            released = {}
             if not build_model:
                 # the joint blocks' parameters do not reference the arrays they overwrite: release
-                # them before the solve, so that old and new values are not alive together
+                # them during the solve (restored if it fails), so that fewer old and new values are
+                # alive together
                 for name in _OVERWRITTEN.get(block[0], ()):
+                    released[name] = getattr(state, name)[block[1]]
                     getattr(state, name)[block[1]] = None
-            self.assign(state, block, solve(sub))
+            try:
+                values = solve(sub)
+            except BaseException:
+                for name, array in released.items():
+                    getattr(state, name)[block[1]] = array
+                raise
+            del released
+            self.assign(state, block, values)
             if not build_model:  # release the parameter arrays: they are as large as the state
                 sub.parameters = {}
                 if hasattr(sub, "D_prev"):

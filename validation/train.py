@@ -181,7 +181,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--hidden", default="64", help="hidden widths, comma-separated (default 64)")
     parser.add_argument("--iters", type=options.nonnegative_int, default=200, help="max outer iterations (default 200)")
     parser.add_argument("--time-budget", type=options.positive_float, default=None,
-                        help="wall-clock seconds for the outer loop")
+                        help="training seconds for the outer loop (the loss monitoring is not counted)")
     parser.add_argument("--backend", default="closed_form",
                         help="backend of every block: closed_form (default) or a CVXPY solver such as OSQP, CLARABEL")
     parser.add_argument("--seed", type=options.seed, default=0, help="seed of the He initialisation (default 0)")

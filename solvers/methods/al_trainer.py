@@ -67,8 +67,9 @@ Measured (``unrelu bench train``; README, section "Benchmark: unrelu bench train
 mode against the exact one, Adam and the ablation of each acceleration.
 
 Memory: the trainer keeps the AL state (``9`` arrays of ``n_l × N`` per hidden layer, ``2`` for the
-output layer), the data, the fused sweep's buffers (about three arrays of one layer), in the
-restarted mode one forward pass of a candidate, and at most a few temporaries of one layer;
+output layer), the data, the fused sweep's buffers (one array per layer plus one of the widest
+hidden layer; the restarted mode evaluates its candidates in them), with Anderson on its history
+(``2m + 2`` copies of the weights), and at most a few temporaries of one layer;
 diagnostics and the multiplier update stream layer by layer and by column chunks, and subproblem
 parameters are released after each block.
 """
@@ -192,7 +193,9 @@ class ALTrainer:
     max_iters : int
         Outer iterations.
     time_budget : float or None
-        Wall-clock seconds for the outer loop (checked after each iteration).
+        Training seconds for the outer loop (checked after each iteration): wall-clock time minus the
+        monitoring (forward-pass train/validation losses, history rows, progress bar), which the Adam
+        baseline does not charge either.
     checkpoint : str or None
         Path of a ``.npz`` checkpoint written atomically every ``checkpoint_every`` iterations and
         at the end. When it exists and ``resume`` is true, training resumes from it.
@@ -215,8 +218,8 @@ class ALTrainer:
     penalty_balance : float
         Gate of the penalty rule (module docstring, step 4).
     warm_multipliers : bool
-        Start from the first-order multiplier estimate (:meth:`ALProblem.warm_multipliers`,
-        the backpropagated loss gradient) instead of zero.
+        Exact mode: start from the first-order multiplier estimate (:meth:`ALProblem.warm_multipliers`,
+        the backpropagated loss gradient) instead of zero. The restarted mode always uses it.
     engine : {"auto", "fused", "dispatched"}
         ``"fused"``: :class:`~formulation.fused.FusedSweep` (``closed_form`` backend, joint scheme,
         forward order); ``"dispatched"``: every block through :func:`solvers.solve`; ``"auto"``
@@ -545,7 +548,7 @@ class ALTrainer:
 
         stop_reason, message = "max_iters", f"stopped after max_iters={self.max_iters} outer iterations"
         start_iteration = loop["iteration"]
-        last_saved = None
+        last_saved = self.checkpoint if resumed else None  # the resumed-from checkpoint is a good iterate
         clock_origin = time.perf_counter() - loop["elapsed"]
         last = history[-1]
         if (start_iteration and last["kkt"] is not None and last["violation"] <= self.tol
@@ -594,11 +597,12 @@ class ALTrainer:
                     train = losses(current)[0] if train is None else train
                 else:
                     train, val = losses(current)
-                clock_origin += time.perf_counter() - pause
                 row = self._row(iteration, problem, state, diag, train, val, alpha, loop["elapsed"])
                 history.append(row)
                 bar.update(1)
-                bar.set_postfix(loss=f"{train:.3g}", viol=f"{violation:.2g}", rho=f"{state.rho / alpha:.3g}")
+                bar.set_postfix(loss=f"{train:.3g}", viol=f"{violation:.2g}", rho=f"{state.rho / alpha:.3g}",
+                                refresh=False)
+                clock_origin += time.perf_counter() - pause
                 if loop["growth"] >= self.divergence_patience:
                     stop_reason = "diverged"
                     message = (f"diverged: the violation grew for {loop['growth']} consecutive iterations with rho "

@@ -11,7 +11,9 @@ last ``m`` differences ``ΔX = [x_{i+1} − x_i]``, ``ΔG = [g_{i+1} − g_i]``,
 the Tikhonov term keeping the ``m × m`` system well posed when the differences are nearly
 dependent (as SCS 3 does). This class only proposes the point; the caller safeguards it (the
 restarted AL method accepts it only when the training objective does not rise, else takes the
-plain ``φ(x_k)``) and calls :meth:`reset` when the map changes (a new penalty).
+plain ``φ(x_k)``) and calls :meth:`reset` after a rejected step. The adaptive penalty changes
+the map a little after every accepted step (``ρ̂/1.1``); the history is kept across those small
+changes, treating the map as slowly varying.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 r"""The Adam baseline: the same MLP trained by ``torch.optim.Adam`` on the same data and start.
 
 Minimises the mean squared error ``(1/(N nL)) ||N(X0) − Y||²`` on the data standardised exactly as
-:class:`solvers.methods.al_trainer.Standardizer` does, from the same initial network
+:class:`solvers.methods.scaling.Standardizer` does, from the same initial network
 (:meth:`ALTrainer.initial_network`: He with a seeded generator, output layer by ridge), with
 mini-batches drawn by a seeded ``torch.Generator`` and a wall-clock budget. Needs PyTorch
 (``pip install 'unrelu[torch]'``).
