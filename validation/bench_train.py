@@ -64,8 +64,6 @@ ABLATION = {
     "restarted, adaptive ρ̂ (default)": dict(),
     "restarted, adaptive ρ̂, over-relaxed ω = 1.5": dict(relaxation=1.5),
     "restarted, adaptive ρ̂, Anderson m = 5": dict(anderson=5),
-    "restarted, adaptive ρ̂, ω = 1.5, Anderson m = 5": dict(anderson=5, relaxation=1.5),
-    "restarted, adaptive ρ̂, ω = 1.5, Anderson m = 10": dict(anderson=10, relaxation=1.5),
 }
 
 
