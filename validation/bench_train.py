@@ -283,10 +283,7 @@ def run(args) -> int:
     if wanted and not wanted <= known:
         raise ProblemError(f"Unknown problem(s) {sorted(wanted - known)} in --problems; choose from "
                            f"{', '.join(sorted(known))}.")
-    if args.svg and not args.plot:
-        raise ProblemError("--svg writes an SVG beside each --plot figure; give --plot DIR as well.")
-    if args.plot:
-        args.plot = options.output_directory(args.plot, "--plot")
+    options.check_plot_options(args)
     if args.csv:
         args.csv = options.output_file(args.csv, "--csv")
     threads = args.threads

@@ -693,10 +693,7 @@ def plot(records: dict, store: Store, directory: str, svg: bool = False) -> list
 def run(args) -> int:
     from validation import options
 
-    if args.svg and not args.plot:
-        raise ProblemError("--svg writes an SVG beside each --plot figure; give --plot DIR as well.")
-    if args.plot:
-        args.plot = options.output_directory(args.plot, "--plot")
+    options.check_plot_options(args)
     # every output is checked before any recovery runs, so that finished work is never lost to a bad path
     if args.json:
         args.json = options.output_file(args.json, "--json")

@@ -105,6 +105,16 @@ def _new_figure(widths: Sequence[float], height: float = 4.4):
     return figure, [figure.add_subplot(grid[0, index]) for index in range(len(widths))]
 
 
+def _seconds_axis(axis, ylabel: str, legend_size: int) -> None:
+    """A loss axis against wall-clock seconds: log y from 0 s, labels, grid, legend."""
+    _log_y(axis)
+    axis.set_xlim(left=0.0)
+    axis.set_xlabel(_SECONDS_LABEL)
+    axis.set_ylabel(ylabel)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=legend_size)
+
+
 def _log_y(axis) -> None:
     """Log y with plain decimal tick labels (0.04, 0.2) where matplotlib chose to label a tick."""
     from matplotlib.ticker import LogFormatterSciNotation
@@ -149,12 +159,7 @@ def training_figure(history: Sequence[dict], *, problem: str, budget: str, threa
         if any(row.get(key) is not None for row in history):
             curve = history_curve(label, history, key)
             left.plot(curve.seconds, _positive(curve.values), label=label, marker="." if len(history) < 30 else None)
-    _log_y(left)
-    left.set_xlim(left=0.0)
-    left.set_xlabel(_SECONDS_LABEL)
-    left.set_ylabel(_LOSS_LABEL)
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8)
+    _seconds_axis(left, _LOSS_LABEL, legend_size=8)
     if len(history) > 1 and np.all(np.diff(seconds) > 0):
         top = left.secondary_xaxis("top", functions=(lambda s: np.interp(s, seconds, iterations),
                                                      lambda i: np.interp(i, iterations, seconds)))
@@ -209,12 +214,7 @@ def comparison_figure(curves: Sequence[Curve], *, problem: str, budget: float, t
     for (label, value), style in zip((references or {}).items(), ("--", ":", "-.")):
         if value is not None and math.isfinite(value) and value > 0:
             axis.axhline(value, color="grey", linestyle=style, linewidth=1.2, label=label)
-    _log_y(axis)
-    axis.set_xlim(left=0.0)
-    axis.set_xlabel(_SECONDS_LABEL)
-    axis.set_ylabel(ylabel)
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=7)
+    _seconds_axis(axis, ylabel, legend_size=7)
     if metric is not None:
         axis = axes[1]
         import matplotlib

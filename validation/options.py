@@ -176,3 +176,11 @@ def save_figure(figure, path, **kwargs) -> None:
     extension = os.path.splitext(path)[1].lstrip(".") or "png"
     with atomic_open(path, "wb") as stream:
         figure.savefig(stream, format=extension, **kwargs)
+
+
+def check_plot_options(args) -> None:
+    """``--plot DIR`` checked (created if missing) before any work; ``--svg`` only together with it."""
+    if getattr(args, "svg", False) and not args.plot:
+        raise ProblemError("--svg writes an SVG beside each --plot figure; give --plot DIR as well.")
+    if args.plot:
+        args.plot = output_directory(args.plot, "--plot")
