@@ -82,11 +82,14 @@ def _npy_bytes(archive, member) -> int:
     return int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
 
 
-def read_npz(path, what: str, fix: str) -> dict[str, np.ndarray]:
+def read_npz(path, what: str, fix: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file, never unpickling; ``ProblemError`` naming ``what`` otherwise.
 
-    ``fix`` ends the message of a missing or unreadable file (how to make a good one).
+    ``fix`` ends the message of a missing or unreadable file (how to make a good one). ``max_bytes``
+    caps the declared size (default :data:`MAX_NPZ_BYTES`; a caller that knows how large the file
+    must be, such as a checkpoint of a given run, passes that).
     """
+    limit = MAX_NPZ_BYTES if max_bytes is None else int(max_bytes)
     import os
     import zipfile
 
@@ -101,9 +104,9 @@ def read_npz(path, what: str, fix: str) -> dict[str, np.ndarray]:
                 raise ProblemError(f"{what} {path!r} holds members that are not .npy arrays "
                                    f"({', '.join(others[:5])}); {fix}")
             declared = sum(_npy_bytes(archive, member) for member in members)
-        if declared > MAX_NPZ_BYTES:
+        if declared > limit:
             raise ProblemError(f"{what} {path!r} expands to {declared / 2**30:.2f} GiB when loaded (shapes in its "
-                               f"members' headers), above the limit of {MAX_NPZ_BYTES / 2**30:.0f} GiB; load a smaller "
+                               f"members' headers), above the limit of {limit / 2**30:.2f} GiB; load a smaller "
                                f"file or raise formulation._checks.MAX_NPZ_BYTES.")
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}

@@ -312,3 +312,20 @@ def test_adam_baseline_runs():
     assert out["history"][-1]["train_loss"] <= out["init_train_loss"]
     start = ALTrainer((16,), max_iters=0, dtype="float64").fit(data["X"], data["Y"])
     assert out["init_train_loss"] == pytest.approx(start.init_train_loss, rel=1e-9)  # same start
+
+
+def test_a_checkpoint_above_the_default_npz_cap_resumes(tmp_path, monkeypatch):
+    """The trainer reads its checkpoint up to the size its own run implies, not the generic npz cap."""
+    import formulation._checks as checks
+    import solvers.methods.al_trainer as module
+    from formulation._checks import read_npz
+
+    X, Y = _tiny()
+    path = tmp_path / "big.npz"
+    ALTrainer((4,), max_iters=3, checkpoint=path).fit(X, Y)
+    monkeypatch.setattr(checks, "MAX_NPZ_BYTES", 1000)  # every checkpoint is now "large"
+    monkeypatch.setattr(module, "MAX_NPZ_BYTES", 1000)
+    with pytest.raises(ProblemError, match="above the limit"):
+        read_npz(path, "Checkpoint", "delete it")
+    resumed = ALTrainer((4,), max_iters=5, checkpoint=path).fit(X, Y)
+    assert resumed.extras["resumed"] and resumed.final["iteration"] == 5

@@ -88,7 +88,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import solvers
-from formulation._checks import as_float_array, check_checkpoint, check_nonnegative, check_positive_int, read_npz
+from formulation._checks import (
+    MAX_NPZ_BYTES,
+    as_float_array,
+    check_checkpoint,
+    check_nonnegative,
+    check_positive_int,
+    read_npz,
+)
 from formulation.fused import FusedSweep
 from formulation.learning import ALProblem, ALState, check_dtype
 from formulation.network import ReluNetwork
@@ -447,9 +454,9 @@ class ALTrainer:
         os.replace(temporary, path)
 
     @staticmethod
-    def load_checkpoint(path: str) -> tuple[dict, dict[str, np.ndarray]]:
-        """``(metadata, arrays)`` of a checkpoint (never unpickles)."""
-        arrays = read_npz(path, "Checkpoint", "delete it to start afresh.")
+    def load_checkpoint(path: str, max_bytes: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(metadata, arrays)`` of a checkpoint (never unpickles); ``max_bytes`` caps its loaded size."""
+        arrays = read_npz(path, "Checkpoint", "delete it to start afresh.", max_bytes=max_bytes)
         if "__meta__" not in arrays:
             raise ProblemError(f"Checkpoint {path!r} has no `__meta__` entry; it was not written by ALTrainer.")
         meta = json.loads(str(arrays.pop("__meta__")))
@@ -513,7 +520,7 @@ class ALTrainer:
 
         resumed = False
         if resuming:
-            meta, arrays = self.load_checkpoint(self.checkpoint)
+            meta, arrays = self.load_checkpoint(self.checkpoint, self._checkpoint_limit(widths, problem.N))
             if meta.get("fingerprint") != fingerprint:
                 raise ProblemError(f"Checkpoint {self.checkpoint!r} was written for other data; delete it, or pass "
                                    "another --checkpoint path.")
@@ -627,7 +634,7 @@ class ALTrainer:
         if stop_reason in ("max_iters", "time_budget", "diverged"):
             warnings.warn(f"ALTrainer: {message}.", ConvergenceWarning, stacklevel=3)
         if stop_reason == "diverged" and last_saved:
-            meta, arrays = self.load_checkpoint(last_saved)  # the last good iterate
+            meta, arrays = self.load_checkpoint(last_saved, self._checkpoint_limit(widths, problem.N))  # last good
             learned = self._state_from_arrays(arrays, meta).network()
         elif stop_reason == "diverged":
             # nothing good was kept: the initialisation (after a resume, recomputed on the stored data)
@@ -749,6 +756,16 @@ class ALTrainer:
             if "aa_x_prev" in arrays or count:
                 shapes["aa_x_prev"] = shapes["aa_g_prev"] = (size,)
         return shapes
+
+    def _checkpoint_limit(self, widths, N: int) -> int:
+        """The largest a checkpoint of this run can load to: its arrays in float64, a quarter more, and
+        64 MiB for the metadata; never below :data:`formulation._checks.MAX_NPZ_BYTES`."""
+        history = {f"aa_dx_{i}": None for i in range(self.anderson)}
+        if self.anderson:
+            history["aa_x_prev"] = None
+        shapes = self._expected_arrays(widths, N, history)
+        arrays = 8 * sum(int(np.prod(shape)) for shape in shapes.values())
+        return max(MAX_NPZ_BYTES, int(1.25 * arrays) + 2**26)
 
     def _save(self, state, history, loop, fingerprint, init_train, init_val, accelerator=None):
         meta = {"settings": self.settings(), "fingerprint": fingerprint, "history": history, "loop": loop,
