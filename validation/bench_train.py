@@ -6,14 +6,18 @@ Problems (same data, same initial network for both methods, in one process):
 2. MNIST compressed sensing, y = A s with a Gaussian A (m = 100), MLP 100 -> 500 -> 784, the first
    8,000 images of t10k for training and the last 2,000 for validation (sklearn 8x8 digits when
    MNIST is absent; the table says so); PSNR is the mean over images with predictions clipped to
-   [0, 1]; linear ridge is the reference (bar: AL >= ridge + 1 dB);
+   [0, 1]; linear ridge is the reference;
 3. sklearn digits classification, 64 -> 100 -> 10, squared loss on one-hot targets, 70/30 split,
    with pyscnn's AL (convex ReLU) and R-FISTA (gated ReLU) solvers as the maintained peer when it is
    installed (`make scnn`; run to its own stopping rule, or within the budget with --quick).
 
-Losses are forward-pass losses as fractions of the target variance. Also printed: the time of one
-AL sweep against one full-batch forward+backward pass in PyTorch, and the peak traced memory of
-the AL run against its state size. With ``--plot DIR``, one figure per problem
+Both methods run in the same dtype (``--dtype``, default float32) and with the same number of
+threads (``--threads``, default 1); the AL trainer runs in its default (restarted) mode, untraced.
+Losses are forward-pass losses as fractions of the target variance; loss monitoring is charged to
+neither method. Also printed: one AL sweep alone and one AL outer iteration against one full-batch
+forward+backward pass in PyTorch, and the peak traced memory of a separate 25-iteration AL run
+against its state size. ``--ablation`` runs the variants of the outer method (:data:`ABLATION`)
+instead of Adam. With ``--plot DIR``, one figure per problem
 (:func:`validation.figures.bench_figure`): validation loss against seconds for both methods.
 """
 
