@@ -42,41 +42,26 @@ def _real(text: str) -> float:
     return value
 
 
-def seed(text: str) -> int:
-    """A seed of ``np.random.default_rng``: an integer ``>= 0``."""
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (a seed of numpy's generator), got {text!r}")
-    return value
+def _at_least(parse, kind: str, minimum, strict: bool = False, note: str = ""):
+    """An argparse type: ``parse(text)``, refused below ``minimum`` (or at it, with ``strict``)."""
+    bound = f"{'>' if strict else '>='} {minimum}"
+
+    def check(text: str):
+        value = parse(text)
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {kind} {bound}{note}, got {text!r}")
+        return value
+
+    return check
 
 
-def positive_int(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number ``> 0`` (seconds, box sizes, tolerances)."""
-    value = _real(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _real(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+#: A seed of ``np.random.default_rng``: an integer ``>= 0``.
+seed = _at_least(_integer, "an integer", 0, note=" (a seed of numpy's generator)")
+positive_int = _at_least(_integer, "an integer", 1)
+nonnegative_int = _at_least(_integer, "an integer", 0)
+#: A finite number ``> 0`` (seconds, box sizes, tolerances).
+positive_float = _at_least(_real, "a finite number", 0, strict=True)
+nonnegative_float = _at_least(_real, "a finite number", 0)
 
 
 #: ``scheme://host:port`` of a Dask scheduler.
