@@ -685,10 +685,10 @@ class ALTrainer:
 
         On entry ``state`` is the forward state of the weights ``x`` with first-order multipliers
         (:meth:`ALProblem.restart`) and ``run["objective"]`` its objective. Candidates, in order:
-        the Anderson point, the relaxed point ``x + ω(φ(x) − x)`` (``relaxation = ω ≠ 1``), the
-        sweep's own weights ``φ(x)``; the first
-        whose objective does not exceed that of ``x`` is accepted (and ``ρ̂ ← max(ρ̂/down, ρ̂_min)``);
-        if none is, ``x`` stays, ``ρ̂ ← min(up·ρ̂, ρ̂_max)`` and the Anderson history is cleared.
+        the Anderson point (``anderson > 0``), the relaxed point ``x + ω(φ(x) − x)``
+        (``relaxation = ω ≠ 1``), the sweep's own weights ``φ(x)``; the first whose objective does
+        not exceed that of ``x`` is accepted (and ``ρ̂ ← max(ρ̂/down, ρ̂_min)``); if none is, ``x``
+        stays, ``ρ̂ ← min(up·ρ̂, ρ̂_max)`` and the Anderson history is cleared.
         """
         weights = [w.copy() for w in state.W], [b.copy() for b in state.b]
         x = _flatten(*weights)
