@@ -48,9 +48,6 @@ class FusedSweep:
         Squared loss (the softmax output block has no closed form: use the dispatched sweep).
     """
 
-    scheme = "joint"
-    order = "forward"
-
     def __init__(self, problem: ALProblem):
         if problem.loss != "squared":
             raise ProblemError(f"The fused sweep needs the squared loss (its output block has a closed form); the "
@@ -66,10 +63,6 @@ class FusedSweep:
         # post-activation block in products[l+1] before that layer's weights: two buffers fewer
         self._rhs = np.empty((max(widths[1:-1], default=1), N), dtype=self.dtype)
         self.valid = False  # products match the state (set by a sweep, cleared by the caller on change)
-
-    def nbytes(self) -> int:
-        """Bytes of the buffers this object keeps (counted in the trainer's memory bound)."""
-        return sum(a.nbytes for a in self.products) + self._rhs.nbytes
 
     def _weights(self, state: ALState, l: int, r: float) -> None:
         problem = self.problem

@@ -287,8 +287,12 @@ class ALProblem:
         return self.loss_scale * (scipy.special.softmax(Z_L, axis=0) - self.Y)
 
     def objective(self, state: ALState) -> float:
-        """``f(Z_L) + (μ/2) Σ ||W_l||²``."""
-        return self.loss_value(state.Z[-1]) + 0.5 * self.mu * sum(float(np.sum(W * W)) for W in state.W)
+        """``f(Z_L) + (μ/2) Σ ||W_l||²`` at ``state``."""
+        return self.objective_of(state.W, state.Z[-1])
+
+    def objective_of(self, W, Z_L: np.ndarray) -> float:
+        """``f(Z_L) + (μ/2) Σ ||W_l||²`` for weights ``W`` and output pre-activations ``Z_L``."""
+        return self.loss_value(Z_L) + 0.5 * self.mu * sum(float(np.sum(w * w)) for w in W)
 
     def forward_loss(self, state: ALState, X0=None, Y=None) -> float:
         """Loss of the plain forward pass with the current weights (the learned network)."""

@@ -34,7 +34,7 @@ import numpy as np
 
 from formulation.learning import DTYPES
 from formulation.results import ConvergenceWarning, ProblemError
-from solvers.methods.al_trainer import ALTrainer
+from solvers.methods.al_trainer import ALTrainer, blas_threads
 from validation import options
 from validation.train_data import digits_classification, mnist_cs, psnr_images, ridge_fit, teacher_student
 
@@ -115,7 +115,7 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
     (:func:`validation.figures.bench_figure`): ``histories`` (the AL and Adam histories, both with
     ``seconds`` and ``val_loss``) and ``references`` (validation losses of methods without a history).
     """
-    from validation.baselines.adam import full_batch_step_seconds, train_adam
+    from validation.baselines.adam import full_batch_step_seconds, torch_threads, train_adam
 
     rows = []
     trainer, result, wall, peak = _run_al(name, hidden, data, budget, seed, dtype, threads, trace_iterations=25)
@@ -153,10 +153,10 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
         from validation.bench_scnn import run_scnn
 
         rows += run_scnn(data, hidden=hidden[0], seed=seed, max_seconds=budget if quick else None)
-    with _torch_threads(threads):
+    with torch_threads(threads):
         torch_s = full_batch_step_seconds(scaler.scale_network(result.network), scaler.x(data["X"]),
                                           scaler.y(data["Y"]), dtype=dtype)
-    with _blas_threads(threads):
+    with blas_threads(threads):
         sweep_s = _sweep_seconds(trainer, result)
     timing = {"problem": name, "sweep_s": sweep_s, "iteration_s": iteration_s, "torch_fwd_bwd_s": torch_s,
               "ratio": sweep_s / torch_s, "iteration_ratio": iteration_s / torch_s}
@@ -184,34 +184,6 @@ def ablation_one(name, hidden, data, budget, seed, dtype="float64", threads=None
         print(f"  [{name}] {variant}: val loss {final['val_loss']:.4g} after {final['iteration']} iterations",
               flush=True)
     return rows, traces
-
-
-def _torch_threads(threads):
-    import contextlib
-
-    @contextlib.contextmanager
-    def scope():
-        import torch
-
-        previous = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
-
-    return scope()
-
-
-def _blas_threads(threads):
-    import contextlib
-
-    if threads is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=threads)
 
 
 def _fmt(value, spec):

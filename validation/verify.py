@@ -40,7 +40,6 @@ The exit code is 1 for a contradicted instance or a failed one, 0 otherwise (als
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -705,29 +704,18 @@ def installed_mi_backends(requested: str = "") -> list[str]:
 
 
 def single_threaded():
-    """One BLAS and one torch thread: the arrays here are tiny, and on a busy 2-core machine threaded
-    BLAS made the AL 50x slower (measured: 19 s against 0.34 s CPU for 5 runs)."""
-    try:
-        import threadpoolctl
-    except ImportError:  # pragma: no cover - it comes with scipy's usual stack
-        return contextlib.nullcontext()
-    return threadpoolctl.threadpool_limits(1)
+    """One BLAS thread: the arrays here are tiny, and on a busy 2-core machine threaded BLAS made the
+    AL 50x slower (measured: 19 s against 0.34 s CPU for 5 runs). ``run`` caps torch's threads too."""
+    from solvers.methods.al_trainer import blas_threads
+
+    return blas_threads(1)
 
 
 def run(args) -> int:
-    with single_threaded():
-        try:
-            import torch
-        except ImportError:
-            torch = None
-        threads = torch.get_num_threads() if torch is not None else None
-        if torch is not None:
-            torch.set_num_threads(1)
-        try:
-            return _run(args)
-        finally:
-            if torch is not None:
-                torch.set_num_threads(threads)
+    from validation.baselines.adam import torch_threads
+
+    with single_threaded(), torch_threads(1):
+        return _run(args)
 
 
 #: Figures stored per case by the study runner: the whole row as JSON, and two scalars to query. The

@@ -76,6 +76,7 @@ parameters are released after each block.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -104,7 +105,7 @@ from formulation.subproblems import WeightLeastSquares
 from solvers.methods.anderson import Anderson
 from solvers.methods.scaling import Standardizer, forward_loss_fraction
 
-__all__ = ["ALTrainer", "TrainResult", "HISTORY_COLUMNS", "MODES", "ENGINES"]
+__all__ = ["ALTrainer", "TrainResult", "HISTORY_COLUMNS", "MODES", "ENGINES", "blas_threads"]
 
 #: Columns of the history, one row per outer iteration (iteration 0 is the initialisation).
 HISTORY_COLUMNS = ("iteration", "objective", "train_loss", "val_loss", "viol_C1", "viol_C2", "viol_C3", "viol_C4",
@@ -486,11 +487,7 @@ class ALTrainer:
         ProblemError
             Bad data, or a checkpoint written for other data or settings.
         """
-        if self.threads is None:
-            return self._fit(X0, Y, X_val, Y_val)
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=self.threads):
+        with blas_threads(self.threads):
             return self._fit(X0, Y, X_val, Y_val)
 
     def _fit(self, X0, Y, X_val, Y_val) -> TrainResult:
@@ -551,7 +548,7 @@ class ALTrainer:
         if self.mode == "restarted":  # the forward pass of a candidate, and the objective of the current weights
             # the fused sweep's products are free between sweeps in this mode: the candidate's forward pass uses them
             buffers = self._fused.products if self._fused is not None else [np.empty_like(z) for z in state.Z]
-            run = {"candidate_Z": buffers, "objective": self._weights_objective(problem, state.W, state.Z)}
+            run = {"candidate_Z": buffers, "objective": problem.objective_of(state.W, state.Z[-1])}
 
         stop_reason, message = "max_iters", f"stopped after max_iters={self.max_iters} outer iterations"
         start_iteration = loop["iteration"]
@@ -674,11 +671,6 @@ class ALTrainer:
             loop["period_violation"] = violation
         return diag
 
-    @staticmethod
-    def _weights_objective(problem: ALProblem, W, Z) -> float:
-        """``f(Z_L) + (μ/2)Σ||W||²`` at the forward pass ``Z`` of the weights ``W``."""
-        return float(problem.loss_value(Z[-1])) + 0.5 * problem.mu * sum(float(np.sum(w * w)) for w in W)
-
     def _restarted_iteration(self, problem: ALProblem, state: ALState, loop: dict, iteration: int, alpha: float,
                              run: dict, accelerator: Anderson) -> dict:
         """Restarted AL: sweeps from the forward state, a safeguarded step on the weights, restart.
@@ -707,7 +699,7 @@ class ALTrainer:
         for kind, point in candidates:
             W, b = _unflatten(point, state.W, state.b)
             Z = problem.forward_preactivations(W, b, out=run["candidate_Z"])
-            objective = self._weights_objective(problem, W, Z)
+            objective = problem.objective_of(W, Z[-1])
             if math.isfinite(objective) and objective <= run["objective"]:
                 chosen = kind
                 state.W, state.b = W, b
@@ -780,6 +772,15 @@ class ALTrainer:
                 "val_loss": val, "viol_C1": v["C1"], "viol_C2": v["C2"], "viol_C3": v["C3"], "viol_C4": v["C4"],
                 "viol_bounds": v["bounds"], "violation": v["max"], "kkt": diag["kkt"], "rho": state.rho / alpha,
                 "seconds": seconds}
+
+
+def blas_threads(threads: int | None):
+    """BLAS/OpenMP pools capped at ``threads`` meanwhile (``threadpoolctl``); ``None``: unchanged."""
+    if threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
 
 
 def _flatten(W, b) -> np.ndarray:

@@ -9,6 +9,7 @@ mini-batches drawn by a seeded ``torch.Generator`` and a wall-clock budget. Need
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from formulation.results import SolverNotFound
 from solvers.methods.al_trainer import ALTrainer
 from solvers.methods.scaling import Standardizer, forward_loss_fraction
 
-__all__ = ["train_adam", "torch_modules"]
+__all__ = ["train_adam", "torch_modules", "torch_threads", "full_batch_step_seconds"]
 
 
 def _torch():
@@ -28,6 +29,26 @@ def _torch():
         raise SolverNotFound("The Adam baseline needs PyTorch: `pip install torch` (CPU build) or "
                              "`pip install 'unrelu[torch]'`.") from exc
     return torch
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """PyTorch's intra-op threads capped at ``threads`` meanwhile (``None``: unchanged), restored after.
+
+    Without PyTorch installed it does nothing, so callers need not check.
+    """
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def torch_modules(network: ReluNetwork, dtype: str = "float64"):
@@ -76,14 +97,9 @@ def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, ti
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     inputs = torch.from_numpy(np.ascontiguousarray(Xs.T, dtype=dtype))
     targets = torch.from_numpy(np.ascontiguousarray(Ys.T, dtype=dtype))
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv, seed, time_budget,
                           max_epochs, batch_size, record_every)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv, seed, time_budget, max_epochs,
