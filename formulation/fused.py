@@ -64,6 +64,15 @@ class FusedSweep:
         self._rhs = np.empty((max(widths[1:-1], default=1), N), dtype=self.dtype)
         self.valid = False  # products match the state (set by a sweep, cleared by the caller on change)
 
+    def data_changed(self) -> None:
+        """Recompute what depends on the data after ``problem.X0`` or ``problem.Y`` was overwritten in place.
+
+        The restarted trainer's sample batches reuse one batch-sized problem, copying each batch's
+        columns into it (:class:`~solvers.methods.al_trainer.ALTrainer`, ``batch_size``).
+        """
+        self._gram0 = augmented_gram(self.problem.X0)
+        self.valid = False
+
     def _weights(self, state: ALState, l: int, r: float) -> None:
         problem = self.problem
         X_prev = problem.X0 if l == 0 else state.X[l - 1]

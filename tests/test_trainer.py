@@ -106,8 +106,9 @@ def test_diagnostics_match_the_explicit_residuals_and_projected_gradient():
 
 
 @pytest.mark.parametrize("variant", [dict(mode="restarted"), dict(mode="exact"),
-                                     dict(mode="restarted", anderson=5, relaxation=1.5)],
-                         ids=["restarted", "exact", "restarted-anderson"])
+                                     dict(mode="restarted", anderson=5, relaxation=1.5),
+                                     dict(mode="restarted", batch_size=40)],
+                         ids=["restarted", "exact", "restarted-anderson", "restarted-batches"])
 def test_checkpoint_resume_is_exact(tmp_path, monkeypatch, variant):
     data = teacher_student(N=150, N_val=50, n0=4, teacher_hidden=(8,), seed=4)
     args = (data["X"], data["Y"], data["X_val"], data["Y_val"])
@@ -121,15 +122,17 @@ def test_checkpoint_resume_is_exact(tmp_path, monkeypatch, variant):
     assert continued.extras["resumed"]
     assert _comparable(continued.history) == _comparable(straight.history)
 
-    # a run killed during iteration 14: the checkpoint of iteration 12 stays and the rerun matches
+    # a run killed during iteration 14 (its second sweep): the checkpoint of iteration 12 stays and the
+    # rerun matches. With batches of 40 of the 150 samples an iteration is 3 sweeps.
     killed = tmp_path / "killed.npz"
     trainer = ALTrainer((8, 6), max_iters=25, checkpoint=killed, **settings)
+    sweeps_per_iteration = 150 // variant.get("batch_size", 150)
     original_sweep = ALTrainer.sweep
     calls = {"n": 0}
 
     def dying_sweep(self, problem, state):
         calls["n"] += 1
-        if calls["n"] == 14:
+        if calls["n"] == 13 * sweeps_per_iteration + min(2, sweeps_per_iteration):
             raise KeyboardInterrupt
         return original_sweep(self, problem, state)
 
@@ -236,6 +239,52 @@ def test_restarted_mode_objective_never_rises_and_anderson_steps_are_taken():
     assert problem.diagnostics(state)["violation"]["max"] == 0.0
 
 
+def test_sample_batches_visit_every_batch_and_learn():
+    """batch_size: N // B restarted steps per iteration, each on B distinct samples, a new order each iteration."""
+    data = teacher_student(N=1030, N_val=200, n0=5, teacher_hidden=(8,), seed=3)
+    trainer = ALTrainer((16,), max_iters=15, seed=2, batch_size=200)
+    seen = []
+    original = ALTrainer.sweep
+
+    def recording(self, problem, state):
+        seen.append(problem.X0.copy())
+        return original(self, problem, state)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ALTrainer, "sweep", recording)
+        result = trainer.fit(data["X"], data["Y"], data["X_val"], data["Y_val"])
+    assert len(seen) == 15 * 5 and all(batch.shape == (5, 200) for batch in seen)
+    assert result.extras["accepted"] + result.extras["rejected"] == 15 * 5
+    problem = result.extras["problem"]
+    columns = {tuple(column) for column in problem.X0.T}
+    first_pass = [tuple(column) for batch in seen[:5] for column in batch.T]
+    assert len(set(first_pass)) == 1000 and set(first_pass) <= columns  # distinct training samples
+    assert not np.array_equal(seen[0], seen[5])  # reshuffled for the second pass
+    assert result.final["train_loss"] < 0.5 * result.init_train_loss
+    assert result.final["val_loss"] < result.init_val_loss
+    # the full state is restarted at the returned weights: every constraint exact
+    assert problem.diagnostics(result.extras["state"])["violation"]["max"] == 0.0
+    # deterministic: the same run again gives the same history
+    again = ALTrainer((16,), max_iters=15, seed=2, batch_size=200).fit(data["X"], data["Y"], data["X_val"],
+                                                                        data["Y_val"])
+    assert _comparable(again.history) == _comparable(result.history)
+
+
+def test_batch_size_rule_and_errors():
+    assert ALTrainer((4,)).resolved_batch_size(3999) is None  # auto: full batch below 4 x 1000 samples
+    assert ALTrainer((4,)).resolved_batch_size(4000) == 1000
+    assert ALTrainer((4,), anderson=3).resolved_batch_size(10**5) is None
+    assert ALTrainer((4,), mode="exact").resolved_batch_size(10**5) is None
+    assert ALTrainer((4,), batch_size=None).resolved_batch_size(10**5) is None
+    assert ALTrainer((4,), batch_size=64).resolved_batch_size(64) is None  # a batch as large as the data
+    for bad in (0, -5, 2.5, "half"):
+        with pytest.raises(ProblemError, match="batch_size"):
+            ALTrainer((4,), batch_size=bad)
+    for settings in (dict(mode="exact"), dict(anderson=2), dict(engine="dispatched")):
+        with pytest.raises(ProblemError, match="batch_size=64 needs mode='restarted'"):
+            ALTrainer((4,), batch_size=64, **settings)
+
+
 def test_standardizer_folds_exactly():
     rng = np.random.default_rng(2)
     X, Y = rng.normal(3, 5, size=(4, 50)), rng.normal(-2, 7, size=(3, 50))
@@ -247,12 +296,12 @@ def test_standardizer_folds_exactly():
     np.testing.assert_allclose(scaler.scale_network(scaler.unscale_network(net)).weights[0], net.weights[0])
 
 
-@pytest.mark.parametrize("mode", ["restarted", "exact"])
-def test_peak_memory_within_twice_the_state(mode):
+@pytest.mark.parametrize("mode, batch_size", [("restarted", None), ("exact", None), ("restarted", 500)])
+def test_peak_memory_within_twice_the_state(mode, batch_size):
     """Peak traced memory of fit: at most twice the AL state, the data twice, and the Anderson history."""
     data = teacher_student(N=3000, N_val=10, n0=10, teacher_hidden=(16,), seed=0)
     X, Y = np.ascontiguousarray(data["X"]), np.ascontiguousarray(data["Y"])
-    trainer = ALTrainer((64, 64), mode=mode, max_iters=12)
+    trainer = ALTrainer((64, 64), mode=mode, max_iters=12, batch_size=batch_size)
     tracemalloc.start()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]

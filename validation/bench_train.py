@@ -64,10 +64,12 @@ def _metrics(name, data, network):
 ABLATION = {
     "exact (DESIGN §3: ρ̂0 = 10, gated BM rule)": dict(mode="exact"),
     "exact, 3 sweeps per multiplier update": dict(mode="exact", sweeps=3),
-    "restarted, fixed ρ̂ = 1": dict(adaptive_penalty=False),
-    "restarted, adaptive ρ̂ (default)": dict(),
-    "restarted, adaptive ρ̂, over-relaxed ω = 1.5": dict(relaxation=1.5),
-    "restarted, adaptive ρ̂, Anderson m = 5": dict(anderson=5),
+    "restarted, full batch, fixed ρ̂ = 1": dict(adaptive_penalty=False, batch_size=None),
+    "restarted, full batch, adaptive ρ̂": dict(batch_size=None),
+    "restarted, full batch, over-relaxed ω = 1.5": dict(relaxation=1.5, batch_size=None),
+    "restarted, full batch, Anderson m = 5": dict(anderson=5, batch_size=None),
+    "restarted, batches of 1000, adaptive ρ̂": dict(batch_size=1000),
+    "restarted, default (batch_size auto)": dict(),
 }
 
 

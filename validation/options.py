@@ -64,6 +64,16 @@ positive_float = _at_least(_real, "a finite number", 0, strict=True)
 nonnegative_float = _at_least(_real, "a finite number", 0)
 
 
+def batch_size(text: str):
+    """``--batch-size``: ``auto``, ``full`` (``None``) or a positive integer."""
+    if text in ("auto", "full"):
+        return None if text == "full" else text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'auto', 'full' or an integer >= 1, got {text!r}") from None
+
+
 #: ``scheme://host:port`` of a Dask scheduler.
 _SCHEDULER = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/:]+(:\d{1,5})?/?$")
 

@@ -131,17 +131,20 @@ def run(args) -> int:
         data = {k: data[k] for k in DATA_KEYS}
         source = "embedded teacher-student regression (10 -> 32 -> 1 teacher, N=2000, 1000 validation)"
     trainer = ALTrainer(hidden, mode=args.mode, backend=args.backend, seed=args.seed, max_iters=args.iters,
-                        time_budget=args.time_budget, checkpoint=args.checkpoint or None,
+                        time_budget=args.time_budget, checkpoint=args.checkpoint or None, mu=args.mu,
                         checkpoint_every=args.checkpoint_every, tol=args.tol, rho=args.rho, sweeps=args.sweeps,
                         anderson=args.anderson or None, dtype=args.dtype,
-                        threads=args.threads, engine=args.engine, progress=None if not args.quiet else False)
+                        threads=args.threads, engine=args.engine, batch_size=args.batch_size,
+                        progress=None if not args.quiet else False)
     n0, nL = data["X"].shape[0], data["Y"].shape[0]
     # before any array of the run is allocated: --hidden 100000 asked for a 74.5 GiB array without this
     check_training_memory((n0, *hidden, nL), data["X"].shape[1],
                           data["X_val"].shape[1] if data.get("X_val") is not None else 0,
                           itemsize=np.dtype(trainer.dtype).itemsize, mode=trainer.mode)
     widths = (n0, *hidden, nL)
-    print(f"data: {source}; N={data['X'].shape[1]}, widths {widths}, mode {trainer.mode}, backend "
+    batch = trainer.resolved_batch_size(data["X"].shape[1])
+    print(f"data: {source}; N={data['X'].shape[1]}, widths {widths}, mode {trainer.mode}"
+          + (f" on batches of {batch}" if batch else "") + f", backend "
           f"{args.backend} ({trainer.engine} sweep, {trainer.dtype}"
           + (f", {args.threads} thread(s))" if args.threads else ")"))
     with warnings.catch_warnings(record=True) as caught:
@@ -202,6 +205,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="sweep engine: fused closed forms (auto picks it for closed_form, joint, forward) or "
                              "dispatched (every block through the backend registry)")
+    parser.add_argument("--mu", type=options.nonnegative_float, default=1e-3,
+                        help="weight decay relative to the loss scale (default 1e-3)")
+    parser.add_argument("--batch-size", type=options.batch_size, default="auto",
+                        help="restarted mode: samples per restarted step, an outer iteration then being one pass "
+                             "over the data; 'full' for the full batch; 'auto' (default): 1000 when N >= 4000, full "
+                             "batch otherwise")
     parser.add_argument("--sweeps", type=options.positive_int, default=1,
                         help="block sweeps per outer iteration (default 1)")
     parser.add_argument("--tol", type=options.positive_float, default=1e-6,
