@@ -271,12 +271,16 @@ def test_sample_batches_visit_every_batch_and_learn():
 
 
 def test_batch_size_rule_and_errors():
-    assert ALTrainer((4,)).resolved_batch_size(3999) is None  # auto: full batch below 4 x 1000 samples
-    assert ALTrainer((4,)).resolved_batch_size(4000) == 1000
-    assert ALTrainer((4,), anderson=3).resolved_batch_size(10**5) is None
-    assert ALTrainer((4,), mode="exact").resolved_batch_size(10**5) is None
-    assert ALTrainer((4,), batch_size=None).resolved_batch_size(10**5) is None
-    assert ALTrainer((4,), batch_size=64).resolved_batch_size(64) is None  # a batch as large as the data
+    widths = (10, 64, 64, 1)
+    assert ALTrainer((4,)).resolved_batch_size(3999, widths) is None  # auto: full batch below 4 x 1000 samples
+    assert ALTrainer((4,)).resolved_batch_size(4000, widths) == 1000
+    # at least twice the widest layer input plus one: 1000 hidden units need 2002 samples per batch
+    assert ALTrainer((4,)).resolved_batch_size(8007, (100, 1000, 784)) is None
+    assert ALTrainer((4,)).resolved_batch_size(8008, (100, 1000, 784)) == 2002
+    assert ALTrainer((4,), anderson=3).resolved_batch_size(10**5, widths) is None
+    assert ALTrainer((4,), mode="exact").resolved_batch_size(10**5, widths) is None
+    assert ALTrainer((4,), batch_size=None).resolved_batch_size(10**5, widths) is None
+    assert ALTrainer((4,), batch_size=64).resolved_batch_size(64, widths) is None  # as large as the data
     for bad in (0, -5, 2.5, "half"):
         with pytest.raises(ProblemError, match="batch_size"):
             ALTrainer((4,), batch_size=bad)

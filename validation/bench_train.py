@@ -69,7 +69,7 @@ ABLATION = {
     "restarted, full batch, over-relaxed ω = 1.5": dict(relaxation=1.5, batch_size=None),
     "restarted, full batch, Anderson m = 5": dict(anderson=5, batch_size=None),
     "restarted, batches of 1000, adaptive ρ̂": dict(batch_size=1000),
-    "restarted, default (batch_size auto)": dict(),
+    "restarted, batch_size auto (default)": dict(),
 }
 
 

@@ -142,7 +142,7 @@ def run(args) -> int:
                           data["X_val"].shape[1] if data.get("X_val") is not None else 0,
                           itemsize=np.dtype(trainer.dtype).itemsize, mode=trainer.mode)
     widths = (n0, *hidden, nL)
-    batch = trainer.resolved_batch_size(data["X"].shape[1])
+    batch = trainer.resolved_batch_size(data["X"].shape[1], (n0, *hidden, nL))
     print(f"data: {source}; N={data['X'].shape[1]}, widths {widths}, mode {trainer.mode}"
           + (f" on batches of {batch}" if batch else "") + f", backend "
           f"{args.backend} ({trainer.engine} sweep, {trainer.dtype}"
@@ -209,8 +209,8 @@ def add_parser(subparsers) -> None:
                         help="weight decay relative to the loss scale (default 1e-3)")
     parser.add_argument("--batch-size", type=options.batch_size, default="auto",
                         help="restarted mode: samples per restarted step, an outer iteration then being one pass "
-                             "over the data; 'full' for the full batch; 'auto' (default): 1000 when N >= 4000, full "
-                             "batch otherwise")
+                             "over the data; 'full' for the full batch; 'auto' (default): B = max(1000, twice the "
+                             "widest layer input + 2) when N >= 4B, full batch otherwise")
     parser.add_argument("--sweeps", type=options.positive_int, default=1,
                         help="block sweeps per outer iteration (default 1)")
     parser.add_argument("--tol", type=options.positive_float, default=1e-6,

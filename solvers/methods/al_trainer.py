@@ -56,6 +56,20 @@ safeguarded AL does not apply; use ``mode="exact"`` for that claim. The KKT resi
 restarted state is the ∞-norm of the backpropagation gradient; it is computed every
 ``kkt_every`` iterations (``None`` in the other rows) and for the last row.
 
+**Sample batches** (restarted mode, ``batch_size``; ``"auto"`` uses batches of ``B = max(1000, 2
+(n_max + 1))`` samples, ``n_max`` the widest layer input, when ``N >= 4B``): the per-sample blocks
+``Z, D, S, T, X`` and their multipliers are independent across columns, so a restarted step can be
+taken on a random batch of ``B`` columns alone: the training problem restricted to the batch with
+its loss scaled by ``N/B`` (an unbiased estimate of the full objective; ``ρ = ρ̂ α N/B`` keeps the
+balance of loss, penalty and weight decay), started from the forward state of the current weights on
+the batch, one sweep, accepted when the *batch* objective does not rise. One outer iteration visits
+``N // B`` batches of a fresh permutation (seeded by the seed and the iteration, so a resumed run
+repeats them). What it keeps: every accepted step lowers its batch's objective. What it gives up:
+the full objective is no longer monotone, and its fixed points are no longer claimed to be critical
+points (the steps are stochastic); the full batch (``batch_size=None``) keeps both. Measured (README
+ablation): on the teacher-student and MNIST CS problems a pass over eight batches costs about as
+much as one full-batch sweep and moves further.
+
 Initialisation: an He-initialised network (seeded), optionally with the output layer replaced by
 the ridge least-squares fit to ``Y`` on the hidden features of the forward pass (one linear
 solve; ``init="ridge"``, the default), then every auxiliary variable from the forward pass
@@ -121,7 +135,7 @@ ENGINES = ("auto", "fused", "dispatched")
 #: Outer methods (module docstring): ``restarted`` (default) and ``exact`` (DESIGN §3's safeguarded AL).
 MODES = ("restarted", "exact")
 
-#: Samples per restarted step with ``batch_size="auto"`` (when ``N`` is at least four times it).
+#: Least samples per restarted step with ``batch_size="auto"`` (:meth:`ALTrainer.resolved_batch_size`).
 AUTO_BATCH = 1000
 
 #: Initial relative penalty ``ρ̂_0`` when ``rho`` is not given.
@@ -261,8 +275,8 @@ class ALTrainer:
         Restarted mode, fused engine: run each restarted step on a random batch of this many samples
         (module docstring, "Sample batches"); an outer iteration is then one pass over the data.
         ``None`` (or a size ``>= N``): full batch. ``"auto"`` (default): batches of
-        :data:`AUTO_BATCH` samples when ``N >= 4 · AUTO_BATCH`` and Anderson is off, full batch
-        otherwise (measured, README ablation).
+        ``B = max(1000, 2 (n_max + 1))`` samples (``n_max`` the widest layer input) when ``N >= 4B`` and
+        Anderson is off, full batch otherwise (:meth:`resolved_batch_size`; measured, README ablation).
     """
 
     def __init__(self, hidden: Sequence[int] = (64,), *, mode: str = "restarted", backend: str = "closed_form",
@@ -385,12 +399,18 @@ class ALTrainer:
                 "penalty_up": self.penalty_up, "penalty_down": self.penalty_down, "rho_min": self.rho_min,
                 "kkt_every": self.kkt_every, "batch_size": self.batch_size}
 
-    def resolved_batch_size(self, N: int) -> int | None:
-        """Samples per restarted step for ``N`` training samples; ``None`` is the full batch."""
+    def resolved_batch_size(self, N: int, widths: Sequence[int]) -> int | None:
+        """Samples per restarted step for ``N`` training samples and layer widths ``widths``; ``None``: full batch.
+
+        ``"auto"``: ``B = max(AUTO_BATCH, 2 (n_max + 1))`` with ``n_max`` the widest layer input (a weight
+        block fits ``n_max + 1`` numbers per unit to the batch: with fewer samples than that it
+        interpolates its batch), and the full batch unless ``N >= 4B``.
+        """
         if self.mode != "restarted" or self.engine != "fused" or self.batch_size is None:
             return None
         if self.batch_size == "auto":
-            return AUTO_BATCH if N >= 4 * AUTO_BATCH and not self.anderson else None
+            size = max(AUTO_BATCH, 2 * (max(widths[:-1]) + 1))
+            return size if N >= 4 * size and not self.anderson else None
         return self.batch_size if self.batch_size < N else None
 
     # ------------------------------------------------------------------ initialisation
@@ -789,7 +809,7 @@ class ALTrainer:
     def _batch_setup(self, problem: ALProblem, state: ALState) -> dict | None:
         """The batch-sized problem, state and fused sweep reused by every batch (``None``: full batch)."""
         self._batch_fused = None
-        size = self.resolved_batch_size(problem.N)
+        size = self.resolved_batch_size(problem.N, problem.widths)
         if size is None:
             return None
         # copies (not views): each batch's columns are written into them
