@@ -5,8 +5,10 @@ Both ways of running a sweep use these functions: the per-block ``closed_form()`
 contract tests check against CVXPY) and the fused sweep of :mod:`formulation.fused`. So the two
 paths give the same iterates, and a fix here reaches both.
 
-The elementwise kernels (``*_chunk``) take column chunks of ``(n, N)`` arrays and write their
-results into the output arrays they are given. Their active-set logic comes from convexity:
+The elementwise kernels (``*_chunk``, and :func:`joint_layer`, which runs both joint blocks of a
+layer in one pass) are compiled by numba: they take ``(n, m)`` arrays of any strides and write
+their results into the output arrays they are given, allocating nothing. The maths of one entry is
+in ``_preactivation_entry`` and ``_activation_entry``. Their active-set logic comes from convexity:
 
 * **Joint pre-activation block** ``(Z, S, T)``. Minimising over the slacks leaves, per entry,
   ``φ(z) = (z − q)² + (dz − p₂)² + min(dz + a₃, 0)² + max(ez + a₄, 0)²`` with ``e = 1 − d``:
@@ -29,11 +31,13 @@ results into the output arrays they are given. Their active-set logic comes from
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.linalg
 
 __all__ = ["column_chunks", "ridge_weights", "augmented_gram", "postactivation_operator",
-           "preactivation_slacks_chunk", "activation_slacks_chunk"]
+           "solve_postactivation", "preactivation_slacks_chunk", "activation_slacks_chunk",
+           "joint_layer"]
 
 
 def column_chunks(n: int, N: int):
@@ -106,67 +110,113 @@ def postactivation_operator(W: np.ndarray) -> np.ndarray:
     return scipy.linalg.cho_solve(factor, np.eye(gram.shape[0]), check_finite=False)
 
 
+def solve_postactivation(W: np.ndarray, rhs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``(I + WᵀW)⁻¹ rhs`` for ``W`` of shape ``(m, n)`` and ``rhs`` of shape ``(n, N)``, into ``out``.
+
+    When the next layer is narrower (``m < n``) by the Woodbury identity
+    ``(I + WᵀW)⁻¹ = I − Wᵀ(I + WWᵀ)⁻¹W``: two products with ``W`` (``2mnN`` flops) instead of one with
+    the ``n × n`` inverse (``n²N``); otherwise with :func:`postactivation_operator`. ``out`` may not
+    be ``rhs``. The small systems are solved in float64; the products run in ``rhs``'s dtype.
+    """
+    m, n = W.shape
+    out = np.empty_like(rhs) if out is None else out
+    if m < n:
+        W64 = np.asarray(W, dtype=np.float64)
+        gram = W64 @ W64.T
+        gram[np.diag_indices_from(gram)] += 1.0
+        factor = scipy.linalg.cho_factor(gram, lower=True, check_finite=False)
+        inner = scipy.linalg.cho_solve(factor, W64, check_finite=False)  # (I + WWᵀ)⁻¹W, m × n
+        np.matmul(W.T.astype(rhs.dtype, copy=False), inner.astype(rhs.dtype, copy=False) @ rhs, out=out)
+        np.subtract(rhs, out, out=out)
+        return out
+    np.matmul(postactivation_operator(W).astype(rhs.dtype, copy=False), rhs, out=out)
+    return out
+
+
 # ============================================================================ joint elementwise blocks
+# Compiled by numba: each entry is a few dozen flops, and one pass over memory instead of some forty
+# NumPy passes over temporaries (measured: the sweep of the 2 x 64 teacher-student net 2.4x faster).
+# The entry functions hold the maths; the loops below only apply them.
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _preactivation_entry(d, q, p2, a3, a4):
+    """``(z, s, t)`` of the joint pre-activation block at one entry (module docstring)."""
+    e = 1.0 - d
+    num = q + d * p2
+    d2 = d * d
+    den = 1.0 + d2
+    hinge = max(d * a4 - e * a3, 0.0)  # max(d a₄ − e a₃, 0); min(e a₃ − d a₄, 0) is its negative
+    active3 = hinge * e - a3 * den - d * num > 0.0  # d φ'(z₃)/2 > 0: the S hinge is active
+    active4 = hinge * d + a4 * den + e * num > 0.0  # −e φ'(z₄)/2 > 0: the T hinge is active
+    if active3:
+        num -= d * a3
+        den += d2
+    if active4:
+        num -= e * a4
+        den += e * e
+    z = num / den
+    return z, max(d * z + a3, 0.0), max(-(z - d * z + a4), 0.0)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _activation_entry(z, p2, a3, a4, d_prev):
+    """``(d, s, t)`` of the joint activation block at one entry; ``d_prev`` is kept where ``z = 0``."""
+    shifted = z + a4
+    both = shifted + a3
+    active3 = max(both, 0.0) + a3 + p2 < 0.0  # ψ'(−a₃)/2 = −a₃ − p₂ − max(z + a₃ + a₄, 0) > 0
+    active4 = min(both, 0.0) + shifted - p2 > 0.0  # ψ'(z + a₄)/2 = z + a₄ − p₂ + min(z + a₃ + a₄, 0) > 0
+    u = p2
+    count = 1.0
+    if active3:
+        u -= a3
+        count += 1.0
+    if active4:
+        u += shifted
+        count += 1.0
+    u /= count
+    d = u / z if z != 0.0 else d_prev
+    d = min(max(d, 0.0), 1.0)
+    u = z * d
+    return d, max(u + a3, 0.0), max(u - shifted, 0.0)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def preactivation_slacks_chunk(D, Q, P2, A3, A4, Z, S, T) -> None:
-    """Joint ``(Z, S, T)`` minimiser (module docstring) on one chunk, written into ``Z, S, T``."""
-    E = 1.0 - D
-    num = D * P2
-    num += Q
-    D2 = D * D
-    den = D2 + 1.0
-    hinge = D * A4
-    hinge -= E * A3
-    np.maximum(hinge, 0.0, out=hinge)  # max(d a₄ − e a₃, 0); min(e a₃ − d a₄, 0) is its negative
-    gate = hinge * E  # d φ'(z₃)/2, negated below for the other hinge
-    gate -= A3 * den
-    gate -= D * num
-    active3 = gate > 0.0
-    np.multiply(hinge, D, out=gate)  # −e φ'(z₄)/2
-    gate += A4 * den
-    gate += E * num
-    active4 = gate > 0.0
-    num -= active3 * (D * A3)
-    num -= active4 * (E * A4)
-    den += active3 * D2
-    E *= E
-    E *= active4
-    den += E
-    np.divide(num, den, out=Z)
-    np.multiply(D, Z, out=S)
-    S += A3
-    np.maximum(S, 0.0, out=S)
-    np.subtract(Z, D * Z, out=T)  # e z
-    T += A4
-    np.negative(T, out=T)
-    np.maximum(T, 0.0, out=T)
+    """Joint ``(Z, S, T)`` minimiser (module docstring) of ``(n, m)`` arrays, written into ``Z, S, T``."""
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            Z[i, j], S[i, j], T[i, j] = _preactivation_entry(D[i, j], Q[i, j], P2[i, j], A3[i, j], A4[i, j])
 
 
+@numba.njit(cache=True, error_model="numpy")
 def activation_slacks_chunk(Z, P2, A3, A4, D, S, T) -> None:
-    """Joint ``(D, S, T)`` minimiser (module docstring) on one chunk; ``D`` holds ``D_prev`` on entry.
+    """Joint ``(D, S, T)`` minimiser (module docstring); ``D`` holds ``D_prev`` on entry.
 
     Clipping ``u`` to ``[min(z, 0), max(z, 0)]`` and then dividing by ``z`` is clipping ``u / z`` to
     ``[0, 1]``, which is what is computed.
     """
-    shifted = Z + A4
-    both = shifted + A3
-    gate = np.maximum(both, 0.0)
-    gate += A3
-    gate += P2
-    active3 = gate < 0.0  # ψ'(−a₃)/2 = −a₃ − p₂ − max(z + a₃ + a₄, 0) > 0
-    np.minimum(both, 0.0, out=gate)
-    gate += shifted
-    gate -= P2
-    active4 = gate > 0.0  # ψ'(z + a₄)/2 = z + a₄ − p₂ + min(z + a₃ + a₄, 0) > 0
-    U = active3 * A3
-    np.subtract(P2, U, out=U)
-    U += active4 * shifted
-    np.add(active3, 1.0, out=both)
-    both += active4  # 1 + (number of active hinges)
-    U /= both
-    np.divide(U, Z, out=D, where=Z != 0)
-    np.clip(D, 0.0, 1.0, out=D)
-    np.multiply(Z, D, out=U)
-    np.add(U, A3, out=S)
-    np.maximum(S, 0.0, out=S)
-    np.subtract(U, shifted, out=T)
-    np.maximum(T, 0.0, out=T)
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            D[i, j], S[i, j], T[i, j] = _activation_entry(Z[i, j], P2[i, j], A3[i, j], A4[i, j], D[i, j])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def joint_layer(fitted, X, lam1, lam2, lam3, lam4, r, Z, D, S, T, rhs) -> None:
+    """Both joint blocks of one hidden layer in one pass, their parameters formed entry by entry.
+
+    With ``q = fitted − r λ₁``, ``p₂ = x + r λ₂``, ``a₃ = r λ₃``, ``a₄ = r λ₄`` (``fitted = W X_prev + b``,
+    ``r = 1/ρ``): ``(z, s, t)`` of the pre-activation block, then ``(d, s, t)`` of the activation block at
+    that ``z``, and ``rhs += d z − r λ₂``, the rest of the post-activation block's right-hand side
+    (``rhs`` holds ``W_nextᵀ Q_next`` on entry; it does not depend on this layer's blocks).
+    """
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            p2 = X[i, j] + r * lam2[i, j]
+            a3 = r * lam3[i, j]
+            a4 = r * lam4[i, j]
+            z, s, t = _preactivation_entry(D[i, j], fitted[i, j] - r * lam1[i, j], p2, a3, a4)
+            d, s, t = _activation_entry(z, p2, a3, a4, D[i, j])
+            Z[i, j] = z
+            D[i, j] = d
+            S[i, j] = s
+            T[i, j] = t
+            rhs[i, j] += d * z - r * lam2[i, j]

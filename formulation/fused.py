@@ -1,4 +1,4 @@
-r"""The fused closed-form sweep: every block of one AL sweep in vectorised NumPy, no dispatch.
+r"""The fused closed-form sweep: every block of one AL sweep, BLAS products and compiled passes, no dispatch.
 
 :meth:`ALProblem.sweep` runs a sweep block by block through subproblem objects, so that any
 block can go to any backend (``--backend OSQP``, the contract tests). For the ``closed_form``
@@ -8,10 +8,13 @@ on small networks that overhead is most of the sweep. :class:`FusedSweep` runs t
 (:mod:`formulation.closed_forms`), in place:
 
 * for each hidden layer ``l``: ``(W_l, b_l)`` by ridge normal equations (the Gram matrix of the
-  input ``X_0`` is computed once and reused: the data never change); ``(Z_l, S_l, T_l)`` and
-  ``(D_l, S_l, T_l)`` by the elementwise kernels on column chunks that stay in cache, their
-  parameters formed chunk by chunk; ``X_l = (I + W_{l+1}ᵀW_{l+1})⁻¹(D⊙Z − Λ2/ρ + W_{l+1}ᵀQ)``
-  as two matrix products into preallocated buffers;
+  input ``X_0`` is computed once and reused, until :meth:`FusedSweep.data_changed`);
+  ``(Z_l, S_l, T_l)`` and ``(D_l, S_l, T_l)`` by one compiled pass over the layer
+  (:func:`~formulation.closed_forms.joint_layer`), which forms their parameters entry by entry and
+  adds ``D⊙Z − Λ2/ρ`` to the right-hand side ``W_{l+1}ᵀQ`` of the post-activation block;
+  ``X_l = (I + W_{l+1}ᵀW_{l+1})⁻¹ rhs`` by
+  :func:`~formulation.closed_forms.solve_postactivation` (Woodbury when layer ``l+1`` is
+  narrower), all into preallocated buffers;
 * then ``(W_L, b_L)`` and ``Z_L = (w Y + Q) / (1 + w)``.
 
 It also keeps ``W_l X_{l−1} + b_l 1ᵀ`` of every layer, which is unchanged at the end of the sweep
@@ -25,14 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from formulation.closed_forms import (
-    activation_slacks_chunk,
-    augmented_gram,
-    column_chunks,
-    postactivation_operator,
-    preactivation_slacks_chunk,
-    ridge_weights,
-)
+from formulation.closed_forms import augmented_gram, joint_layer, ridge_weights, solve_postactivation
 from formulation.learning import ALProblem, ALState
 from formulation.results import ProblemError
 
@@ -92,16 +88,8 @@ class FusedSweep:
             Z, D, S, T, X = state.Z[l], state.D[l], state.S[l], state.T[l], state.X[l]
             lam1, lam2, lam3, lam4 = state.lam1[l], state.lam2[l], state.lam3[l], state.lam4[l]
             fitted = self.products[l]
-            for cols in column_chunks(*Z.shape):
-                P2 = lam2[:, cols] * r
-                P2 += X[:, cols]
-                A3 = lam3[:, cols] * r
-                A4 = lam4[:, cols] * r
-                Q = lam1[:, cols] * (-r)
-                Q += fitted[:, cols]
-                preactivation_slacks_chunk(D[:, cols], Q, P2, A3, A4, Z[:, cols], S[:, cols], T[:, cols])
-                activation_slacks_chunk(Z[:, cols], P2, A3, A4, D[:, cols], S[:, cols], T[:, cols])
-            # X_l = (I + WᵀW)⁻¹ (D⊙Z − Λ2/ρ + Wᵀ(Z_{l+1} − b_{l+1} 1ᵀ + Λ1_{l+1}/ρ)), W = W_{l+1}
+            # X_l = (I + WᵀW)⁻¹ (D⊙Z − Λ2/ρ + Wᵀ(Z_{l+1} − b_{l+1} 1ᵀ + Λ1_{l+1}/ρ)), W = W_{l+1}: the product
+            # first (it does not depend on this layer's blocks), the rest added by joint_layer
             W_next = state.W[l + 1]
             Q = self.products[l + 1]  # scratch: that layer's weights come next and overwrite it
             np.multiply(state.lam1[l + 1], r, out=Q)
@@ -109,11 +97,8 @@ class FusedSweep:
             Q -= state.b[l + 1][:, None]
             rhs = self._rhs[: W_next.shape[1]]
             np.matmul(W_next.T, Q, out=rhs)
-            for cols in column_chunks(*Z.shape):
-                chunk = rhs[:, cols]
-                chunk += D[:, cols] * Z[:, cols]
-                chunk -= lam2[:, cols] * r
-            np.matmul(postactivation_operator(W_next).astype(self.dtype, copy=False), rhs, out=X)
+            joint_layer(fitted, X, lam1, lam2, lam3, lam4, self.dtype.type(r), Z, D, S, T, rhs)
+            solve_postactivation(W_next, rhs, out=X)
         last = L - 1
         self._weights(state, last, r)
         w = problem.loss_scale * r

@@ -30,10 +30,9 @@ import scipy.special
 from formulation._checks import as_float_array, check_positive_int, check_shape
 from formulation.closed_forms import (
     activation_slacks_chunk,
-    column_chunks,
-    postactivation_operator,
     preactivation_slacks_chunk,
     ridge_weights,
+    solve_postactivation,
 )
 from formulation.results import ProblemError
 
@@ -438,7 +437,7 @@ class HiddenPostactivation(Subproblem):
 
     def closed_form(self):
         W, R, Q = self.parameters["W"], self.parameters["R"], self.parameters["Q"]
-        return {"X": postactivation_operator(W) @ (R + W.T @ Q)}
+        return {"X": solve_postactivation(W, R + W.T @ Q)}
 
 
 # ============================================================================ S_l, T_l
@@ -649,9 +648,7 @@ class PreactivationSlacks(_Elementwise):
     def closed_form(self):
         p = self.parameters
         out = {name: np.empty((self.n, self.N)) for name in ("Z", "S", "T")}
-        for cols in column_chunks(self.n, self.N):  # elementwise: chunks keep the temporaries small
-            preactivation_slacks_chunk(*(p[k][:, cols] for k in ("D", "Q", "P2", "A3", "A4")),
-                                       *(out[k][:, cols] for k in ("Z", "S", "T")))
+        preactivation_slacks_chunk(*(p[k] for k in ("D", "Q", "P2", "A3", "A4")), *(out[k] for k in ("Z", "S", "T")))
         return out
 
     def infeasibility(self, values):
@@ -716,9 +713,7 @@ class ActivationSlacks(_ActivationBlock):
     def closed_form(self):
         p = self.parameters
         out = {"D": self.D_prev.copy(), "S": np.empty((self.n, self.N)), "T": np.empty((self.n, self.N))}
-        for cols in column_chunks(self.n, self.N):  # elementwise: chunks keep the temporaries small
-            activation_slacks_chunk(*(p[k][:, cols] for k in ("Z", "P2", "A3", "A4")),
-                                    *(out[k][:, cols] for k in ("D", "S", "T")))
+        activation_slacks_chunk(*(p[k] for k in ("Z", "P2", "A3", "A4")), *(out[k] for k in ("D", "S", "T")))
         return out
 
     def canonical(self, values):

@@ -7,7 +7,12 @@ import pytest
 
 import solvers
 from formulation import ALProblem
-from formulation.closed_forms import activation_slacks_chunk, preactivation_slacks_chunk
+from formulation.closed_forms import (
+    activation_slacks_chunk,
+    joint_layer,
+    preactivation_slacks_chunk,
+    solve_postactivation,
+)
 from formulation.subproblems import ActivationSlacks, PreactivationSlacks
 
 
@@ -96,17 +101,40 @@ def test_warm_multipliers_leave_only_the_backprop_gradient():
     np.testing.assert_allclose(gradient["W"][0], fd, atol=1e-7)
 
 
-@pytest.mark.parametrize("cls", [PreactivationSlacks, ActivationSlacks])
-def test_chunked_closed_form_equals_one_chunk(cls):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_joint_layer_equals_the_two_blocks_in_turn(dtype):
+    """The fused sweep's one-pass kernel = the pre-activation block, then the activation block at its Z."""
     rng = np.random.default_rng(5)
-    sub = _random(cls, rng, n=2, N=300_000, zeros=0.1)
-    chunked = sub.closed_form()
-    if cls is PreactivationSlacks:
-        kernel, names, whole = preactivation_slacks_chunk, ("D", "Q", "P2", "A3", "A4"), {}
-    else:
-        kernel, names, whole = activation_slacks_chunk, ("Z", "P2", "A3", "A4"), {"D": sub.D_prev.copy()}
-    for key in chunked:
-        whole.setdefault(key, np.empty_like(chunked[key]))
-    kernel(*(sub.parameters[k] for k in names), *(whole[k] for k in chunked))
-    for key, value in whole.items():
-        np.testing.assert_array_equal(chunked[key], value)
+    n, N, r = 7, 3001, 0.37
+    fitted, X, lam1, lam2, lam3, lam4, rhs = (rng.normal(size=(n, N)).astype(dtype) for _ in range(7))
+    D = rng.uniform(size=(n, N)).astype(dtype)
+    D[:, ::5] = 0.0  # binary entries too: either hinge free
+    D[:, 1::5] = 1.0
+    X[:, ::7] = 0.0
+    Z, S, T = (np.empty((n, N), dtype=dtype) for _ in range(3))
+    expected = {"D": D.copy(), "rhs": rhs.copy()}
+    joint_layer(fitted, X, lam1, lam2, lam3, lam4, dtype(r), Z, D, S, T, rhs)
+
+    P2, A3, A4, Q = X + r * lam2, r * lam3, r * lam4, fitted - r * lam1
+    Zb, Sb, Tb = (np.empty((n, N)) for _ in range(3))
+    preactivation_slacks_chunk(*(a.astype(np.float64) for a in (expected["D"], Q, P2, A3, A4)), Zb, Sb, Tb)
+    Db, S2, T2 = expected["D"].astype(np.float64), np.empty((n, N)), np.empty((n, N))
+    activation_slacks_chunk(Zb, *(a.astype(np.float64) for a in (P2, A3, A4)), Db, S2, T2)
+    tol = 1e-12 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(Z, Zb, atol=tol, rtol=tol)
+    np.testing.assert_allclose(D, Db, atol=tol, rtol=tol)
+    np.testing.assert_allclose(S, S2, atol=tol, rtol=tol)
+    np.testing.assert_allclose(T, T2, atol=tol, rtol=tol)
+    np.testing.assert_allclose(rhs, expected["rhs"] + Db * Zb - r * lam2, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("shape", [(3, 8), (8, 8), (8, 3)], ids=["narrower (Woodbury)", "square", "wider"])
+def test_solve_postactivation_both_forms(shape):
+    rng = np.random.default_rng(6)
+    W = rng.normal(size=shape)
+    rhs = rng.normal(size=(shape[1], 50))
+    expected = np.linalg.solve(np.eye(shape[1]) + W.T @ W, rhs)
+    np.testing.assert_allclose(solve_postactivation(W, rhs), expected, atol=1e-12)
+    out = np.empty_like(rhs)
+    assert solve_postactivation(W, rhs, out=out) is out
+    np.testing.assert_allclose(out, expected, atol=1e-12)
