@@ -11,7 +11,8 @@ import pytest
 
 from formulation.results import ProblemError
 from validation import datasets as ds
-from validation.cs import SparseRecovery, dct_basis, psnr, ssim
+from validation.baselines.linear import SparseRecovery
+from validation.cs import dct_basis, psnr, ssim
 
 # the data folder: $UNRELU_DATA, else ../shared/data beside this checkout (datasets.data_root)
 DATA = ds.data_root()

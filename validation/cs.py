@@ -24,12 +24,13 @@ Methods, on the same data and the same ``A``:
     loop actually used after the common initialisation (:func:`validation.baselines.adam.train_adam`; its
     evaluation pauses are not charged either).
 ``ridge``
-    Linear recovery ``ŝ = W y + b``, the ridge parameter chosen on a validation split.
+    Linear recovery ``ŝ = W y + b``, the ridge parameter chosen on a validation split
+    (:func:`validation.baselines.linear.fit_ridge`).
 ``lasso``
     Sparse recovery ``min ½||A Ψ c − y||² + λ||c||₁``, ``ŝ = Ψ c``, in CVXPY (one DPP model built
     once per ``A``; ``Ψ`` the orthonormal 2-D DCT for image blocks, the identity for MNIST), with
     ``λ = κ ||(AΨ)ᵀy||_∞`` and ``κ`` chosen on a validation split. Slow, so it recovers a subset
-    of the test items (reported).
+    of the test items (reported; :class:`validation.baselines.linear.SparseRecovery`).
 
 Optional ``--smooth`` adds ``METHOD+smooth`` rows for images: total-variation denoising
 (``skimage.restoration.denoise_tv_chambolle``) of the reassembled image, which removes block
@@ -56,10 +57,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from formulation.results import ConvergenceWarning, ProblemError, SolverNotFound
+from formulation.results import ConvergenceWarning, ProblemError
 from validation import datasets as ds
+from validation.baselines.linear import SparseRecovery, fit_ridge
 
-__all__ = ["SETTINGS", "METHODS", "psnr", "ssim", "dct_basis", "SparseRecovery", "fit_ridge",
+__all__ = ["SETTINGS", "METHODS", "psnr", "ssim", "dct_basis",
            "run_experiment", "format_tables", "add_parser"]
 
 #: Methods in table order.
@@ -115,98 +117,6 @@ def dct_basis(side: int) -> np.ndarray:
 
     eye = np.eye(side * side).reshape(side * side, side, side)
     return idctn(eye, axes=(1, 2), norm="ortho").reshape(side * side, side * side).T
-
-
-def fit_ridge(Y: np.ndarray, S: np.ndarray, Y_val: np.ndarray, S_val: np.ndarray, grid: int = 9):
-    """Linear recovery ``ŝ = W y + b`` by ridge regression, the penalty chosen on ``(Y_val, S_val)``.
-
-    Rows are samples here (scikit-learn's layout). The penalties are
-    ``logspace(-6, 2, grid) · tr(Y_cᵀY_c)/m`` (scaled to the data). The chosen model is refitted on
-    train + validation.
-
-    Returns
-    -------
-    model : sklearn.linear_model.Ridge
-    alpha : float
-    """
-    from sklearn.linear_model import Ridge
-
-    centred = Y - Y.mean(axis=0)
-    scale = float(np.sum(centred * centred)) / Y.shape[1]
-    best = None
-    for alpha in np.logspace(-6, 2, grid) * scale:
-        model = Ridge(alpha=alpha).fit(Y, S)
-        error = float(np.mean((np.clip(model.predict(Y_val), 0, 1) - S_val) ** 2))
-        if best is None or error < best[0]:
-            best = (error, alpha)
-    alpha = best[1]
-    return Ridge(alpha=alpha).fit(np.vstack([Y, Y_val]), np.vstack([S, S_val])), float(alpha)
-
-
-class SparseRecovery:
-    r"""Sparse recovery in a basis ``Ψ``, one CVXPY model built once (DPP) and re-solved per item.
-
-    ``mode="lasso"``:
-
-    .. math::  \min_c\ \tfrac12\|M c - y\|_2^2 + \lambda\|c\|_1,\qquad M = A\Psi
-
-    ``mode="bp"`` (basis pursuit): ``min ||c||₁ s.t. M c = y``.
-    ``y`` and ``λ`` are ``cp.Parameter``s; the recovered signal is ``Ψ c``.
-
-    Parameters
-    ----------
-    A : ndarray (m, n)
-    basis : ndarray (n, n) or None
-        ``Ψ``; ``None`` for the pixel basis (identity).
-    mode : {"lasso", "bp"}
-    solver : str
-        A CVXPY solver name. ``SCS`` by default: on a 109 × 1089 DCT LASSO it took about 0.1-0.3 s
-        against 1-1.5 s for CLARABEL, OSQP and ECOS (all to a relative agreement of 1e-4 in ``Ψ c``).
-    """
-
-    def __init__(self, A: np.ndarray, basis: np.ndarray | None = None, mode: str = "lasso",
-                 solver: str = "SCS"):
-        import cvxpy as cp
-
-        if mode not in ("lasso", "bp"):
-            raise ProblemError(f"Unknown sparse-recovery mode {mode!r}; choose 'lasso' or 'bp'.")
-        if solver not in cp.installed_solvers():
-            raise SolverNotFound(f"CVXPY solver {solver!r} is not installed; installed: {cp.installed_solvers()}.")
-        self.A = np.asarray(A, dtype=np.float64)
-        self.basis = basis
-        self.M = self.A if basis is None else self.A @ basis
-        m, n = self.M.shape
-        self.solver, self.mode = solver, mode
-        self.c = cp.Variable(n)
-        self.y = cp.Parameter(m)
-        self.lam = cp.Parameter(nonneg=True)
-        if mode == "lasso":
-            objective = 0.5 * cp.sum_squares(self.M @ self.c - self.y) + self.lam * cp.norm1(self.c)
-            problem = cp.Problem(cp.Minimize(objective))
-        else:
-            problem = cp.Problem(cp.Minimize(cp.norm1(self.c)), [self.M @ self.c == self.y])
-        assert problem.is_dpp()
-        self.problem = problem
-
-    def lambda_max(self, y: np.ndarray) -> float:
-        """``||Mᵀy||_∞``: the smallest ``λ`` with ``c = 0`` optimal."""
-        return float(np.max(np.abs(self.M.T @ y)))
-
-    def recover(self, y: np.ndarray, kappa: float = 0.01) -> np.ndarray:
-        """Recovered signal ``Ψ c`` for measurements ``y`` with ``λ = κ λ_max(y)`` (ignored for BP)."""
-        from formulation.results import SolverError
-
-        self.y.value = np.asarray(y, dtype=np.float64)
-        if self.mode == "lasso":
-            self.lam.value = kappa * self.lambda_max(y)
-        try:
-            self.problem.solve(solver=self.solver, warm_start=True, enforce_dpp=True)
-        except Exception as exc:  # cvxpy.error.SolverError and backend failures
-            raise SolverError(f"Sparse recovery with {self.solver} failed ({exc}).") from exc
-        if self.c.value is None:
-            raise SolverError(f"Sparse recovery with {self.solver} returned no point (status {self.problem.status}).")
-        c = np.asarray(self.c.value)
-        return c if self.basis is None else self.basis @ c
 
 
 # ============================================================================ the experiment

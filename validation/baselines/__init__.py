@@ -1,1 +1,2 @@
-"""Baselines the AL method is compared with: Adam in PyTorch (:mod:`validation.baselines.adam`)."""
+"""Baselines the AL method is compared with: Adam in PyTorch (:mod:`validation.baselines.adam`), ridge and
+LASSO / basis pursuit (:mod:`validation.baselines.linear`)."""
