@@ -290,3 +290,21 @@ def test_cs_rejects_unknown_dataset_and_method(tmp_path, capsys):
     assert "Unknown dataset 'audio'" in capsys.readouterr().err
     assert main(["cs", "--quick", "--methods", "adam", "--checkpoint-dir", str(tmp_path)]) == 2
     assert "include `al`" in capsys.readouterr().err
+
+
+def test_json_output_is_strict_json(tmp_path):
+    """--json writes NaN and inf as null (strict JSON that any reader accepts), numpy values as numbers."""
+    from types import SimpleNamespace
+
+    from validation.cs import write_json
+
+    store = SimpleNamespace(config={"setting": "quick", "ratios": (1, 4)},
+                            records={"mnist/100/al": {"psnr": np.float64(21.5), "ssim": float("nan"),
+                                                      "loss": float("inf"), "curve": np.array([1.0, np.nan])}})
+    path = tmp_path / "out.json"
+    write_json(str(path), store)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    content = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert content["records"]["mnist/100/al"] == {"psnr": 21.5, "ssim": None, "loss": None, "curve": [1.0, None]}
+    assert content["config"]["ratios"] == [1, 4]

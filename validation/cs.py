@@ -119,6 +119,14 @@ def dct_basis(side: int) -> np.ndarray:
     return idctn(eye, axes=(1, 2), norm="ortho").reshape(side * side, side * side).T
 
 
+def write_json(path: str, store) -> None:
+    """``--json``: the settings and every record as strict JSON (NaN and inf as null), written atomically."""
+    from validation import options
+
+    with options.atomic_open(path, "w") as handle:
+        handle.write(options.json_text({"config": store.config, "records": store.records}, indent=1))
+
+
 # ============================================================================ the experiment
 @dataclass
 class Task:
@@ -613,8 +621,7 @@ def run(args) -> int:
     records = store.records
     print(format_tables(records))
     if args.json:
-        with options.atomic_open(args.json, "w") as handle:
-            json.dump({"config": store.config, "records": records}, handle, indent=1)
+        write_json(args.json, store)
         print(f"results written to {args.json}")
     if args.plot:
         for path in plot(records, store, args.plot, svg=args.svg):

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import enum
+import json
 import math
 import os
 import re
 import tempfile
 
+import numpy as np
+
 from formulation.results import ProblemError
 
 __all__ = ["seed", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "scheduler_url",
-           "check_scheduler", "output_file", "output_directory", "atomic_open", "save_figure"]
+           "check_scheduler", "output_file", "output_directory", "atomic_open", "save_figure", "json_text"]
 
 
 # ====================================================================== option types
@@ -179,3 +183,25 @@ def check_plot_options(args) -> None:
         raise ProblemError("--svg writes an SVG beside each --plot figure; give --plot DIR as well.")
     if args.plot:
         args.plot = output_directory(args.plot, "--plot")
+
+
+# ====================================================================== JSON outputs
+def _json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN), arrays and numpy
+    scalars as lists and numbers, enums as their values."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _json_safe(value.tolist())
+    if isinstance(value, enum.Enum):
+        return _json_safe(value.value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_text(value, **kwargs) -> str:
+    """Strict JSON of ``value`` (NaN and inf written as null), for every ``--json`` output."""
+    return json.dumps(_json_safe(value), allow_nan=False, **kwargs)

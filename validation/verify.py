@@ -52,11 +52,12 @@ import numpy as np
 import solvers
 from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
-from formulation.results import ProblemError, SolutionStatus, TerminationCondition
+from formulation.results import ProblemError, SolutionStatus
 from solvers.methods.bounds import tighten_bounds
 from solvers.methods.relaxed_al import RelaxedAL
 from validation.options import (
     atomic_open,
+    json_text,
     nonnegative_float,
     nonnegative_int,
     output_directory,
@@ -829,36 +830,6 @@ def _run(args) -> int:
         print(f"FAILED {line}")
     contradicted = verdict_counts(rows)["contradicted"]
     return 1 if contradicted or failures else 0
-
-
-def _json_safe(value):
-    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (np.generic, np.ndarray)):
-        return _json_safe(value.tolist())
-    if isinstance(value, (TerminationCondition, SolutionStatus)):
-        return value.value
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def json_text(value, **kwargs) -> str:
-    """Strict JSON of ``value`` (NaN and inf written as null)."""
-    return json.dumps(_json_safe(value), allow_nan=False, default=_json_default, **kwargs)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (TerminationCondition, SolutionStatus)):
-        return value.value
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def add_parser(subparsers) -> None:
