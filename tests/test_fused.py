@@ -22,7 +22,7 @@ def test_fused_sweep_equals_dispatched_closed_form(hidden, mode):
     states = {}
     for engine in ("fused", "dispatched"):
         trainer = ALTrainer(hidden, mode=mode, engine=engine, max_iters=5, tol=0.0, penalty_period=2, kkt_every=1,
-                            dtype="float64", progress=False)
+                            keep_state=True, dtype="float64", progress=False)
         result = trainer.fit(data["X"], data["Y"], data["X_val"], data["Y_val"])
         states[engine] = (result.extras["state"], result.history)
     (fused, fused_history), (dispatched, dispatched_history) = states["fused"], states["dispatched"]
@@ -55,7 +55,7 @@ def test_fused_sweep_in_float32_tracks_float64():
     data = teacher_student(N=300, N_val=50, n0=4, teacher_hidden=(5,), seed=2)
     finals = {}
     for dtype in ("float64", "float32"):
-        trainer = ALTrainer((8,), dtype=dtype, max_iters=20, tol=0.0, progress=False)
+        trainer = ALTrainer((8,), dtype=dtype, max_iters=20, tol=0.0, progress=False, keep_state=True)
         result = trainer.fit(data["X"], data["Y"], data["X_val"], data["Y_val"])
         assert result.extras["state"].Z[0].dtype == np.dtype(dtype)
         finals[dtype] = result.history[-1]["train_loss"]

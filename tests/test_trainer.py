@@ -34,8 +34,8 @@ def _comparable(history):
                          ids=["2-layer", "3-layer"])
 def test_teacher_student_fits(hidden, iters, mode):
     data = teacher_student(N=400, N_val=200, n0=5, teacher_hidden=(16,) * len(hidden), seed=1)
-    result = ALTrainer(hidden, mode=mode, max_iters=iters, seed=0).fit(data["X"], data["Y"], data["X_val"],
-                                                                       data["Y_val"])
+    result = ALTrainer(hidden, mode=mode, max_iters=iters, seed=0, keep_state=True).fit(
+        data["X"], data["Y"], data["X_val"], data["Y_val"])
     final = result.final
     assert final["train_loss"] < 0.05, (result.init_train_loss, final)
     # the AL iterations must not undo the initialisation
@@ -55,12 +55,13 @@ def test_tiny_net_reaches_kkt_tolerance():
     X, Y = _tiny()
     # fixed penalty (gamma = 1): with the default growth rule rho reaches its cap on this instance
     # and block coordinate descent stalls before 1e-6; with rho = 10 fixed it converges.
-    # mu = 0: the problem is unregularised. With the default mu = 1e-6 the ReLU rescaling symmetry
+    # mu = 0: the problem is unregularised. With mu = 1e-6 (measured; any mu > 0) the ReLU rescaling symmetry
     # (row l of W_1 times c, column l of W_2 over c) leaves a valley along which only mu pulls; the
     # iterates creep along it (measured: output weight -13.26 moving 1.5e-5 per sweep, KKT fixed at
     # 1.4e-5 from 5,000 to 20,000 sweeps). With mu = 0 every point of the valley is critical and
     # the method stops there (measured: converged after 3,569 outer iterations).
-    result = ALTrainer((4,), mode="exact", max_iters=20000, tol=1e-6, seed=0, gamma=1.0, mu=0.0).fit(X, Y)
+    result = ALTrainer((4,), mode="exact", max_iters=20000, tol=1e-6, seed=0, gamma=1.0, mu=0.0,
+                       keep_state=True).fit(X, Y)
     assert result.stop_reason == "converged", result.message
     assert result.final["kkt"] <= 1e-6 and result.final["violation"] <= 1e-6
     # the returned state, diagnosed afresh, is feasible to the tolerance too
@@ -226,7 +227,8 @@ def test_restarted_mode_rejects_a_bad_sweep(monkeypatch):
 
 def test_restarted_mode_objective_never_rises_and_anderson_steps_are_taken():
     data = teacher_student(N=300, N_val=50, n0=5, teacher_hidden=(8,), seed=2)
-    result = ALTrainer((16,), max_iters=60, seed=1, anderson=5, relaxation=1.5).fit(data["X"], data["Y"])
+    result = ALTrainer((16,), max_iters=60, seed=1, anderson=5, relaxation=1.5, keep_state=True).fit(
+        data["X"], data["Y"])
     objectives = [row["objective"] for row in result.history]
     assert all(np.diff(objectives) <= 0)
     assert result.extras["anderson_steps"] > 0
@@ -242,7 +244,7 @@ def test_restarted_mode_objective_never_rises_and_anderson_steps_are_taken():
 def test_sample_batches_visit_every_batch_and_learn():
     """batch_size: N // B restarted steps per iteration, each on B distinct samples, a new order each iteration."""
     data = teacher_student(N=1030, N_val=200, n0=5, teacher_hidden=(8,), seed=3)
-    trainer = ALTrainer((16,), max_iters=15, seed=2, batch_size=200)
+    trainer = ALTrainer((16,), max_iters=15, seed=2, batch_size=200, keep_state=True)
     seen = []
     original = ALTrainer.sweep
 
@@ -268,6 +270,13 @@ def test_sample_batches_visit_every_batch_and_learn():
     again = ALTrainer((16,), max_iters=15, seed=2, batch_size=200).fit(data["X"], data["Y"], data["X_val"],
                                                                         data["Y_val"])
     assert _comparable(again.history) == _comparable(result.history)
+
+
+def test_the_result_keeps_the_state_only_when_asked():
+    X, Y = _tiny()
+    assert "state" not in ALTrainer((4,), max_iters=2).fit(X, Y).extras
+    kept = ALTrainer((4,), max_iters=2, keep_state=True).fit(X, Y).extras
+    assert kept["state"].W[0].shape == (4, 2) and kept["problem"].N == 20
 
 
 def test_batch_size_rule_and_errors():

@@ -92,7 +92,7 @@ def _run_al(name, hidden, data, budget, seed, dtype, threads, *, trace_iteration
     without it); with ``trace_iterations``, also a separate short run of that many outer iterations
     under ``tracemalloc`` for the peak memory (``None`` otherwise)."""
     trainer = ALTrainer(hidden, seed=seed, max_iters=10**6, time_budget=budget, tol=0.0, progress=None,
-                        dtype=dtype, threads=threads, **settings)
+                        dtype=dtype, threads=threads, keep_state=True, **settings)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -277,6 +277,10 @@ class ALTrainer:
         ``None`` (or a size ``>= N``): full batch. ``"auto"`` (default): batches of
         ``B = max(1000, 2 (n_max + 1))`` samples (``n_max`` the widest layer input) when ``N >= 4B`` and
         Anderson is off, full batch otherwise (:meth:`resolved_batch_size`; measured, README ablation).
+    keep_state : bool
+        Keep the final AL state and problem in ``TrainResult.extras["state"]`` / ``["problem"]`` (for
+        benchmarks and tests). Off by default: they hold about ten arrays of ``n_l × N`` and a copy of
+        the data, which a returned result should not keep alive.
     """
 
     def __init__(self, hidden: Sequence[int] = (64,), *, mode: str = "restarted", backend: str = "closed_form",
@@ -291,7 +295,7 @@ class ALTrainer:
                  dtype: str | None = None, threads: int | None = None, anderson: int | None = None,
                  relaxation: float | None = None, adaptive_penalty: bool = True, penalty_up: float = 2.0,
                  penalty_down: float = 1.1, rho_min: float = 1e-3, kkt_every: int = 10,
-                 batch_size: int | str | None = "auto"):
+                 batch_size: int | str | None = "auto", keep_state: bool = False):
         self.hidden = tuple(check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden))
         if mode not in MODES:
             raise ProblemError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
@@ -382,6 +386,7 @@ class ALTrainer:
                                    f"(got mode={mode!r}, engine={self.engine!r}, anderson={self.anderson}); leave "
                                    "batch_size at 'auto' or None.")
         self.batch_size = batch_size
+        self.keep_state = bool(keep_state)
         self._fused: FusedSweep | None = None
         self._batch_fused: FusedSweep | None = None
 
@@ -705,8 +710,8 @@ class ALTrainer:
         return TrainResult(network=network, history=history, stop_reason=stop_reason, message=message,
                            init_train_loss=init_train, init_val_loss=init_val, state_bytes=state_bytes,
                            standardizer=scaler, iterations=history[-1]["iteration"],
-                           extras={"resumed": resumed, "alpha": alpha, "state": state, "problem": problem,
-                                   "anderson_bytes": anderson_bytes, **counts})
+                           extras={"resumed": resumed, "alpha": alpha, "anderson_bytes": anderson_bytes, **counts,
+                                   **({"state": state, "problem": problem} if self.keep_state else {})})
 
     # ------------------------------------------------------------------ the two outer iterations
     def _exact_iteration(self, problem: ALProblem, state: ALState, loop: dict, iteration: int, alpha: float) -> dict:
