@@ -28,7 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from formulation.closed_forms import augmented_gram, joint_layer, ridge_weights, solve_postactivation
+from formulation.closed_forms import (
+    augmented_gram,
+    compile_kernels,
+    joint_layer,
+    ridge_weights,
+    solve_postactivation,
+)
 from formulation.learning import ALProblem, ALState
 from formulation.results import ProblemError
 
@@ -50,6 +56,7 @@ class FusedSweep:
                                f"problem has loss {problem.loss!r}: use the dispatched sweep (engine='dispatched').")
         self.problem = problem
         self.dtype = problem.X0.dtype
+        compile_kernels(self.dtype)
         self._gram0 = augmented_gram(problem.X0)
         N = problem.N
         widths = problem.widths

@@ -292,7 +292,11 @@ class ALProblem:
 
     def objective_of(self, W, Z_L: np.ndarray) -> float:
         """``f(Z_L) + (μ/2) Σ ||W_l||²`` for weights ``W`` and output pre-activations ``Z_L``."""
-        return self.loss_value(Z_L) + 0.5 * self.mu * sum(float(np.sum(w * w)) for w in W)
+        return self.objective_from_loss(W, self.loss_value(Z_L))
+
+    def objective_from_loss(self, W, loss: float) -> float:
+        """``loss + (μ/2) Σ ||W_l||²``: the objective for weights ``W`` whose loss ``f`` is already known."""
+        return loss + 0.5 * self.mu * sum(float(np.sum(w * w)) for w in W)
 
     def forward_loss(self, state: ALState, X0=None, Y=None) -> float:
         """Loss of the plain forward pass with the current weights (the learned network)."""

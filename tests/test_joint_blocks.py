@@ -138,3 +138,96 @@ def test_solve_postactivation_both_forms(shape):
     out = np.empty_like(rhs)
     assert solve_postactivation(W, rhs, out=out) is out
     np.testing.assert_allclose(out, expected, atol=1e-12)
+
+
+# ------------------------------------------------------------------ the compiled kernels against NumPy
+def _numpy_preactivation(D, Q, P2, A3, A4, Z, S, T) -> None:
+    """The NumPy kernel the compiled one replaced (a reference written independently of it)."""
+    E = 1.0 - D
+    num = D * P2
+    num += Q
+    D2 = D * D
+    den = D2 + 1.0
+    hinge = D * A4
+    hinge -= E * A3
+    np.maximum(hinge, 0.0, out=hinge)  # max(d a₄ − e a₃, 0); min(e a₃ − d a₄, 0) is its negative
+    gate = hinge * E  # d φ'(z₃)/2, negated below for the other hinge
+    gate -= A3 * den
+    gate -= D * num
+    active3 = gate > 0.0
+    np.multiply(hinge, D, out=gate)  # −e φ'(z₄)/2
+    gate += A4 * den
+    gate += E * num
+    active4 = gate > 0.0
+    num -= active3 * (D * A3)
+    num -= active4 * (E * A4)
+    den += active3 * D2
+    E *= E
+    E *= active4
+    den += E
+    np.divide(num, den, out=Z)
+    np.multiply(D, Z, out=S)
+    S += A3
+    np.maximum(S, 0.0, out=S)
+    np.subtract(Z, D * Z, out=T)  # e z
+    T += A4
+    np.negative(T, out=T)
+    np.maximum(T, 0.0, out=T)
+
+
+def _numpy_activation(Z, P2, A3, A4, D, S, T) -> None:
+    """The NumPy kernel the compiled one replaced; ``D`` holds ``D_prev`` on entry."""
+    shifted = Z + A4
+    both = shifted + A3
+    gate = np.maximum(both, 0.0)
+    gate += A3
+    gate += P2
+    active3 = gate < 0.0  # ψ'(−a₃)/2 = −a₃ − p₂ − max(z + a₃ + a₄, 0) > 0
+    np.minimum(both, 0.0, out=gate)
+    gate += shifted
+    gate -= P2
+    active4 = gate > 0.0  # ψ'(z + a₄)/2 = z + a₄ − p₂ + min(z + a₃ + a₄, 0) > 0
+    U = active3 * A3
+    np.subtract(P2, U, out=U)
+    U += active4 * shifted
+    np.add(active3, 1.0, out=both)
+    both += active4  # 1 + (number of active hinges)
+    U /= both
+    np.divide(U, Z, out=D, where=Z != 0)
+    np.clip(D, 0.0, 1.0, out=D)
+    np.multiply(Z, D, out=U)
+    np.add(U, A3, out=S)
+    np.maximum(S, 0.0, out=S)
+    np.subtract(U, shifted, out=T)
+    np.maximum(T, 0.0, out=T)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_kernels_equal_the_numpy_reference(seed):
+    """Both joint blocks against the vectorised NumPy kernels they replaced, with binary D, zero Z and
+    zero hinge offsets among the entries (float64: equal to the last bit, as measured)."""
+    rng = np.random.default_rng(seed)
+    shape = (5, 4000)
+    D = rng.uniform(size=shape)
+    D[:, ::6], D[:, 1::6] = 0.0, 1.0
+    Q, P2, A3, A4, Z0 = (rng.normal(size=shape) for _ in range(5))
+    A3[:, 2::7], A4[:, 3::7], Z0[:, ::5] = 0.0, 0.0, 0.0
+    outputs = {}
+    for name, pre, act in (("numpy", _numpy_preactivation, _numpy_activation),
+                           ("compiled", preactivation_slacks_chunk, activation_slacks_chunk)):
+        Z, S, T = (np.empty(shape) for _ in range(3))
+        pre(D, Q, P2, A3, A4, Z, S, T)
+        D_new, S2, T2 = D.copy(), np.empty(shape), np.empty(shape)
+        act(Z0, P2, A3, A4, D_new, S2, T2)
+        outputs[name] = (Z, S, T, D_new, S2, T2)
+    for ours, theirs in zip(outputs["compiled"], outputs["numpy"]):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_kernels_refuse_mismatched_shapes():
+    a, b = np.zeros((2, 3)), np.zeros((2, 4))
+    with pytest.raises(ValueError, match="one shape"):
+        preactivation_slacks_chunk(a, a, a, a, a, a, a, b)
+    x = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="share memory"):
+        solve_postactivation(np.ones((1, 3)), x, out=x)

@@ -264,8 +264,10 @@ def test_sample_batches_visit_every_batch_and_learn():
     assert not np.array_equal(seen[0], seen[5])  # reshuffled for the second pass
     assert result.final["train_loss"] < 0.5 * result.init_train_loss
     assert result.final["val_loss"] < result.init_val_loss
-    # the full state is restarted at the returned weights: every constraint exact
+    # the full state is restarted at the returned weights: every constraint exact, and the history's
+    # objective (from the float64 forward pass) is the objective there
     assert problem.diagnostics(result.extras["state"])["violation"]["max"] == 0.0
+    assert result.final["objective"] == pytest.approx(problem.objective(result.extras["state"]), rel=1e-5)
     # deterministic: the same run again gives the same history
     again = ALTrainer((16,), max_iters=15, seed=2, batch_size=200).fit(data["X"], data["Y"], data["X_val"],
                                                                         data["Y_val"])
@@ -277,6 +279,21 @@ def test_the_result_keeps_the_state_only_when_asked():
     assert "state" not in ALTrainer((4,), max_iters=2).fit(X, Y).extras
     kept = ALTrainer((4,), max_iters=2, keep_state=True).fit(X, Y).extras
     assert kept["state"].W[0].shape == (4, 2) and kept["problem"].N == 20
+
+
+def test_batch_size_is_pinned_in_the_checkpoint_and_small_batches_warn(tmp_path, monkeypatch):
+    import solvers.methods.al_trainer as al_trainer
+
+    data = teacher_student(N=400, N_val=50, n0=4, teacher_hidden=(8,), seed=4)
+    monkeypatch.setattr(al_trainer, "AUTO_BATCH", 100)  # auto: batches of 100 when N >= 400
+    path = tmp_path / "pinned.npz"
+    ALTrainer((8,), max_iters=3, checkpoint=path).fit(data["X"], data["Y"])
+    assert ALTrainer.load_checkpoint(str(path))[0]["batch_size"] == 100
+    monkeypatch.setattr(al_trainer, "AUTO_BATCH", 1000)  # the same settings now resolve to the full batch
+    with pytest.raises(ProblemError, match="batches of 100 samples, this run would use all"):
+        ALTrainer((8,), max_iters=6, checkpoint=path).fit(data["X"], data["Y"])
+    with pytest.warns(UserWarning, match="batch_size=10 is less than twice"):
+        ALTrainer((8,), max_iters=1, batch_size=10).fit(data["X"], data["Y"])
 
 
 def test_batch_size_rule_and_errors():
@@ -376,6 +393,25 @@ def test_adam_baseline_runs():
     assert out["history"][-1]["train_loss"] <= out["init_train_loss"]
     start = ALTrainer((16,), max_iters=0, dtype="float64").fit(data["X"], data["Y"])
     assert out["init_train_loss"] == pytest.approx(start.init_train_loss, rel=1e-9)  # same start
+
+
+def test_adam_weight_decay_is_the_al_objective():
+    """With weight_decay = mu, Adam's loss on the full batch is 2/(α N n_L) times the AL objective."""
+    torch = pytest.importorskip("torch")
+    from validation.baselines.adam import batch_loss, torch_modules
+
+    data = teacher_student(N=300, N_val=100, n0=5, teacher_hidden=(8,), seed=0)
+    result = ALTrainer((16,), max_iters=3, dtype="float64", mu=0.3, keep_state=True).fit(data["X"], data["Y"])
+    problem, state = result.extras["problem"], result.extras["state"]
+    problem.restart(state)
+    model = torch_modules(state.network(), "float64")
+    inputs, targets = torch.from_numpy(problem.X0.T.copy()), torch.from_numpy(problem.Y.T.copy())
+    N, n_L = problem.N, problem.widths[-1]
+    weights = [layer.weight for layer in model if isinstance(layer, torch.nn.Linear)]
+    with torch.no_grad():  # train_adam's coefficient: weight_decay / (n_L N)
+        adam_loss = batch_loss(torch, model, weights, inputs, targets, 0.3 / problem.Y.size)
+    alpha = result.extras["alpha"]
+    assert float(adam_loss) == pytest.approx(2.0 / (alpha * N * n_L) * problem.objective(state), rel=1e-10)
 
 
 def test_a_checkpoint_above_the_default_npz_cap_resumes(tmp_path, monkeypatch):

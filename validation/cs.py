@@ -58,6 +58,7 @@ import numpy as np
 from tqdm import tqdm
 
 from formulation.results import ConvergenceWarning, ProblemError
+from solvers.methods.al_trainer import DEFAULT_MU
 from validation import datasets as ds
 from validation.baselines.linear import SparseRecovery, fit_ridge
 
@@ -301,7 +302,8 @@ def run_experiment(args, out=print) -> Store:
     config = {"setting": "quick" if args.quick else "full", "seed": args.seed, "noise": args.noise,
               "budget_mnist": setting["budget_mnist"], "budget_images": setting["budget_images"],
               "mnist_dir": args.mnist_dir, "set11_dir": args.set11_dir, "phi_dir": args.phi_dir,
-              "al_rho": args.al_rho, "lasso_solver": args.lasso_solver, "smooth": args.smooth, "values": setting}
+              "al_rho": args.al_rho, "al_mu": DEFAULT_MU, "lasso_solver": args.lasso_solver, "smooth": args.smooth,
+              "values": setting}
     config = json.loads(json.dumps(config))  # tuples -> lists, as they come back from the file
     checkpoint_dir = args.checkpoint_dir
     if args.fresh:
@@ -382,7 +384,8 @@ def run_experiment(args, out=print) -> Store:
             adam_budget = al_record["al"]["train_seconds"] if al_record else budget
             start = time.perf_counter()
             result = train_adam(Y_train.T, task.S_train.T, hidden=(hidden,), seed=args.seed,
-                                time_budget=adam_budget, record_every=min(0.5, adam_budget / 100))
+                                time_budget=adam_budget, record_every=min(0.5, adam_budget / 100),
+                                weight_decay=DEFAULT_MU)  # the AL trainer's objective
             record.update(hidden=hidden, budget=adam_budget, train_seconds=time.perf_counter() - start,
                           epochs=result["epochs"], history=_loss_history(result["history"]))
             recover = _network_recovery(result["network"])

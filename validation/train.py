@@ -191,7 +191,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--mode", choices=MODES, default="restarted",
                         help="outer method: 'restarted' (default; sweeps from the forward pass with first-order "
                              "multipliers, a step on the weights accepted only when the objective does not rise, "
-                             "adaptive penalty) or 'exact' (DESIGN's safeguarded AL, "
+                             "adaptive penalty; on sample batches when N is large, see --batch-size, where the "
+                             "objective checked is the batch's) or 'exact' (DESIGN's safeguarded AL, "
                              "whose limit points are critical points)")
     parser.add_argument("--rho", type=options.positive_float, default=None,
                         help="initial penalty relative to the loss scale (default 1 restarted, 10 exact)")

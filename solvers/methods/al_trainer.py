@@ -57,18 +57,19 @@ restarted state is the ∞-norm of the backpropagation gradient; it is computed 
 ``kkt_every`` iterations (``None`` in the other rows) and for the last row.
 
 **Sample batches** (restarted mode, ``batch_size``; ``"auto"`` uses batches of ``B = max(1000, 2
-(n_max + 1))`` samples, ``n_max`` the widest layer input, when ``N >= 4B``): the per-sample blocks
-``Z, D, S, T, X`` and their multipliers are independent across columns, so a restarted step can be
-taken on a random batch of ``B`` columns alone: the training problem restricted to the batch with
-its loss scaled by ``N/B`` (an unbiased estimate of the full objective; ``ρ = ρ̂ α N/B`` keeps the
-balance of loss, penalty and weight decay), started from the forward state of the current weights on
-the batch, one sweep, accepted when the *batch* objective does not rise. One outer iteration visits
-``N // B`` batches of a fresh permutation (seeded by the seed and the iteration, so a resumed run
-repeats them). What it keeps: every accepted step lowers its batch's objective. What it gives up:
-the full objective is no longer monotone, and its fixed points are no longer claimed to be critical
-points (the steps are stochastic); the full batch (``batch_size=None``) keeps both. Measured (README,
-``bench train`` and its ablation): on teacher-student and MNIST CS, at equal time, the batches reach a
-lower validation loss than the full batch.
+(n_max + 1))`` samples, ``n_max`` the widest layer input, when ``N >= 4B`` and Anderson is off): the
+per-sample blocks ``Z, D, S, T, X`` and their multipliers are independent across columns, so a
+restarted step can be taken on a random batch of ``B`` columns alone: the training problem
+restricted to the batch with its loss scaled by ``N/B`` (an unbiased estimate of the full objective;
+``ρ = ρ̂ α N/B`` keeps the balance of loss, penalty and weight decay), started from the forward
+state of the current weights on the batch, ``sweeps`` sweeps, accepted when the *batch* objective
+does not rise. One outer iteration visits ``N // B`` batches of a fresh permutation (seeded by the
+seed and the iteration, so a resumed run repeats them). What it keeps: no accepted step raises its
+batch's objective. What it gives up: the full objective is no longer monotone, and its fixed points
+are no longer claimed to be critical points (the steps are stochastic); the full batch
+(``batch_size=None``) keeps both. Measured (README, ``bench train`` and its ablation): on
+teacher-student and MNIST CS, at equal time, the batches reach a lower validation loss than the full
+batch.
 
 Initialisation: an He-initialised network (seeded), optionally with the output layer replaced by
 the ridge least-squares fit to ``Y`` on the hidden features of the forward pass (one linear
@@ -119,7 +120,7 @@ from formulation.subproblems import WeightLeastSquares
 from solvers.methods.anderson import Anderson
 from solvers.methods.scaling import Standardizer, forward_loss_fraction
 
-__all__ = ["ALTrainer", "TrainResult", "HISTORY_COLUMNS", "MODES", "ENGINES", "blas_threads"]
+__all__ = ["ALTrainer", "TrainResult", "HISTORY_COLUMNS", "MODES", "ENGINES", "DEFAULT_MU", "blas_threads"]
 
 #: Columns of the history, one row per outer iteration (iteration 0 is the initialisation).
 HISTORY_COLUMNS = ("iteration", "objective", "train_loss", "val_loss", "viol_C1", "viol_C2", "viol_C3", "viol_C4",
@@ -137,6 +138,9 @@ MODES = ("restarted", "exact")
 
 #: Least samples per restarted step with ``batch_size="auto"`` (:meth:`ALTrainer.resolved_batch_size`).
 AUTO_BATCH = 1000
+
+#: Default weight decay ``mu`` (relative to ``α``; :class:`ALTrainer`), also given to the Adam baseline.
+DEFAULT_MU = 1e-3
 
 #: Initial relative penalty ``ρ̂_0`` when ``rho`` is not given.
 DEFAULT_RHO = {"restarted": 1.0, "exact": 10.0}
@@ -163,7 +167,8 @@ class TrainResult:
     init_train_loss, init_val_loss : float
         Forward-pass losses of the initialisation (fractions of variance), so the AL gain is visible.
     state_bytes : int
-        Bytes of the per-sample AL arrays (the memory bound refers to this).
+        Bytes of the per-sample AL arrays (the memory bound refers to this), on sample batches with the
+        batch's arrays, buffers and data copy.
     """
 
     network: ReluNetwork
@@ -285,7 +290,7 @@ class ALTrainer:
 
     def __init__(self, hidden: Sequence[int] = (64,), *, mode: str = "restarted", backend: str = "closed_form",
                  seed: int = 0, init: str = "ridge", rho: float | None = None, gamma: float = 1.2, tau: float = 0.9,
-                 penalty_period: int = 25, rho_max: float = 1e4, multiplier_box: float = 1e8, mu: float = 1e-3,
+                 penalty_period: int = 25, rho_max: float = 1e4, multiplier_box: float = 1e8, mu: float = DEFAULT_MU,
                  sweeps: int = 1,
                  tol: float = 1e-6, max_iters: int = 200, time_budget: float | None = None,
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 10, resume: bool = True,
@@ -389,6 +394,7 @@ class ALTrainer:
         self.keep_state = bool(keep_state)
         self._fused: FusedSweep | None = None
         self._batch_fused: FusedSweep | None = None
+        self._resolved_batch: int | None = None
 
     # ------------------------------------------------------------------ settings
     def settings(self) -> dict:
@@ -494,6 +500,10 @@ class ALTrainer:
             if fused is not None and fused.problem is problem:
                 fused(state)
                 return
+        if self.engine == "fused":  # a problem without a fused sweep yet (after a run on batches: bench train)
+            self._fused = FusedSweep(problem)
+            self._fused(state)
+            return
         index = self._sweep_count if index is None else index
         order = self.order if self.order != "alternate" else ("backward" if index % 2 == 0 else "forward")
         problem.sweep(state, self._solve, build_model=self.backend != "closed_form", scheme=self.scheme,
@@ -563,7 +573,9 @@ class ALTrainer:
         alpha = 1.0 / total if total > 0 else 1.0
         widths = (Xs.shape[0],) + self.hidden + (Ys.shape[0],)
         problem = ALProblem(Xs, Ys, widths, mu=self.mu * alpha, loss="squared", loss_scale=alpha, dtype=self.dtype)
-        self._fused = FusedSweep(problem) if self.engine == "fused" else None
+        batch_size = self._resolved_batch = self.resolved_batch_size(problem.N, widths)  # pinned in checkpoints
+        # on batches the full-size fused sweep is never run (bench train builds it on demand: sweep())
+        self._fused = FusedSweep(problem) if self.engine == "fused" and batch_size is None else None
         fingerprint = self.fingerprint(Xs, Ys, Xv, Yv)
         accelerator = Anderson(self.anderson) if self.mode == "restarted" else None
         resuming = self.checkpoint is not None and self.resume and os.path.exists(self.checkpoint)
@@ -584,6 +596,10 @@ class ALTrainer:
             if meta.get("settings") != self.settings():
                 raise ProblemError(f"Checkpoint {self.checkpoint!r} was written with settings {meta.get('settings')}, "
                                    f"these are {self.settings()}; use the same settings or another path.")
+            if meta.get("batch_size", batch_size) != batch_size:
+                raise ProblemError(f"Checkpoint {self.checkpoint!r} was written with batches of "
+                                   f"{meta.get('batch_size') or 'all'} samples, this run would use "
+                                   f"{batch_size or 'all'}; pass batch_size={meta.get('batch_size')} or another path.")
             check_checkpoint(self.checkpoint, meta, arrays, self._expected_arrays(widths, problem.N, arrays))
             state = self._state_from_arrays(arrays, meta)
             if accelerator is not None:
@@ -605,10 +621,11 @@ class ALTrainer:
         state_bytes = sum(a.nbytes for name, _, a in state.arrays() if name not in ("W", "b"))
         # the Anderson history: 2m + 2 vectors of the weights (independent of N)
         anderson_bytes = (2 * self.anderson + 2) * sum(a.nbytes for a in state.W + state.b) if self.anderson else 0
-        batch = self._batch_setup(problem, state)
+        batch = self._batch_setup(problem, state, batch_size)
         if batch is not None:
             state_bytes += batch["bytes"]
-        if self.mode == "restarted":  # the forward pass of a candidate, and the objective of the current weights
+        run = None
+        if self.mode == "restarted" and batch is None:  # a candidate's forward pass, the objective of the weights
             # the fused sweep's products are free between sweeps in this mode: the candidate's forward pass uses them
             buffers = self._fused.products if self._fused is not None else [np.empty_like(z) for z in state.Z]
             run = {"candidate_Z": buffers, "objective": problem.objective_of(state.W, state.Z[-1]), "batch": batch}
@@ -666,7 +683,10 @@ class ALTrainer:
                     train = losses(current)[0] if train is None else train
                 else:
                     train, val = losses(current)
-                row = self._row(iteration, problem, state, diag, train, val, alpha, loop["elapsed"])
+                # on batches the full state's Z lags its weights: the objective from the forward pass instead
+                # (f = α/2 ||Z_L − Y||² is half the reported fraction of variance)
+                objective = None if batch is None else problem.objective_from_loss(state.W, 0.5 * train)
+                row = self._row(iteration, problem, state, diag, train, val, alpha, loop["elapsed"], objective)
                 history.append(row)
                 bar.update(1)
                 bar.set_postfix(loss=f"{train:.3g}", viol=f"{violation:.2g}", rho=f"{state.rho / alpha:.3g}",
@@ -811,15 +831,19 @@ class ALTrainer:
         return {"violation": zero, "kkt": None, "stationarity": None}
 
     # ------------------------------------------------------------------ sample batches
-    def _batch_setup(self, problem: ALProblem, state: ALState) -> dict | None:
+    def _batch_setup(self, problem: ALProblem, state: ALState, size: int | None) -> dict | None:
         """The batch-sized problem, state and fused sweep reused by every batch (``None``: full batch)."""
         self._batch_fused = None
-        size = self.resolved_batch_size(problem.N, problem.widths)
         if size is None:
             return None
+        if size < 2 * (max(problem.widths[:-1]) + 1):
+            warnings.warn(f"batch_size={size} is less than twice the {max(problem.widths[:-1]) + 1} numbers a weight "
+                          "block fits per unit: the batch steps may interpolate their batches and extrapolate badly "
+                          "(README, 'restarted on sample batches'); 'auto' picks a size that avoids it.",
+                          UserWarning, stacklevel=4)
         # copies (not views): each batch's columns are written into them
         sub = ALProblem(problem.X0[:, :size].copy(), problem.Y[:, :size].copy(), problem.widths, mu=problem.mu,
-                        loss="squared", loss_scale=problem.loss_scale * problem.N / size, dtype=problem.dtype)
+                        loss=problem.loss, loss_scale=problem.loss_scale * problem.N / size, dtype=problem.dtype)
         sub_state = sub.initial_state(state.network(), rho=state.rho)
         self._batch_fused = FusedSweep(sub)
         nbytes = sum(a.nbytes for name, _, a in sub_state.arrays() if name not in ("W", "b"))
@@ -889,14 +913,15 @@ class ALTrainer:
 
     def _save(self, state, history, loop, fingerprint, init_train, init_val, accelerator=None):
         meta = {"settings": self.settings(), "fingerprint": fingerprint, "history": history, "loop": loop,
-                "init_train_loss": init_train, "init_val_loss": init_val}
+                "init_train_loss": init_train, "init_val_loss": init_val, "batch_size": self._resolved_batch}
         extra = accelerator.arrays() if accelerator is not None else {}
         self._save_checkpoint(self.checkpoint, state, meta, extra)
 
     @staticmethod
-    def _row(iteration, problem, state, diag, train, val, alpha, seconds) -> dict:
+    def _row(iteration, problem, state, diag, train, val, alpha, seconds, objective=None) -> dict:
         v = diag["violation"]
-        return {"iteration": iteration, "objective": problem.objective(state), "train_loss": train,
+        objective = problem.objective(state) if objective is None else objective
+        return {"iteration": iteration, "objective": objective, "train_loss": train,
                 "val_loss": val, "viol_C1": v["C1"], "viol_C2": v["C2"], "viol_C3": v["C3"], "viol_C4": v["C4"],
                 "viol_bounds": v["bounds"], "violation": v["max"], "kkt": diag["kkt"], "rho": state.rho / alpha,
                 "seconds": seconds}

@@ -75,11 +75,14 @@ def _to_network(model) -> ReluNetwork:
 def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, time_budget: float = 10.0,
                max_epochs: int | None = None, lr: float = 1e-3, batch_size: int = 128, init: str = "ridge",
                standardize: bool = True, record_every: float = 0.5, dtype: str = "float64",
-               threads: int | None = None) -> dict:
+               threads: int | None = None, weight_decay: float = 0.0) -> dict:
     """Train with Adam for ``time_budget`` seconds (or ``max_epochs``); samples as columns.
 
     ``dtype`` is the floating type of the model and data (float64 or float32); ``threads`` caps
-    PyTorch's intra-op threads for the run (restored afterwards).
+    PyTorch's intra-op threads for the run (restored afterwards). ``weight_decay`` is the AL trainer's
+    ``mu``: the batch loss is ``mean((N(x) − y)²) + mu Σ||W_l||² / (N n_L)`` on the standardised data,
+    an unbiased estimate of ``2 / (α N n_L)`` times the AL trainer's objective
+    ``(α/2)(||Z_L − Y||² + mu Σ||W_l||²)``: both methods minimise the same function.
 
     Returns ``network`` (original units), ``history`` (rows with ``epoch, seconds, train_loss,
     val_loss`` as fractions of target variance, recorded about every ``record_every`` s),
@@ -97,15 +100,23 @@ def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, ti
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     inputs = torch.from_numpy(np.ascontiguousarray(Xs.T, dtype=dtype))
     targets = torch.from_numpy(np.ascontiguousarray(Ys.T, dtype=dtype))
+    decay = float(weight_decay) / Ys.size  # Ys is n_L x N
     with torch_threads(threads):
         return _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv, seed, time_budget,
-                          max_epochs, batch_size, record_every)
+                          max_epochs, batch_size, record_every, decay)
+
+
+def batch_loss(torch, model, weights, inputs, targets, decay: float):
+    """``mean((N(x) − y)²) + decay Σ||W_l||²`` over the rows of ``inputs``/``targets`` (``train_adam``'s loss)."""
+    loss = torch.mean((model(inputs) - targets) ** 2)
+    return loss + decay * sum(torch.sum(W * W) for W in weights) if decay else loss
 
 
 def _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv, seed, time_budget, max_epochs,
-               batch_size, record_every) -> dict:
+               batch_size, record_every, decay) -> dict:
     generator = torch.Generator().manual_seed(seed)
     N = inputs.shape[0]
+    weights = [layer.weight for layer in model if isinstance(layer, torch.nn.Linear)]
 
     def record(epoch, seconds):
         network = _to_network(model)
@@ -123,7 +134,7 @@ def _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv,
         for first in range(0, N, batch_size):
             batch = order[first:first + batch_size]
             optimizer.zero_grad()
-            loss = torch.mean((model(inputs[batch]) - targets[batch]) ** 2)
+            loss = batch_loss(torch, model, weights, inputs[batch], targets[batch], decay)
             loss.backward()
             optimizer.step()
             elapsed = time.perf_counter() - start
