@@ -179,10 +179,24 @@ class MipBackend(Backend):
         if not self.accepts(form):
             raise SolverNotFound(f"Backend {self.name!r} cannot take a {form.requires} problem.")
         problem = form.model
-        settings = self._settings(time_limit, gap, options)
+        settings = self._settings(time_limit, gap, dict(options))  # _settings may pop from its options
         start = time.perf_counter()
         failure = None
         enforced = time_limit is not None and not self.native_time_limit and hasattr(os, "fork")
+        if time_limit is not None and not enforced:
+            # CVXPY's compilation runs before the solver's clock starts: compile first (CVXPY caches the
+            # result for the solve) and give the solver what is left, so that the limit covers both
+            try:
+                problem.get_problem_data(self.name)
+            except cp.error.SolverError as exc:
+                raise SolverError(f"{self.name} failed on {form.mi.name}: {exc}") from exc
+            remaining = time_limit - (time.perf_counter() - start)
+            if remaining <= 0:
+                return Solution(self.name, TerminationCondition.TIME_LIMIT, SolutionStatus.NO_SOLUTION,
+                                build_time=form.build_time, solve_time=time.perf_counter() - start,
+                                extras={"status": "the time limit was used by CVXPY's compilation",
+                                        "settings": settings})
+            settings = self._settings(remaining, gap, dict(options))
         try:
             if enforced:
                 iterations = solve_with_deadline(problem, self.name, settings, time_limit, form.mi.name)

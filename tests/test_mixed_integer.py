@@ -192,6 +192,21 @@ def test_time_limit_is_never_optimal(backend):
     assert np.max(problem.network.forward(samples)[0]) <= solution.bound + 1e-9
 
 
+@pytest.mark.parametrize("backend", [b for b in MILP_BACKENDS if b.values[0] != "ECOS_BB"])
+def test_time_limit_covers_the_model_compilation(backend):
+    """The limit counts CVXPY's compilation too: the whole solve stays near it, and a limit the
+    compilation alone uses up stops before the solver is called."""
+    problem = hard_bound_problem()
+    solution = solvers.solve(problem.binary(), backend, time_limit=0.5)
+    assert solution.solve_time < 0.5 + 0.4  # compilation + solver, the solver's own overrun tolerated
+    settings = solution.extras["settings"]
+    given = settings["time_limit"] if backend == "HIGHS" else settings["scip_params"]["limits/time"]
+    assert 0 < given < 0.5  # what was left after the compilation
+    stopped = solvers.solve(problem.binary(), backend, time_limit=1e-9)
+    assert stopped.termination is TerminationCondition.TIME_LIMIT and not stopped.found
+    assert "compilation" in stopped.extras["status"]
+
+
 @needs_scip
 def test_time_limit_relaxed():
     solution = solvers.solve(hard_bound_problem().relaxed(), "SCIP", time_limit=0.5)
