@@ -7,12 +7,14 @@ the solver's own status and dual bound through :meth:`MipBackend._raw`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
 import select
 import signal
+import threading
 import time
 import warnings
 
@@ -68,6 +70,30 @@ def _die_with(parent: int) -> None:  # pragma: no cover - runs in the child
         pass
     if os.getppid() != parent:
         os._exit(0)
+
+
+@contextlib.contextmanager
+def progress_lines(solver: str, label: str, time_limit: float | None):
+    """Log ``still solving after ... s`` every ``PROGRESS_EVERY`` seconds from a watcher thread while the body runs.
+
+    The lines appear while the solver releases the Python interpreter (HiGHS does; SCIP through CVXPY
+    does not, so a SCIP solve prints its line only if it runs past a report time and is then done).
+    """
+    done = threading.Event()
+    start = time.perf_counter()
+
+    def watch():
+        while not done.wait(PROGRESS_EVERY):
+            limit = f" (time limit {time_limit:.0f} s)" if time_limit is not None else ""
+            progress.info("%s on %s: still solving after %.0f s%s", solver, label, time.perf_counter() - start, limit)
+
+    watcher = threading.Thread(target=watch, name=f"progress of {solver}", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def solve_with_deadline(problem: cp.Problem, solver: str, settings: dict, time_limit: float, label: str):
@@ -206,7 +232,8 @@ class MipBackend(Backend):
                                     extras={"status": "killed at the time limit", "enforced_time_limit": True,
                                             "settings": settings})
             else:
-                problem.solve(solver=self.name, **settings)
+                with progress_lines(self.name, form.mi.name, time_limit):
+                    problem.solve(solver=self.name, **settings)
                 iterations = getattr(problem.solver_stats, "num_iters", None)
         except cp.error.SolverError as exc:
             failure = exc

@@ -298,3 +298,18 @@ def test_unbounded_and_infeasible_milps_are_statuses(backend):
     for key in ("inforunbd", "infeasible_or_unbounded"):
         if key in raw:
             assert raw[key] is TerminationCondition.INFEASIBLE_OR_UNBOUNDED
+
+
+def test_long_highs_solves_report_progress(monkeypatch, caplog):
+    """A HiGHS solve logs a progress line every PROGRESS_EVERY seconds (here 0.2 s) while it runs."""
+    pytest.importorskip("highspy")
+    import logging
+
+    import solvers._mip as mip_module
+
+    monkeypatch.setattr(mip_module, "PROGRESS_EVERY", 0.2)
+    with caplog.at_level(logging.INFO, logger="unrelu.progress"):
+        solution = solvers.solve(hard_bound_problem().binary(), "HIGHS", time_limit=1.0)
+    assert solution.termination is TerminationCondition.TIME_LIMIT
+    lines = [record.getMessage() for record in caplog.records if "still solving" in record.getMessage()]
+    assert len(lines) >= 2 and "time limit 1 s" in lines[0]
