@@ -389,7 +389,7 @@ class ALTrainer:
             if mode != "restarted" or self.engine != "fused" or self.anderson:
                 raise ProblemError(f"batch_size={batch_size} needs mode='restarted', the fused engine and anderson=0 "
                                    f"(got mode={mode!r}, engine={self.engine!r}, anderson={self.anderson}); leave "
-                                   "batch_size at 'auto' or None.")
+                                   "batch_size at 'auto' or None (--batch-size auto or full).")
         self.batch_size = batch_size
         self.keep_state = bool(keep_state)
         self._fused: FusedSweep | None = None
