@@ -12,7 +12,8 @@ Problems (same data, same initial network for both methods, in one process):
    installed (`make scnn`; run to its own stopping rule, or within the budget with --quick).
 
 Both methods run in the same dtype (``--dtype``, default float32) and with the same number of
-threads (``--threads``, default 1); the AL trainer runs in its default (restarted) mode, untraced.
+threads (``--threads``, default 1); the AL trainer runs in its default (restarted) mode, untraced,
+and Adam minimises the same objective (the trainer's weight decay in its loss).
 Losses are forward-pass losses as fractions of the target variance; loss monitoring is charged to
 neither method. Also printed: one AL sweep alone and one AL outer iteration against one full-batch
 forward+backward pass in PyTorch, and the peak traced memory of a separate 25-iteration AL run
