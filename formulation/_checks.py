@@ -175,12 +175,19 @@ def check_checkpoint(path, meta: dict, arrays: dict, expected: dict) -> None:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1 or (layers and depth != layers):
         refuse(f"its depth is {depth!r}, not the network's {layers} layers" if layers else
                f"its depth is {depth!r}, not an integer >= 1")
-    if not isinstance(meta.get("history"), list) or not all(isinstance(row, dict) for row in meta["history"]):
-        refuse("its history is not a list of rows")
+    history = meta.get("history")
+    columns = {"iteration", "objective", "train_loss", "violation", "kkt", "rho", "seconds"}
+    if (not isinstance(history, list) or not history
+            or not all(isinstance(row, dict) and columns <= set(row) for row in history)):
+        refuse(f"its history is not a list of rows with the columns {sorted(columns)}")
     loop = meta.get("loop")
     iteration = loop.get("iteration") if isinstance(loop, dict) else None
     if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
         refuse(f"its loop state {loop!r} has no iteration count >= 0")
+    if history[-1]["iteration"] != iteration:
+        refuse(f"its loop is at iteration {iteration} but its history ends at iteration {history[-1]['iteration']}")
+    if meta.get("dtype", "float64") not in ("float32", "float64"):
+        refuse(f"its dtype is {meta.get('dtype')!r}, not float32 or float64")
     missing = sorted(set(expected) - set(arrays))
     if missing:
         refuse(f"arrays {missing[:5]} are missing")

@@ -70,6 +70,21 @@ PARSE_ERRORS = [
     ("verify box inf", [*VERIFY_NET, "--box", "inf"], "--box: must be a finite number", []),
     ("verify k -1", [*VERIFY_NET, "--k", "-1"], "--k: must be an integer >= 0", []),
     ("verify scheduler", ["verify", "--scheduler", "not a url"], "not a scheduler address", []),
+    # a seed past 2**63 was solved, then lost when the store refused the integer
+    ("verify seed 2**70", ["verify", "--seed", str(2**70)], "--seed: must be at most", []),
+    ("verify time-limit 1e300", ["verify", "--time-limit", "1e300"], "--time-limit: must be at most", []),
+    ("train batch-size 0", [*TRAIN, "--batch-size", "0"], "--batch-size: must be 'auto', 'full' or an integer", []),
+    ("train mu -1", [*TRAIN, "--mu", "-1"], "--mu: must be a finite number >= 0", []),
+    ("cs seed -1", ["cs", "--quick", "--seed", "-1"], "--seed: must be an integer >= 0", []),
+    ("cs noise nan", ["cs", "--quick", "--noise", "nan"], "--noise: must be a finite number", []),
+    ("cs noise -0.1", ["cs", "--quick", "--noise", "-0.1"], "--noise: must be a finite number >= 0", []),
+    ("cs budget -1", ["cs", "--quick", "--budget", "-1"], "--budget: must be a finite number > 0", []),
+    ("cs al-rho nan", ["cs", "--quick", "--al-rho", "nan"], "--al-rho: must be a finite number", []),
+    ("cs lasso-solver", ["cs", "--quick", "--lasso-solver", "NOPE"], "not an installed CVXPY solver", []),
+    ("cs mnist-ms 0", ["cs", "--quick", "--mnist-ms", "0"], "--mnist-ms: must be comma-separated integers >= 1",
+     []),
+    ("cs image-ratios text", ["cs", "--quick", "--image-ratios", "ten"], "--image-ratios: must be comma-separated",
+     []),
     ("train seed -1", [*TRAIN, "--seed", "-1"], "--seed: must be an integer >= 0", []),
     ("train time-budget -1", [*TRAIN, "--time-budget", "-1"], "--time-budget: must be a finite number > 0", []),
     ("train time-budget nan", [*TRAIN, "--time-budget", "nan"], "--time-budget: must be a finite number", []),
@@ -127,6 +142,11 @@ RUN_ERRORS = [
      "is a folder", ["net_out.npz"]),
     ("train history unwritable", [*TRAIN, "--out", "net_out", "--history", "/proc/unrelu/h.csv"], ProblemError,
      "cannot be written", ["net_out.npz"]),
+    ("train out = history", [*TRAIN, "--out", "same.npz", "--history", "same.npz"], ProblemError,
+     "name the same file", ["same.npz"]),
+    ("train out = data", [*TRAIN, "--out", "data.npz"], ProblemError, "is the training data file", []),
+    ("train hidden with an empty entry", [*TRAIN, "--hidden", "4,,4", "--out", "net_out"], ProblemError,
+     "comma-separated positive integers", ["net_out.npz"]),
     ("train npz member not .npy", ["train", "--data", "member.npz", "--out", "net_out"], ProblemError,
      "not .npy arrays (Y.txt)", ["net_out.npz"]),
     ("train validation of 1 sample", ["train", "--data", "val1.npz", "--out", "net_out"], ProblemError,
@@ -256,6 +276,9 @@ DAMAGE = [
     ("depth wrong", dict(meta_key="depth", value=7), "depth"),
     ("history not a list", dict(meta_key="history", value=None), "history"),
     ("loop missing", dict(meta_key="loop", value={}), "loop"),
+    ("loop ahead of its history", dict(meta_key="loop", value={"iteration": 10**9}), "history ends at"),
+    ("history rows without columns", dict(meta_key="history", value=[{"nonsense": 1}]), "columns"),
+    ("dtype float16", dict(meta_key="dtype", value="float16"), "dtype"),
     ("array wrong shape", dict(array=("W_0", np.ones((7, 7)))), "shape"),
     ("array NaN", dict(array=("W_0", np.full((4, 3), np.nan))), "NaN"),
 ]
@@ -293,6 +316,18 @@ def test_trainer_refuses_a_damaged_checkpoint(folder, damage, fragment):
     with pytest.raises(ProblemError, match="Checkpoint") as raised:
         ALTrainer((4,), max_iters=4, checkpoint=path, checkpoint_every=1, progress=False).fit(X, Y)
     assert fragment in str(raised.value)
+
+
+@pytest.mark.parametrize("meta, fragment", [("{not json", "not JSON"), ("[1, 2, 3]", "not a JSON object")])
+def test_checkpoint_metadata_that_is_not_a_json_object_is_refused(folder, meta, fragment):
+    from solvers.methods.al_trainer import ALTrainer
+
+    path, X, Y = _checkpoint(folder)
+    arrays = dict(np.load(path, allow_pickle=False))
+    arrays["__meta__"] = np.array(meta)
+    np.savez(path, **arrays)
+    with pytest.raises(ProblemError, match=fragment):
+        ALTrainer((4,), max_iters=4, checkpoint=path, checkpoint_every=1, progress=False).fit(X, Y)
 
 
 def test_refused_store_with_a_pending_wal_is_left_untouched(tmp_path):

@@ -60,6 +60,7 @@ from tqdm import tqdm
 from formulation.results import ConvergenceWarning, ProblemError
 from solvers.methods.al_trainer import DEFAULT_MU
 from validation import datasets as ds
+from validation import options
 from validation.baselines.linear import SparseRecovery, fit_ridge
 
 __all__ = ["SETTINGS", "METHODS", "psnr", "ssim", "dct_basis",
@@ -281,14 +282,11 @@ def run_experiment(args, out=print) -> Store:
     if args.budget is not None:
         setting["budget_mnist"] = setting["budget_images"] = float(args.budget)
     for option, key in ((args.mnist_ms, "mnist_ms"), (args.image_ratios, "image_ratios")):
-        if option:
-            try:
-                setting[key] = tuple(int(value) for value in option.split(","))
-            except ValueError as exc:
-                flag = "--" + key.replace("_", "-")
-                raise ProblemError(f"{flag} takes comma-separated integers, got {option!r}.") from exc
+        if option:  # parsed by options.positive_ints
+            setting[key] = tuple(option)
             if key == "image_ratios" and not set(setting[key]) <= set(ds.PHI_ROWS):
-                raise ProblemError(f"--image-ratios must be among {sorted(ds.PHI_ROWS)} (percent), got {option!r}.")
+                raise ProblemError(f"--image-ratios must be among {sorted(ds.PHI_ROWS)} (percent), got "
+                                   f"{','.join(map(str, option))!r}.")
     datasets = args.datasets.split(",")
     for name in datasets:
         if name not in ("mnist", "images"):
@@ -633,6 +631,15 @@ def run(args) -> int:
     return 0
 
 
+def _installed_cvxpy_solver(name: str) -> str:
+    import cvxpy as cp
+
+    if name not in cp.installed_solvers():
+        raise argparse.ArgumentTypeError(f"{name!r} is not an installed CVXPY solver; installed: "
+                                         f"{', '.join(cp.installed_solvers())}")
+    return name
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "cs", help="compressed-sensing application: MNIST and Set11 block CS, AL vs Adam vs ridge vs LASSO",
@@ -652,16 +659,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--phi-dir", default=None,
                         help="folder of phi_0_{R}_1089.mat (default cs_phi/ of the data folder; else seeded "
                              "Gaussian)")
-    parser.add_argument("--budget", type=float, default=None,
+    parser.add_argument("--budget", type=options.positive_float, default=None,
                         help="AL training budget in seconds per (dataset, ratio); default from the setting")
-    parser.add_argument("--mnist-ms", default=None, help="comma-separated m values for MNIST (default per setting)")
-    parser.add_argument("--image-ratios", default=None,
+    parser.add_argument("--mnist-ms", type=options.positive_ints, default=None,
+                        help="comma-separated m values for MNIST (default per setting)")
+    parser.add_argument("--image-ratios", type=options.positive_ints, default=None,
                         help="comma-separated ratios in percent for images, among 1,4,10,25,40 (default per setting)")
-    parser.add_argument("--al-rho", type=float, default=10.0, help="initial relative penalty of the AL method")
-    parser.add_argument("--lasso-solver", default="SCS", help="CVXPY solver of the LASSO")
-    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian measurement noise e")
+    parser.add_argument("--al-rho", type=options.positive_float, default=10.0,
+                        help="initial relative penalty of the AL method")
+    parser.add_argument("--lasso-solver", type=_installed_cvxpy_solver, default="SCS",
+                        help="CVXPY solver of the LASSO (an installed one)")
+    parser.add_argument("--noise", type=options.nonnegative_float, default=0.0,
+                        help="std of Gaussian measurement noise e (>= 0)")
     parser.add_argument("--smooth", action="store_true", help="add METHOD+smooth rows (TV denoising) for images")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=options.seed, default=0)
     parser.add_argument("--checkpoint-dir", default=os.path.join("results", "cs"),
                         help="results JSON, examples and AL checkpoints; finished cells are skipped on rerun")
     parser.add_argument("--fresh", action="store_true", help="discard the results file of this setting first")

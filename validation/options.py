@@ -59,13 +59,39 @@ def _at_least(parse, kind: str, minimum, strict: bool = False, note: str = ""):
     return check
 
 
-#: A seed of ``np.random.default_rng``: an integer ``>= 0``.
-seed = _at_least(_integer, "an integer", 0, note=" (a seed of numpy's generator)")
+def _at_most(parse, maximum, note: str = ""):
+    """``parse`` refused above ``maximum``."""
+
+    def check(text: str):
+        value = parse(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}{note}, got {text!r}")
+        return value
+
+    return check
+
+
+#: A seed of ``np.random.default_rng``: an integer ``>= 0`` that fits the stores' 64-bit integers.
+seed = _at_most(_at_least(_integer, "an integer", 0, note=" (a seed of numpy's generator)"), 2**63 - 1,
+                note=" (seeds are stored as 64-bit integers)")
 positive_int = _at_least(_integer, "an integer", 1)
 nonnegative_int = _at_least(_integer, "an integer", 0)
 #: A finite number ``> 0`` (seconds, box sizes, tolerances).
 positive_float = _at_least(_real, "a finite number", 0, strict=True)
 nonnegative_float = _at_least(_real, "a finite number", 0)
+def positive_ints(text: str) -> tuple[int, ...]:
+    """Comma-separated integers ``>= 1`` (``--mnist-ms 25,50``)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, got {text!r}")
+    return values
+
+
+#: Seconds of a solver's time limit: ``> 0`` and at most a year (solvers refuse larger limits).
+time_limit = _at_most(positive_float, 3.2e7, note=" s (a year; solvers refuse larger limits)")
 
 
 def batch_size(text: str):

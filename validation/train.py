@@ -95,7 +95,7 @@ def plot_history(path: str, history: list[dict], *, problem: str, budget: str, t
 
 def parse_hidden(text: str) -> tuple[int, ...]:
     try:
-        widths = tuple(int(part) for part in text.split(",") if part.strip())
+        widths = tuple(int(part) for part in text.split(","))  # an empty entry ("4,,4") is refused too
     except ValueError as exc:
         raise ProblemError(f"--hidden {text!r} must be comma-separated positive integers, e.g. 64,64.") from exc
     if not widths or min(widths) < 1:
@@ -106,10 +106,20 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 def check_outputs(args) -> None:
     """Check every output path before training (a folder, a file's child, a read-only place are refused),
     with ``.npz`` appended to ``--out`` and ``--checkpoint`` as they are written."""
+    written = {}
+    data = os.path.abspath(args.data) if getattr(args, "data", "") else None
     for option, attribute, suffix in (("--out", "out", ".npz"), ("--checkpoint", "checkpoint", ".npz"),
                                       ("--history", "history", ""), ("--plot", "plot", "")):
         if getattr(args, attribute, ""):
             setattr(args, attribute, options.output_file(getattr(args, attribute), option, suffix=suffix))
+            target = os.path.abspath(getattr(args, attribute))
+            if target in written:
+                raise ProblemError(f"{option} and {written[target]} name the same file {getattr(args, attribute)!r}; "
+                                   "the second would overwrite the first: give each output its own path.")
+            if target == data:
+                raise ProblemError(f"{option} {getattr(args, attribute)!r} is the training data file (--data); "
+                                   "writing it would destroy the data: choose another path.")
+            written[target] = option
     if getattr(args, "svg", False):
         if not getattr(args, "plot", ""):
             raise ProblemError("--svg writes an SVG beside the --plot figure; give --plot PATH.png as well.")

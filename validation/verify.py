@@ -67,6 +67,7 @@ from validation.options import (
     save_figure,
     scheduler_url,
     seed,
+    time_limit,
 )
 from validation.runner import recorded_warnings
 
@@ -839,7 +840,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--instances", type=positive_int, default=DEFAULT_INSTANCES,
                         help=f"number of embedded random instances (default {DEFAULT_INSTANCES})")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the instance set and the local starts")
-    parser.add_argument("--time-limit", type=positive_float, default=30.0,
+    parser.add_argument("--time-limit", type=time_limit, default=30.0,
                         help="seconds per MI / global solve (default 30)")
     parser.add_argument("--tighten", action="store_true", help="LP-based bound tightening (HiGHS) instead of interval")
     parser.add_argument("--loss", choices=("l1", "l2"), default="l1", help="recovery loss: l1 (MILP) or l2 (MIQP)")

@@ -530,7 +530,14 @@ class ALTrainer:
         arrays = read_npz(path, "Checkpoint", "delete it to start afresh.", max_bytes=max_bytes)
         if "__meta__" not in arrays:
             raise ProblemError(f"Checkpoint {path!r} has no `__meta__` entry; it was not written by ALTrainer.")
-        meta = json.loads(str(arrays.pop("__meta__")))
+        try:
+            meta = json.loads(str(arrays.pop("__meta__")))
+        except ValueError as exc:
+            raise ProblemError(f"Checkpoint {path!r} is damaged: its `__meta__` entry is not JSON ({exc}); delete it "
+                               "to start afresh.") from None
+        if not isinstance(meta, dict):
+            raise ProblemError(f"Checkpoint {path!r} is damaged: its `__meta__` entry is a {type(meta).__name__}, "
+                               "not a JSON object; delete it to start afresh.")
         if meta.get("version") != CHECKPOINT_VERSION:
             raise ProblemError(f"Checkpoint {path!r} has version {meta.get('version')}, expected "
                                f"{CHECKPOINT_VERSION}; delete it to start afresh.")
