@@ -271,3 +271,38 @@ def test_stopped_solves_are_never_preserved(tmp_path, capsys):
             assert row["verdict"] in ("not proved", "contradicted") and not row["preserved"]
     assert code == (1 if data["verdicts"]["contradicted"] else 0), text
     assert data["verdicts"]["contradicted"] == 0
+
+
+def _solve_result(state, interval, objective, bound, allowance=0.0, **extra):
+    return {"state": state, "interval": list(interval), "objective": objective, "bound": bound,
+            "allowance": allowance, "optimal": state == "proved", **extra}
+
+
+def test_a_bound_beaten_by_another_solvers_point_is_demoted_and_contradicts_nothing():
+    """Box 1e8 (measured): ECOS_BB claimed an optimum with upper bound 1.198e8 while SCIP's point reached
+    1.580e8; that bound certifies nothing, and the instance is not called contradicted because of it."""
+    from validation.verify import compare, demote_beaten_bounds
+
+    ecos = _solve_result("proved", (1.19797e8, 1.19797e8), 1.19797e8, 1.19797e8)
+    scip = _solve_result("proved", (1.580109e8, 1.580109e8), 1.580109e8, 1.580109e8)
+    relaxed = _solve_result("proved", (1.580109e8, 1.580109e8), 1.580109e8, 1.580109e8, rounding_ok=True)
+    assert compare(ecos, relaxed)["verdict"] == "contradicted"  # before the demotion
+    demote_beaten_bounds([ecos, scip, relaxed], maximise=True)
+    assert ecos["state"] == "inaccurate" and ecos["bound"] is None and ecos["beaten_by"] == 1.580109e8
+    assert ecos["interval"] == [1.19797e8, float("inf")]
+    assert scip["state"] == "proved" and relaxed["state"] == "proved"  # not beaten
+    assert compare(ecos, relaxed)["verdict"] == "not proved"
+    assert compare(scip, relaxed)["verdict"] == "proved equal"
+    # minimisation: a lower bound above a known point is beaten the same way
+    low = _solve_result("proved", (-1.2e8, -1.2e8), -1.2e8, -1.2e8)
+    other = _solve_result("stopped: time_limit", (-2e8, -1.69e8), -1.69e8, -2e8)
+    demote_beaten_bounds([low, other], maximise=False)
+    assert low["state"] == "inaccurate" and other["bound"] == -2e8
+
+
+def test_an_unreliable_solve_contradicts_nothing():
+    from validation.verify import compare
+
+    highs = _solve_result("numerics unreliable", (1.697, 1.697), 1.697, 1.697)
+    relaxed = _solve_result("proved", (1.5e8, 1.5e8), 1.5e8, 1.5e8)
+    assert compare(highs, relaxed)["verdict"] == "not proved"

@@ -281,6 +281,40 @@ def relative_difference(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-9)
 
 
+#: States of a solve whose bound certifies nothing (:func:`demote_beaten_bounds`, :func:`compare`).
+UNTRUSTED = ("inaccurate", "numerics unreliable")
+
+
+def demote_beaten_bounds(results: list[dict], maximise: bool) -> None:
+    """Demote, in place, every result whose bound a point found by ANY solve beats beyond the tolerance.
+
+    Every incumbent here is the float64 forward-pass objective of a returned input, so it is attained: a
+    bound on the other side of it is false (measured: ECOS_BB claimed an optimum with upper bound 1.198e8 on
+    a box of 1e8 where SCIP's point reached 1.580e8). The result becomes *inaccurate*, its bound is dropped
+    and its interval runs from its own incumbent to infinity; the relaxed result's incumbent counts only
+    when rounding its point is feasible for version (i).
+    """
+    known = [result["objective"] for result in results
+             if np.isfinite(result["objective"]) and result.get("rounding_ok") is not False]
+    if not known:
+        return
+    best = (max if maximise else min)(known)
+    for result in results:
+        bound = result["bound"]
+        if bound is None:
+            continue
+        tolerance = _tolerance(max(abs(best), abs(bound)), result["allowance"])
+        if (bound < best - tolerance) if maximise else (bound > best + tolerance):
+            result["state"], result["optimal"], result["bound"] = "inaccurate", False, None
+            result["beaten_by"] = best
+            own = result["objective"]
+            infinity = float("inf")
+            if maximise:
+                result["interval"] = [-infinity if not np.isfinite(own) else own, infinity]
+            else:
+                result["interval"] = [-infinity, infinity if not np.isfinite(own) else own]
+
+
 def compare(mi_result: dict, relaxed: dict) -> dict:
     """Judge one MI result against the relaxed one.
 
@@ -292,7 +326,9 @@ def compare(mi_result: dict, relaxed: dict) -> dict:
     (lo_a, hi_a), (lo_b, hi_b) = mi_result["interval"], relaxed["interval"]
     scale = max([abs(x) for x in _finite(lo_a, hi_a, lo_b, hi_b)] + [0.0])
     tolerance = _tolerance(scale, max(mi_result["allowance"], relaxed["allowance"]))
-    if lo_a > hi_b + tolerance or lo_b > hi_a + tolerance:
+    # an interval from a solve whose numbers are not trusted certifies nothing, so it contradicts nothing
+    trusted = all(result["state"] not in UNTRUSTED for result in (mi_result, relaxed))
+    if trusted and (lo_a > hi_b + tolerance or lo_b > hi_a + tolerance):
         verdict = "contradicted"
     elif mi_result["optimal"] and relaxed["optimal"] and max(hi_a, hi_b) - min(lo_a, lo_b) <= tolerance:
         verdict = "proved equal"
@@ -369,6 +405,9 @@ def _reason(row: dict, judged: dict, requires: str) -> str:
             reasons.append(f"{name} numerics unreliable (feasibility tolerance {result['effective_tolerance']:.0e} "
                            f"carried through the bounds: {result['allowance']:.2g} > "
                            f"{NUMERIC_LIMIT:g}·max(1, |optimum|) = {NUMERIC_LIMIT * max(1.0, scale):.2g})")
+        elif result["state"] == "inaccurate" and "beaten_by" in result:
+            reasons.append(f"{name} inaccurate (its bound is beaten by a point found at "
+                           f"{_number(result['beaten_by'], 10)})")
         elif result["state"] == "inaccurate":
             reasons.append(f"{name} inaccurate (claims {_number(result['claimed'], 10)}, its point gives "
                            f"{_number(result['objective'], 10)})")
@@ -413,6 +452,7 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
     row["relaxed"] = solve_version(problem, "SCIP", relaxed=True, time_limit=time_limit)
     progress.info("(ii) SCIP: %s in %.1f s", row["relaxed"]["state"], row["relaxed"]["seconds"])
     relaxed = row["relaxed"]
+    demote_beaten_bounds([*row["mi"].values(), relaxed], _maximise(problem))
     judged = {name: compare(result, relaxed) for name, result in row["mi"].items()}
     for name, judgement in judged.items():
         row["mi"][name].update(judgement)
