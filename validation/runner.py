@@ -41,7 +41,9 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 import traceback
@@ -317,14 +319,20 @@ def _open_store(path: str) -> sqlite3.Connection:
         with open(path, "rb") as handle:
             if handle.read(len(_MAGIC)) != _MAGIC:
                 raise _store_error(path, "is not an SQLite database (damaged or another kind of file)")
-        # checked through a read-only connection: a read-write one checkpoints a pending -wal file into the
-        # main file when it closes (measured: 4 KiB -> 60 KiB, -wal and -shm removed) even when the store is
-        # then refused; read-only, the main file and the -wal stay as they are
-        probe = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True, timeout=30.0)
-        try:
-            _check_existing(probe, path)
-        finally:
-            probe.close()
+        # checked on a copy of the main file and its -wal: a read-write connection checkpoints a pending -wal
+        # into the main file when it closes (measured: 4 KiB -> 60 KiB, -wal and -shm removed), and even a
+        # read-only one rewrites the -shm index and leaves -wal/-shm beside a damaged file; on the copy,
+        # a refused store keeps all of its files byte for byte
+        with tempfile.TemporaryDirectory(prefix="unrelu-store-check-") as scratch:
+            copy = os.path.join(scratch, "store.sqlite")
+            shutil.copyfile(path, copy)
+            if os.path.exists(path + "-wal"):
+                shutil.copyfile(path + "-wal", copy + "-wal")
+            probe = sqlite3.connect(copy, timeout=30.0)
+            try:
+                _check_existing(probe, path)
+            finally:
+                probe.close()
     else:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     connection = sqlite3.connect(path, timeout=30.0, isolation_level=None)
