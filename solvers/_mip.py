@@ -111,25 +111,22 @@ def solve_with_deadline(problem: cp.Problem, solver: str, settings: dict, time_l
         _die_with(parent)
         _child_solve(write_fd, problem, solver, settings)
     os.close(write_fd)
-    start = time.perf_counter()
-    deadline, report = start + time_limit, start + PROGRESS_EVERY
+    deadline = time.perf_counter() + time_limit
     chunks, finished = [], False
     try:
-        while True:
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-            ready, _, _ = select.select([read_fd], [], [], max(0.0, min(deadline, report) - now))
-            if ready:
+        with progress_lines(solver, label, time_limit):  # the watcher thread starts after the fork
+            while True:
+                now = time.perf_counter()
+                if now >= deadline:
+                    break
+                ready, _, _ = select.select([read_fd], [], [], deadline - now)
+                if not ready:
+                    continue
                 chunk = os.read(read_fd, 1 << 20)
                 if not chunk:
                     finished = True
                     break
                 chunks.append(chunk)
-            elif time.perf_counter() >= report:
-                progress.info("%s on %s: still solving after %.0f s (time limit %.0f s)", solver, label,
-                              time.perf_counter() - start, time_limit)
-                report += PROGRESS_EVERY
     finally:
         os.close(read_fd)
         if not finished:

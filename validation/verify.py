@@ -238,12 +238,7 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float) -> di
     pick = max if maximise else min
     incumbent = pick(forwards) if forwards else None
     bound = pick(bounds) if all(b is not None for b in bounds) else None
-    infinity = float("inf")
-    if maximise:
-        interval = [-infinity if incumbent is None else incumbent, infinity if bound is None else bound]
-    else:
-        interval = [-infinity if bound is None else bound, infinity if incumbent is None else incumbent]
-    interval = sorted(interval)  # within the tolerance a bound may sit just past the incumbent
+    interval = _interval(incumbent, bound, maximise)
     claimed = all(part["claimed_optimal"] for part in parts)
     inaccurate = any(part["inaccurate"] for part in parts)
     allowance = max(part["allowance"] for part in parts)
@@ -269,6 +264,16 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float) -> di
         "seconds": sum(part["seconds"] for part in parts), "parts": parts,
         "rounding_ok": all(part.get("rounding_ok", False) for part in parts) if relaxed else None,
     }
+
+
+def _interval(incumbent: float | None, bound: float | None, maximise: bool) -> list[float]:
+    """The certified interval: ``[incumbent, bound]`` (maximise) or ``[bound, incumbent]``, ``±inf`` where missing."""
+    infinity = float("inf")
+    if maximise:
+        interval = [-infinity if incumbent is None else incumbent, infinity if bound is None else bound]
+    else:
+        interval = [-infinity if bound is None else bound, infinity if incumbent is None else incumbent]
+    return sorted(interval)  # within the tolerance a bound may sit just past the incumbent
 
 
 def _claimed(parts: list[dict], maximise: bool) -> float | None:
@@ -308,11 +313,7 @@ def demote_beaten_bounds(results: list[dict], maximise: bool) -> None:
             result["state"], result["optimal"], result["bound"] = "inaccurate", False, None
             result["beaten_by"] = best
             own = result["objective"]
-            infinity = float("inf")
-            if maximise:
-                result["interval"] = [-infinity if not np.isfinite(own) else own, infinity]
-            else:
-                result["interval"] = [-infinity, infinity if not np.isfinite(own) else own]
+            result["interval"] = _interval(own if np.isfinite(own) else None, None, maximise)
 
 
 def compare(mi_result: dict, relaxed: dict) -> dict:

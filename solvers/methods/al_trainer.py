@@ -420,7 +420,7 @@ class ALTrainer:
         if self.mode != "restarted" or self.engine != "fused" or self.batch_size is None:
             return None
         if self.batch_size == "auto":
-            size = max(AUTO_BATCH, 2 * (max(widths[:-1]) + 1))
+            size = max(AUTO_BATCH, least_batch(widths))
             return size if N >= 4 * size and not self.anderson else None
         return self.batch_size if self.batch_size < N else None
 
@@ -635,7 +635,7 @@ class ALTrainer:
         if self.mode == "restarted" and batch is None:  # a candidate's forward pass, the objective of the weights
             # the fused sweep's products are free between sweeps in this mode: the candidate's forward pass uses them
             buffers = self._fused.products if self._fused is not None else [np.empty_like(z) for z in state.Z]
-            run = {"candidate_Z": buffers, "objective": problem.objective_of(state.W, state.Z[-1]), "batch": batch}
+            run = {"candidate_Z": buffers, "objective": problem.objective_of(state.W, state.Z[-1])}
 
         stop_reason, message = "max_iters", f"stopped after max_iters={self.max_iters} outer iterations"
         start_iteration = loop["iteration"]
@@ -843,8 +843,9 @@ class ALTrainer:
         self._batch_fused = None
         if size is None:
             return None
-        if size < 2 * (max(problem.widths[:-1]) + 1):
-            warnings.warn(f"batch_size={size} is less than twice the {max(problem.widths[:-1]) + 1} numbers a weight "
+        least = least_batch(problem.widths)
+        if size < least:
+            warnings.warn(f"batch_size={size} is less than twice the {least // 2} numbers a weight "
                           "block fits per unit: the batch steps may interpolate their batches and extrapolate badly "
                           "(README, 'restarted on sample batches'); 'auto' picks a size that avoids it.",
                           UserWarning, stacklevel=4)
@@ -932,6 +933,12 @@ class ALTrainer:
                 "val_loss": val, "viol_C1": v["C1"], "viol_C2": v["C2"], "viol_C3": v["C3"], "viol_C4": v["C4"],
                 "viol_bounds": v["bounds"], "violation": v["max"], "kkt": diag["kkt"], "rho": state.rho / alpha,
                 "seconds": seconds}
+
+
+def least_batch(widths: Sequence[int]) -> int:
+    """``2 (n_max + 1)``: a weight block fits ``n_max + 1`` numbers per unit (``n_max`` the widest layer input), and
+    a batch not well above that is interpolated (``resolved_batch_size``; smaller explicit batches warn)."""
+    return 2 * (max(widths[:-1]) + 1)
 
 
 def blas_threads(threads: int | None):
