@@ -1,11 +1,14 @@
-"""The ``unrelu`` command line: help, the subproblem benchmark, errors with exit code 2."""
+"""The ``unrelu`` command line: help, the subproblem benchmark, errors with exit code 2, output file modes."""
 
 from __future__ import annotations
 
 import csv
+import os
+import stat
 
 import pytest
 
+from validation import options
 from validation.cli import main
 
 
@@ -69,3 +72,33 @@ def test_bench_train_digits_rows_and_csv(tmp_path, capsys):
     assert peers, "the pyscnn peer must appear, as results or as an install hint"
     if peers == ["pyscnn"]:  # not installed: the row says how to install it
         assert "make scnn" in rows["pyscnn"]["note"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["umask022", "umask002", "umask077"])
+def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path, umask):
+    """An output written atomically (temporary file renamed over the target) ends with the permissions of a
+    plain ``open(path, "w")``: 0o666 less the umask when new (not mkstemp's 0o600), the replaced file's when
+    it existed."""
+    def mode(name):
+        return stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+
+    previous = os.umask(umask)
+    try:
+        with open(tmp_path / "plain.csv", "w") as handle:
+            handle.write("a,b\n")
+        with options.atomic_open(tmp_path / "atomic.csv", "w", newline="") as handle:
+            handle.write("a,b\n")
+        with options.atomic_open(tmp_path / "atomic.png", "wb") as handle:
+            handle.write(b"\x89PNG")
+        assert mode("atomic.csv") == mode("atomic.png") == mode("plain.csv") == 0o666 & ~umask
+        for name in ("plain.csv", "atomic.csv"):  # an existing file keeps its mode when written over
+            os.chmod(tmp_path / name, 0o640)
+        with open(tmp_path / "plain.csv", "w") as handle:
+            handle.write("c,d\n")
+        with options.atomic_open(tmp_path / "atomic.csv", "w") as handle:
+            handle.write("c,d\n")
+        assert mode("atomic.csv") == mode("plain.csv") == 0o640
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "atomic.csv").read_text() == "c,d\n"
+    assert sorted(os.listdir(tmp_path)) == ["atomic.csv", "atomic.png", "plain.csv"]  # no temporary left

@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
+import errno
 import json
 import math
 import os
 import re
+import secrets
+import stat
 import tempfile
 
 import numpy as np
@@ -176,18 +179,44 @@ def output_directory(path, option: str) -> str:
     return path
 
 
+def _new_file_beside(path: str) -> str:
+    """Create an empty file ``.NAME.RANDOM.tmp`` next to ``path`` and return its path.
+
+    It is created with mode 0o666 less the umask, applied by the system as for any ``open(path, "w")``
+    (``tempfile.mkstemp`` would create it 0o600 whatever the umask).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = "." + os.path.basename(path) + "."
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temporary = os.path.join(folder, prefix + secrets.token_hex(6) + ".tmp")
+        try:
+            os.close(os.open(temporary, flags, 0o666))
+            return temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name after 100 tries",  # pragma: no cover
+                          os.path.join(folder, prefix + "*.tmp"))
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode: str = "w", **kwargs):
-    """Open a temporary file next to ``path``; on success rename it over ``path``, on failure remove it."""
+    """Open a temporary file next to ``path``; on success rename it over ``path``, on failure remove it.
+
+    The file ends with the permissions a plain ``open(path, mode)`` leaves: 0o666 less the umask for a new
+    file, the permission bits of the file it replaces otherwise (writing over a file in place keeps them).
+    """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(handle)
+    temporary = _new_file_beside(path)
     try:
         with open(temporary, mode, **kwargs) as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            replaced = os.stat(path)
+            if stat.S_ISREG(replaced.st_mode):
+                os.chmod(temporary, stat.S_IMODE(replaced.st_mode) & 0o777)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
