@@ -252,8 +252,10 @@ def check_memory(needed: float, what: str, fix: str, *, limit: float | None = No
     if limit is not None and limit < usable:
         usable, source = float(limit), "the memory budget"
     if needed > usable:
-        raise MemoryLimitError(f"{what} would need about {needed / 2**30:.3g} GiB (estimated before allocating "
-                               f"it), above {source} ({usable / 2**30:.3g} GiB); {fix}")
+        error = MemoryLimitError(f"{what} would need about {needed / 2**30:.3g} GiB (estimated before allocating "
+                                 f"it), above {source} ({usable / 2**30:.3g} GiB); {fix}")
+        error.needed, error.usable, error.against = float(needed), float(usable), source
+        raise error
 
 
 #: Bytes of the interpreter and the numerical libraries of a training run, before any array (measured:

@@ -50,7 +50,18 @@ class MemoryLimitError(UnreluError, MemoryError):
 
     Raised before anything large is built; the message gives the estimate, the memory available and a
     smaller setting that fits.
+
+    Attributes
+    ----------
+    needed, usable : float or None
+        The estimate and the bytes it exceeds (set by ``formulation._checks.check_memory``).
+    against : str
+        What ``usable`` is: a share of the available memory, or the caller's memory budget.
     """
+
+    needed: float | None = None
+    usable: float | None = None
+    against: str = ""
 
 
 class ConvergenceWarning(UserWarning):

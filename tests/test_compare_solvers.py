@@ -14,11 +14,14 @@ from formulation.results import InaccurateSolutionWarning
 from validation.cli import main
 from validation.compare_solvers import (
     compare_case,
+    format_table,
     growth_exponents,
+    outcome,
     performance_profile,
     softmax_reference,
+    summary_table,
 )
-from validation.runner import Case, recorded_warnings
+from validation.runner import Case, read_results, recorded_warnings
 
 
 def test_softmax_reference_reaches_a_zero_gradient():
@@ -102,6 +105,57 @@ def test_command_runs_resumes_and_plots(tmp_path, capsys):
     assert "performance_profile.png" in out and "time_vs_size.png" in out
     assert main(argv) == 0
     assert "0 cases run, 12 already stored" in capsys.readouterr().out
+
+
+def test_a_case_refused_by_the_memory_guard_is_skipped_not_failed(monkeypatch):
+    """The guard of the available memory refuses OSQP before CVXPY builds anything: the row says skipped, with
+    the estimate, and the summary counts it apart from the runs that failed; the closed form still runs."""
+    import formulation._checks as checks
+
+    monkeypatch.setattr(checks, "available_memory", lambda: 2**16)  # 64 KiB, of which 80 % may be used
+    problem = {"kind": "slacks", "N": 8, "n": 3, "n_other": 3}
+    needed = solvers.get_backend("OSQP").estimated_memory(make_subproblem("slacks", 8, 3, n_other=3))
+    assert needed > 0.8 * 2**16
+    rows = []
+    for backend in ("OSQP", "closed_form"):
+        figures = compare_case(Case(problem, backend, {}, seed=1))
+        rows.append({**figures, "backend": backend, "seed": 1, "status": "ok", "message": None,
+                     "problem": json.dumps(problem, sort_keys=True, separators=(",", ":"))})
+    guarded, solved = rows
+    assert outcome(guarded) == "skipped" and outcome(solved) == "ok" and solved["success"] == 1
+    assert guarded["skipped"] == (f"memory guard: needs about {needed / 2**30:.3g} GiB by the estimate, above 80% "
+                                  "of the 6.1e-05 GiB available (4.88e-05 GiB)")
+    assert guarded["success"] is None and guarded["unknowns"] == 48
+    summary = summary_table(rows)
+    counts = {row["backend"]: {k: row[k] for k in ("cases", "skipped", "success", "failed_runs")} for row in summary}
+    assert counts == {"OSQP": {"cases": 1, "skipped": 1, "success": 0, "failed_runs": 0},
+                      "closed_form": {"cases": 1, "skipped": 0, "success": 1, "failed_runs": 0}}
+    cells = [[cell.strip() for cell in line.split(" | ")] for line in format_table(summary, {}).splitlines()[2:]]
+    assert {cell[1]: cell[2:4] for cell in cells} == {"OSQP": ["0/0", "1"], "closed_form": ["1/1", "0"]}
+
+
+def test_command_reports_memory_guarded_cases_as_skipped(tmp_path, capsys):
+    """``--memory-budget`` below every ECOS model: stored rows, table, summary line and exit code say skipped,
+    never raised or failed."""
+    store = str(tmp_path / "guarded.sqlite")
+    argv = ["compare-solvers", "--quick", "--subproblems", "slacks", "--seeds", "1", "--backends", "closed_form,ECOS",
+            "--memory-budget", "1e-6", "--store", store]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = read_results(store, "compare_solvers_quick")
+    ecos = [row for row in rows if row["backend"] == "ECOS"]
+    assert len(ecos) == 3 and {row["status"] for row in rows} == {"ok"}
+    assert {outcome(row) for row in ecos} == {"skipped"}
+    for row in ecos:
+        assert row["skipped"].startswith("memory guard: needs about ")
+        assert row["skipped"].endswith(" GiB by the estimate, above the memory budget (1e-06 GiB)")
+        assert row["success"] is None and row["solve_s"] is None
+    assert all(row["success"] == 1 for row in rows if row["backend"] == "closed_form")
+    summary = {row["backend"]: row for row in summary_table(rows)}
+    assert summary["ECOS"]["skipped"] == 3 and summary["ECOS"]["failed_runs"] == 0
+    assert "slacks     | ECOS        | 0/0     | 3       |" in out
+    assert "6 cases run, 0 already stored, 0 raised, 0 timed out; 3 of the 6 cases skipped by the memory guard" in out
+    assert "  skipped: ECOS " in out and "raised or timed out" not in out
 
 
 def test_command_refuses_an_unknown_block(capsys):

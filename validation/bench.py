@@ -26,7 +26,7 @@ import solvers
 from formulation.instances import KINDS, make_subproblem, random_parameters
 from formulation.results import MemoryLimitError, ProblemError, SolverError
 from validation import options
-from validation.runner import recorded_warnings
+from validation.runner import SKIPPED, check_memory_budget, memory_guard_note, recorded_warnings
 
 #: (N, n) sizes per ``Subproblem.build_growth``. Blocks whose CVXPY model has no parameter
 #: multiplying a variable (activation in its U = Z*D form, slacks, squared-loss output) go up to
@@ -133,19 +133,14 @@ def bench_case(case) -> dict:
     probe = make_subproblem(kind, 1, 1, build_model=False)
     chosen = solvers.get_backend(backend)
     if not chosen.accepts(probe):
-        return {"outcome": "skipped", "note": f"{backend} cannot take {probe.requires}"}
-    budget = case.settings.get("memory_budget")
-    if budget is not None and hasattr(chosen, "estimated_memory"):
-        # the expression tree only (cheap); the memory goes to CVXPY's canonicalisation in the first solve
-        needed = chosen.estimated_memory(make_subproblem(kind, N, n))
-        if needed > budget:
-            return {"outcome": "skipped", "note": f"needs about {needed / 2**30:.3g} GiB by the estimate, above "
-                                                  f"the memory budget of {budget / 2**30:.3g} GiB (--memory-budget)"}
+        return {"outcome": SKIPPED, "note": f"{backend} cannot take {probe.requires}"}
     try:
+        # the expression tree only (cheap); the memory goes to CVXPY's canonicalisation in the first solve
+        check_memory_budget(chosen, case.settings.get("memory_budget"), lambda: make_subproblem(kind, N, n))
         with recorded_warnings() as caught:  # inaccurate solves and solver notes go to the row's note
             row = bench_one(kind, N, n, backend, case.settings["repeats"], case.seed)
-    except MemoryLimitError as exc:  # refused before building: more than the available memory
-        return {"outcome": "skipped", "note": str(exc).splitlines()[0]}
+    except MemoryLimitError as exc:  # refused before building: above the budget or the available memory
+        return {"outcome": SKIPPED, "note": memory_guard_note(exc)}
     except (SolverError, MemoryError) as exc:
         return {"outcome": "error", "note": str(exc).splitlines()[0]}
     row["outcome"] = row.pop("status")

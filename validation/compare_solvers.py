@@ -13,17 +13,19 @@ the status it claims:
 
 The tolerances are those of the contract test (``tests/test_foundation_contract.py``): each backend
 states its own ``accuracy`` in its module (``solvers.Accuracy``). A case succeeds when all three
-checks pass.
+checks pass. A CVXPY case that the memory guard refuses before building anything (its estimated
+build memory above ``--memory-budget`` or the available memory) is skipped, with its estimate: it
+is neither a success nor a failure.
 
 Each case builds the model, solves one warm-up instance (this is the build cost, CVXPY's
 canonicalisation included), sets the parameters of the evaluated instance and times that
 re-solve. Cases run through ``validation.runner``: in local worker processes or on a Dask
 cluster, written one row at a time to SQLite, so an interrupted study resumes where it stopped.
 
-Output: a table per (block, backend) with success rate, median re-solve time, median ratio to
-the fastest successful backend on the same instance and the worst errors; the fitted growth
-exponent of time against the number of unknowns (slope of a least-squares line on the logs);
-with ``--plot DIR``, a Dolan–Moré performance profile and time-vs-size plots.
+Output: a table per (block, backend) with success rate over the cases run, cases skipped, median
+re-solve time, median ratio to the fastest successful backend on the same instance and the worst
+errors; the fitted growth exponent of time against the number of unknowns (slope of a least-squares
+line on the logs); with ``--plot DIR``, a Dolan–Moré performance profile and time-vs-size plots.
 
 The mixed-integer references of DESIGN §5 (HiGHS, SCIP) solve a different kind of problem
 (fixed-weight networks, not AL blocks) and are not part of this comparison.
@@ -43,11 +45,19 @@ import numpy as np
 import scipy.special
 
 import solvers
-from formulation._checks import check_memory
 from formulation.instances import KINDS, make_subproblem, random_parameters
-from formulation.results import ConvergenceWarning, InaccurateSolutionWarning, ProblemError
+from formulation.results import ConvergenceWarning, InaccurateSolutionWarning, MemoryLimitError, ProblemError
 from validation import options
-from validation.runner import Case, Study, read_results, recorded_warnings, run_study
+from validation.runner import (
+    SKIPPED,
+    Case,
+    Study,
+    check_memory_budget,
+    memory_guard_note,
+    read_results,
+    recorded_warnings,
+    run_study,
+)
 
 #: Largest violation of the block's bounds that still counts as feasible.
 INFEASIBILITY_TOL = 1e-9
@@ -88,6 +98,8 @@ FIGURES = {
     "build_s": "REAL",
     "solve_s": "REAL",
     "reference_s": "REAL",
+    # why a case was not run (the memory guard and its estimate: ``runner.memory_guard_note``); NULL when it ran
+    "skipped": "TEXT",
 }
 TIMING = ("build_s", "solve_s", "reference_s")
 
@@ -150,18 +162,18 @@ def compare_case(case: Case) -> dict:
     budget = settings.pop("memory_budget", None)
     start = time.perf_counter()
     sub = make_subproblem(kind, N, n, n_other=case.problem.get("n_other"), build_model=backend != "closed_form")
-    chosen = solvers.get_backend(backend)
-    if budget is not None and hasattr(chosen, "estimated_memory"):  # before CVXPY canonicalises anything
-        check_memory(chosen.estimated_memory(sub), f"{backend} through CVXPY on {kind} {N} x {n}",
-                     "skipped under --memory-budget (raise it, or run without --quick).", limit=budget)
-    with recorded_warnings() as caught:
-        sub.set_parameters(**random_parameters(sub, rng))
-        solvers.solve(sub, backend, **settings)
-        build_s = time.perf_counter() - start
-        sub.set_parameters(**random_parameters(sub, rng))
-        start = time.perf_counter()
-        solution = solvers.solve(sub, backend, **settings)
-        solve_s = time.perf_counter() - start
+    try:
+        check_memory_budget(solvers.get_backend(backend), budget, lambda: sub)  # before CVXPY canonicalises
+        with recorded_warnings() as caught:
+            sub.set_parameters(**random_parameters(sub, rng))
+            solvers.solve(sub, backend, **settings)  # the first solve: the guard of the available memory
+            build_s = time.perf_counter() - start
+            sub.set_parameters(**random_parameters(sub, rng))
+            start = time.perf_counter()
+            solution = solvers.solve(sub, backend, **settings)
+            solve_s = time.perf_counter() - start
+    except MemoryLimitError as exc:  # refused before anything was built: skipped, not failed
+        return {**dict.fromkeys(FIGURES), "unknowns": sub.size(), "skipped": memory_guard_note(exc)}
     inaccurate = _warned_inaccurate(caught)
     start = time.perf_counter()
     reference = _reference(sub)
@@ -263,7 +275,7 @@ def _mi_cases(mode: str, backends: list[str], kinds: list[str]) -> list[Case]:
 def build_study(mode: str = "quick", backends: list[str] | None = None, kinds: list[str] | None = None,
                 seeds: int | None = None, memory_budget: float | None = None) -> Study:
     """The cases of the comparison: kinds x growing sizes x seeds x capable backends (``memory_budget`` in
-    bytes: a CVXPY case whose estimated build memory exceeds it is refused before building)."""
+    bytes: a CVXPY case whose estimated build memory exceeds it is skipped before building)."""
     backends = backends or solvers.available_backends()
     kinds = kinds or list(ALL_KINDS)
     unknown = [k for k in kinds if k not in ALL_KINDS]
@@ -288,6 +300,12 @@ def build_study(mode: str = "quick", backends: list[str] | None = None, kinds: l
 
 
 # --------------------------------------------------------------------------- tables and plots
+def outcome(row: dict) -> str:
+    """Status of a stored row: ``skipped`` for a case the memory guard refused (stored by the runner as ``ok``
+    with its note in the ``skipped`` figure; not a failure), else the runner's ``ok``, ``error`` or ``timeout``."""
+    return SKIPPED if row["status"] == "ok" and row.get("skipped") else row["status"]
+
+
 def _instance_key(row: dict) -> tuple:
     return (row["problem"], row["seed"])
 
@@ -296,14 +314,15 @@ def best_times(rows: list[dict], backends=None) -> dict:
     """Fastest successful re-solve time per instance (problem, seed), over ``backends`` (default all)."""
     best: dict = {}
     for row in rows:
-        if row["status"] == "ok" and row["success"] and (backends is None or row["backend"] in backends):
+        if outcome(row) == "ok" and row["success"] and (backends is None or row["backend"] in backends):
             key = _instance_key(row)
             best[key] = min(best.get(key, math.inf), row["solve_s"])
     return best
 
 
 def summary_table(rows: list[dict]) -> list[dict]:
-    """One row per (block, backend): success rate, median time, median ratio to fastest, worst errors."""
+    """One row per (block, backend): successes among the cases run, cases skipped by the memory guard, runs
+    that raised or timed out, median time, median ratio to fastest, worst errors."""
     best = best_times(rows)
     groups: dict = defaultdict(list)
     for row in rows:
@@ -312,14 +331,15 @@ def summary_table(rows: list[dict]) -> list[dict]:
     out = []
     for (kind, backend), members in sorted(groups.items(), key=lambda item: (ALL_KINDS.index(item[0][0]),
                                                                                item[0][1])):
-        ok = [r for r in members if r["status"] == "ok"]
+        ok = [r for r in members if outcome(r) == "ok"]
+        skipped = [r for r in members if outcome(r) == SKIPPED]
         succeeded = [r for r in ok if r["success"]]
         ratios = [r["solve_s"] / best[_instance_key(r)] for r in succeeded if best.get(_instance_key(r))]
         primal = [r["primal_error"] for r in ok if r["primal_error"] is not None]
         objective = [abs(r["objective_error"]) for r in ok if r["objective_error"] is not None]
         out.append({
-            "subproblem": kind, "backend": backend, "cases": len(members), "success": len(succeeded),
-            "failed_runs": len(members) - len(ok),
+            "subproblem": kind, "backend": backend, "cases": len(members), "skipped": len(skipped),
+            "success": len(succeeded), "failed_runs": len(members) - len(ok) - len(skipped),
             "median_s": statistics.median([r["solve_s"] for r in ok]) if ok else math.nan,
             "ratio_to_fastest": statistics.median(ratios) if ratios else math.nan,
             "max_primal_error": max(primal) if primal else math.nan,
@@ -332,7 +352,7 @@ def growth_exponents(rows: list[dict]) -> dict:
     """Slope of log(median re-solve time) against log(unknowns) per (block, backend)."""
     times: dict = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        if row["status"] == "ok" and row["solve_s"]:
+        if outcome(row) == "ok" and row["solve_s"]:
             kind = row["problem"].split('"kind":"')[1].split('"')[0]
             times[(kind, row["backend"])][row["unknowns"]].append(row["solve_s"])
     exponents = {}
@@ -345,13 +365,14 @@ def growth_exponents(rows: list[dict]) -> dict:
 
 
 def format_table(summary: list[dict], exponents: dict) -> str:
-    header = ["subproblem", "backend", "success", "median s", "x fastest", "growth", "max primal err",
+    header = ["subproblem", "backend", "success", "skipped", "median s", "x fastest", "growth", "max primal err",
               "max obj err"]
     lines = []
     for row in summary:
         exponent = exponents.get((row["subproblem"], row["backend"]))
         lines.append([
-            row["subproblem"], row["backend"], f"{row['success']}/{row['cases']}", f"{row['median_s']:.3g}",
+            row["subproblem"], row["backend"], f"{row['success']}/{row['cases'] - row['skipped']}",
+            str(row["skipped"]), f"{row['median_s']:.3g}",
             f"{row['ratio_to_fastest']:.3g}", "-" if exponent is None else f"{exponent[0]:.2f}",
             f"{row['max_primal_error']:.1e}", f"{row['max_objective_error']:.1e}",
         ])
@@ -364,9 +385,9 @@ def format_table(summary: list[dict], exponents: dict) -> str:
 def performance_profile(rows: list[dict], backends=None) -> tuple[np.ndarray, dict]:
     """Dolan–Moré profile: for each backend, the fraction of instances solved within τ × best time.
 
-    An instance is every (block, size, seed) drawn; a backend that failed our checks on it, or
-    cannot take it, counts as not solved at any τ. ``backends`` restricts the comparison (the
-    best time is then the best among them).
+    An instance is every (block, size, seed) drawn; a backend that failed our checks on it, cannot
+    take it, or was skipped on it by the memory guard, counts as not solved at any τ. ``backends``
+    restricts the comparison (the best time is then the best among them).
     """
     backends = sorted(backends or {r["backend"] for r in rows})
     best = best_times(rows, backends)
@@ -377,7 +398,7 @@ def performance_profile(rows: list[dict], backends=None) -> tuple[np.ndarray, di
         values = []
         for key in instances:
             row = by_instance.get(key)
-            solved = row is not None and row["status"] == "ok" and row["success"] and key in best
+            solved = row is not None and outcome(row) == "ok" and row["success"] and key in best
             values.append(row["solve_s"] / best[key] if solved else math.inf)
         ratios[backend] = np.array(values)
     finite = [v for values in ratios.values() for v in values if math.isfinite(v)]
@@ -468,15 +489,22 @@ def run(args) -> int:
               f"{(row['message'] or '').splitlines()[-1][:120]}")
     if len(failed) > 10:
         print(f"  ... and {len(failed) - 10} more runs that raised or timed out")
+    guarded = [r for r in rows if outcome(r) == SKIPPED]
+    for row in guarded[:10]:
+        print(f"  {SKIPPED}: {row['backend']} {row['problem']} seed {row['seed']}: {row['skipped']}")
+    if len(guarded) > 10:
+        print(f"  ... and {len(guarded) - 10} more skipped by the memory guard")
     print("\ngrowth = slope of log(median re-solve time) on log(unknowns) (np.polyfit); "
-          "success = our residual checks at each backend's stated accuracy, not the solver's status.")
+          "success = our residual checks at each backend's stated accuracy, not the solver's status, over the cases "
+          "run; skipped = refused by the memory guard before building (not failures).")
     print("mi_*: the §5 references, version (i) against SCIP's global optimum of the relaxed model; "
           "unknowns = binaries; 'max primal err' there is not defined (nan).")
     if args.plot:
         for path in plot(rows, args.plot):
             print(f"wrote {path}")
     print(f"\n{summary.ran} cases run, {summary.skipped} already stored, {summary.error} raised, "
-          f"{summary.timeout} timed out; {time.perf_counter() - start:.1f} s; results in {store}")
+          f"{summary.timeout} timed out; {len(guarded)} of the {len(rows)} cases skipped by the memory guard; "
+          f"{time.perf_counter() - start:.1f} s; results in {store}")
     return 0
 
 
@@ -511,7 +539,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--case-timeout", type=options.positive_float, default=300.0, metavar="SECONDS",
                         help="a case running longer is stopped and recorded as timeout (default 300)")
     parser.add_argument("--memory-budget", type=options.positive_float, default=None, metavar="GIB",
-                        help="refuse a CVXPY case whose estimated build memory exceeds this many GiB (default "
+                        help="skip a CVXPY case whose estimated build memory exceeds this many GiB (default "
                              f"{QUICK_MEMORY_BUDGET_GIB:g} with --quick; otherwise only what exceeds the available "
-                             "memory is refused)")
+                             "memory is skipped); a skipped case is not a failure")
     parser.set_defaults(func=run)

@@ -67,6 +67,9 @@ __all__ = [
     "default_store",
     "execute_case",
     "recorded_warnings",
+    "SKIPPED",
+    "check_memory_budget",
+    "memory_guard_note",
     "trivial_case",
     "TRIVIAL_FIGURES",
 ]
@@ -720,6 +723,38 @@ def recorded_warnings():
                 recorded.append(entry)
         else:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+
+
+# --------------------------------------------------------------------------- the memory guard of a case
+#: Outcome of a case that was not run, with the reason in its note: in particular one the memory guard refused
+#: (``MemoryLimitError``, raised before anything was built), noted with the estimate (:func:`memory_guard_note`).
+#: A skipped case is not a failure.
+SKIPPED = "skipped"
+
+
+def check_memory_budget(backend, budget: float | None, build: Callable[[], Any]) -> None:
+    """``--memory-budget`` of a case: raise ``MemoryLimitError`` when ``budget`` (bytes) is set, ``backend``
+    goes through CVXPY (it has ``estimated_memory``) and the estimated build memory of the subproblem
+    ``build()`` returns exceeds the budget (or the available memory). Checked before CVXPY canonicalises
+    anything; ``build`` is called only when there is something to check.
+    """
+    if budget is None or not hasattr(backend, "estimated_memory"):
+        return
+    from formulation._checks import check_memory
+
+    subproblem = build()
+    check_memory(backend.estimated_memory(subproblem),
+                 f"{backend.name} through CVXPY on {type(subproblem).__name__} with {subproblem.size()} unknowns",
+                 "skipped under --memory-budget (raise it, or run without --quick).", limit=budget)
+
+
+def memory_guard_note(error: BaseException) -> str:
+    """Why a case was :data:`SKIPPED`: ``memory guard: needs about X GiB by the estimate, above ...``."""
+    needed, usable = getattr(error, "needed", None), getattr(error, "usable", None)
+    if needed is None or usable is None:  # raised without its figures: the message says it
+        return "memory guard: " + (str(error).splitlines() or [""])[0]
+    return (f"memory guard: needs about {needed / 2**30:.3g} GiB by the estimate, above {error.against} "
+            f"({usable / 2**30:.3g} GiB)")
 
 
 # --------------------------------------------------------------------------- a trivial study
