@@ -68,6 +68,11 @@ def test_bench_train_digits_rows_and_csv(tmp_path, capsys):
     assert {"AL (restarted)", "Adam", "init (He + ridge output)"} <= set(rows)
     for method in ("AL (restarted)", "Adam"):
         assert 0.5 < float(rows[method]["val_acc"]) <= 1.0  # chance is 0.1; the start is already ~0.95
+        assert float(rows[method]["mu"]) == 10.0  # the digits' cross-validated weight decay, for both methods
+    assert "weight decay mu = 10 for both methods" in out
+    with pytest.raises(SystemExit):  # one way of choosing mu at a time
+        main(["bench", "train", "--mu", "1", "--select-mu"])
+    assert "not allowed with argument" in capsys.readouterr().err
     peers = [m for m in rows if m.startswith("pyscnn")]
     assert peers, "the pyscnn peer must appear, as results or as an install hint"
     if peers == ["pyscnn"]:  # not installed: the row says how to install it

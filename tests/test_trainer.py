@@ -225,6 +225,21 @@ def test_restarted_mode_rejects_a_bad_sweep(monkeypatch):
     assert all(np.all(np.isfinite(W)) for W in result.network.weights)
 
 
+def test_restarted_mode_stops_when_stalled_at_rho_max(monkeypatch):
+    """``penalty_period`` rejections in a row with rho at rho_max: stop as "stalled", keep the last accepted weights."""
+    X, Y = _tiny()
+    _poison_sweeps(monkeypatch, 3)  # sweeps 1 and 2 are accepted, every later one is rejected
+    with pytest.warns(ConvergenceWarning, match="stalled at outer iteration 7"):
+        result = ALTrainer((4,), max_iters=100, rho_max=8.0, penalty_period=5).fit(X, Y)
+    assert result.stop_reason == "stalled" and result.iterations == 7
+    rhos = [row["rho"] for row in result.history]
+    assert rhos[2] == pytest.approx(1 / 1.1**2) and rhos[6:] == [8.0, 8.0]  # doubled from iteration 3, capped at 6
+    assert result.extras["rejected"] == 5 and all(np.all(np.isfinite(W)) for W in result.network.weights)
+    # no stall without the adaptive penalty (rho never reaches rho_max): the iteration limit stops it
+    assert ALTrainer((4,), max_iters=12, rho_max=8.0, penalty_period=5, adaptive_penalty=False).fit(
+        X, Y).stop_reason == "max_iters"
+
+
 def test_restarted_mode_objective_never_rises_and_anderson_steps_are_taken():
     data = teacher_student(N=300, N_val=50, n0=5, teacher_hidden=(8,), seed=2)
     result = ALTrainer((16,), max_iters=60, seed=1, anderson=5, relaxation=1.5, keep_state=True).fit(

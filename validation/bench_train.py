@@ -13,7 +13,10 @@ Problems (same data, same initial network for both methods, in one process):
 
 Both methods run in the same dtype (``--dtype``, default float32) and with the same number of
 threads (``--threads``, default 1); the AL trainer runs in its default (restarted) mode, untraced,
-and Adam minimises the same objective (the trainer's weight decay in its loss).
+and Adam minimises the same objective (the trainer's weight decay in its loss). The weight decay
+``μ`` is the trainer's default except on the digits (:data:`PROBLEM_MU`, chosen by cross-validation
+on the training split); ``--mu`` sets it everywhere and ``--select-mu`` chooses it per problem by
+5-fold cross-validation on the training split (:mod:`validation.model_selection`).
 Losses are forward-pass losses as fractions of the target variance; loss monitoring is charged to
 neither method. Also printed: one AL sweep alone and one AL outer iteration against one full-batch
 forward+backward pass in PyTorch, and the peak traced memory of a separate 25-iteration AL run
@@ -35,13 +38,17 @@ import numpy as np
 
 from formulation.learning import DTYPES
 from formulation.results import ConvergenceWarning, ProblemError
-from solvers.methods.al_trainer import ALTrainer, blas_threads
+from solvers.methods.al_trainer import DEFAULT_MU, ALTrainer, blas_threads
 from validation import options
 from validation.baselines.linear import ridge
 from validation.train_data import digits_classification, mnist_cs, psnr_images, teacher_student
 
 BUDGETS = {"full": {"teacher": 60.0, "mnist": 150.0, "digits": 20.0},
            "quick": {"teacher": 10.0, "mnist": 25.0, "digits": 5.0}}
+#: Weight decay ``μ`` per problem where it is not the trainer's default (both methods use it). The digits
+#: value is the choice of ``unrelu bench train --select-mu --problems digits`` (5-fold cross-validated
+#: accuracy on the training split over :data:`validation.model_selection.MU_GRID`; README).
+PROBLEM_MU = {"digits": 10.0}
 
 
 def _problems(mode: str):
@@ -114,7 +121,7 @@ def _run_al(name, hidden, data, budget, seed, dtype, threads, *, trace_iteration
     return trainer, result, wall, peak
 
 
-def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", threads=None):
+def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", threads=None, mu=DEFAULT_MU):
     """AL, Adam and the references on one problem.
 
     Returns the table rows, the timing row and the traces the figure needs
@@ -124,7 +131,8 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
     from validation.baselines.adam import full_batch_step_seconds, torch_threads, train_adam
 
     rows = []
-    trainer, result, wall, peak = _run_al(name, hidden, data, budget, seed, dtype, threads, trace_iterations=25)
+    trainer, result, wall, peak = _run_al(name, hidden, data, budget, seed, dtype, threads, trace_iterations=25,
+                                          mu=mu)
     data_bytes = sum(data[k].nbytes for k in ("X", "Y", "X_val", "Y_val"))
     history = result.history
     final = history[-1]
@@ -134,7 +142,7 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
     rows.append({"problem": name, "method": "init (He + ridge output)", "seconds": 0.0, "iterations": 0,
                  "train_loss": result.init_train_loss, "val_loss": result.init_val_loss,
                  **_metrics(name, data, start_net)})
-    rows.append({"problem": name, "method": f"AL ({trainer.mode})", "seconds": final["seconds"],
+    rows.append({"problem": name, "method": f"AL ({trainer.mode})", "mu": trainer.mu, "seconds": final["seconds"],
                  "wall_seconds": wall, "iterations": final["iteration"],
                  "train_loss": final["train_loss"], "val_loss": final["val_loss"],
                  "violation": final["violation"], "kkt": final["kkt"], "rho": final["rho"],
@@ -147,7 +155,7 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
                       weight_decay=trainer.mu,
                       time_budget=budget, dtype=dtype, threads=threads, record_every=min(0.5, budget / 100))
     traces = {"histories": {f"AL ({trainer.mode})": history, "Adam": adam["history"]}, "references": {}}
-    rows.append({"problem": name, "method": "Adam", "seconds": adam["history"][-1]["seconds"],
+    rows.append({"problem": name, "method": "Adam", "mu": trainer.mu, "seconds": adam["history"][-1]["seconds"],
                  "iterations": adam["epochs"], "train_loss": adam["history"][-1]["train_loss"],
                  "val_loss": adam["history"][-1]["val_loss"], **_metrics(name, data, adam["network"])})
     if name == "mnist-cs":
@@ -172,7 +180,7 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
     return rows, timing, traces
 
 
-def ablation_one(name, hidden, data, budget, seed, dtype="float64", threads=None):
+def ablation_one(name, hidden, data, budget, seed, dtype="float64", threads=None, mu=DEFAULT_MU):
     """One row per :data:`ABLATION` variant: the problem's metric at the same budget, iterations, s per iteration.
 
     Also returns the traces of :func:`validation.figures.bench_figure`: every variant's history, all
@@ -182,9 +190,9 @@ def ablation_one(name, hidden, data, budget, seed, dtype="float64", threads=None
     traces = {"histories": {}, "thin": [variant for variant, settings in ABLATION.items() if settings],
               "references": {}}
     for variant, settings in ABLATION.items():
-        trainer, result, _, _ = _run_al(name, hidden, data, budget, seed, dtype, threads, **settings)
+        trainer, result, _, _ = _run_al(name, hidden, data, budget, seed, dtype, threads, mu=mu, **settings)
         final = result.final
-        rows.append({"problem": name, "variant": variant, "iterations": final["iteration"],
+        rows.append({"problem": name, "variant": variant, "mu": mu, "iterations": final["iteration"],
                      "s_per_iteration": final["seconds"] / max(final["iteration"], 1),
                      "train_loss": final["train_loss"], "val_loss": final["val_loss"], "stop": result.stop_reason,
                      **_metrics(name, data, result.network)})
@@ -260,6 +268,31 @@ def _plot(args, name, rows, traces, budget, suffix=""):
         print(f"wrote {path}", flush=True)
 
 
+def _choose_mu(args, name, hidden, data, budget) -> float:
+    """``μ`` of both methods on one problem: ``--mu``, else the cross-validated one (``--select-mu``), else
+    :data:`PROBLEM_MU` or the trainer's default. Printed either way."""
+    if args.mu is not None:
+        mu, source = args.mu, "--mu"
+    elif args.select_mu:
+        from validation.model_selection import MU_GRID, cross_validate_mu, format_cv
+
+        fit_budget = budget / 4
+        print(f"[{name}] choosing mu by 5-fold cross-validation on the training split: {len(MU_GRID)} values x 5 "
+              f"fits of {fit_budget:g} s (about {len(MU_GRID) * 5 * fit_budget / 60:.0f} min)", flush=True)
+        labels = data.get("labels")
+        result = cross_validate_mu(data["X"], data["Y"], hidden, budget=fit_budget, labels=labels, seed=args.seed,
+                                   dtype=args.dtype, threads=args.threads,
+                                   progress=lambda row: print(f"  mu={row['mu']:g}: mean {row['mean']:.4f}",
+                                                              flush=True))
+        print(format_cv(result, f"[{name}] cross-validation of mu (training split only)"), flush=True)
+        mu, source = result["mu"], "5-fold cross-validation"
+    else:
+        mu = PROBLEM_MU.get(name, DEFAULT_MU)
+        source = "PROBLEM_MU (chosen by --select-mu)" if name in PROBLEM_MU else "the trainer's default"
+    print(f"[{name}] weight decay mu = {mu:g} for both methods ({source})", flush=True)
+    return mu
+
+
 def run(args) -> int:
     mode = "quick" if args.quick else "full"
     rows, timings, notes, ablation = [], [], [], []
@@ -284,13 +317,14 @@ def run(args) -> int:
         budget = args.budget if args.budget else BUDGETS[mode][name.split("-")[0]]
         print(f"[{name}] widths {(data['X'].shape[0], *hidden, data['Y'].shape[0])}, N={data['X'].shape[1]}, "
               f"budget {budget:g} s per method", flush=True)
+        mu = _choose_mu(args, name, hidden, data, budget)
         if args.ablation:
-            variant_rows, traces = ablation_one(name, hidden, data, budget, args.seed, args.dtype, threads)
+            variant_rows, traces = ablation_one(name, hidden, data, budget, args.seed, args.dtype, threads, mu=mu)
             ablation += variant_rows
             _plot(args, name, [], traces, budget, "_ablation")
             continue
         problem_rows, timing, traces = bench_one(name, hidden, data, budget, args.seed, quick=args.quick,
-                                                 dtype=args.dtype, threads=threads)
+                                                 dtype=args.dtype, threads=threads, mu=mu)
         rows += problem_rows
         timings.append(timing)
         _plot(args, name, problem_rows, traces, budget)
@@ -324,6 +358,13 @@ def add_parser(inner) -> None:
     sub.add_argument("--threads", type=options.positive_int, default=1,
                      help="BLAS threads for AL and torch intra-op threads for Adam (default 1: reproducible when "
                           "anything else runs on the machine; 2 uses both cores of a 2-core machine)")
+    choice = sub.add_mutually_exclusive_group()
+    choice.add_argument("--mu", type=options.nonnegative_float, default=None,
+                        help="weight decay of both methods on every problem (default: 10 on digits, chosen by "
+                             f"--select-mu; the trainer's {DEFAULT_MU:g} elsewhere)")
+    choice.add_argument("--select-mu", action="store_true",
+                        help="choose mu per problem by 5-fold cross-validation on the training split (the "
+                             "validation split is never seen), each fit a quarter of the problem's budget, then run")
     sub.add_argument("--ablation", action="store_true",
                      help="instead of AL vs Adam: every variant of the outer method (restarted/exact, penalty rule, "
                           "sweeps, over-relaxation, Anderson) at each problem's budget, one table")

@@ -162,7 +162,9 @@ class TrainResult:
         ``objective`` is ``f + (μ/2)Σ||W||²`` at the AL variables, ``kkt``/``violation`` are in the
         standardised problem.
     stop_reason : str
-        ``"converged"``, ``"max_iters"``, ``"time_budget"``, ``"diverged"``.
+        ``"converged"``, ``"max_iters"``, ``"time_budget"``, ``"diverged"``, or ``"stalled"`` (restarted mode on
+        the full batch: ``penalty_period`` steps in a row rejected with ``ρ̂`` at ``rho_max``, so no step of
+        the sweep lowers the objective any more at the precision of the dtype).
     message : str
     init_train_loss, init_val_loss : float
         Forward-pass losses of the initialisation (fractions of variance), so the AL gain is visible.
@@ -705,6 +707,14 @@ class ALTrainer:
                                f"at rho_max={self.rho_max:g}"
                                + (f"; the last good checkpoint {last_saved!r} is kept" if last_saved else ""))
                     break
+                if (self.mode == "restarted" and batch is None and self.adaptive_penalty
+                        and loop.get("rejected_streak", 0) >= self.penalty_period
+                        and state.rho / alpha >= self.rho_max):
+                    stop_reason = "stalled"
+                    message = (f"stalled at outer iteration {iteration}: no step lowered the objective in the last "
+                               f"{loop['rejected_streak']} iterations with rho at rho_max={self.rho_max:g} (the "
+                               "weights are where the sweep cannot descend at this precision; see the KKT residual)")
+                    break
                 if diag["kkt"] is not None and violation <= self.tol and diag["kkt"] <= self.tol:
                     stop_reason = "converged"
                     message = (f"converged at outer iteration {iteration}: KKT residual "
@@ -722,7 +732,7 @@ class ALTrainer:
             # the restarted mode computes the KKT residual every kkt_every iterations; the returned
             # history (not the checkpoint's, so that a resumed run stays identical) ends with it
             history[-1] = dict(history[-1], kkt=problem.diagnostics(state, products=state.Z)["kkt"])
-        if stop_reason in ("max_iters", "time_budget", "diverged"):
+        if stop_reason in ("max_iters", "time_budget", "diverged", "stalled"):
             warnings.warn(f"ALTrainer: {message}.", ConvergenceWarning, stacklevel=3)
         if stop_reason == "diverged" and last_saved:
             meta, arrays = self.load_checkpoint(last_saved, self._checkpoint_limit(widths, problem.N))  # last good
@@ -816,6 +826,7 @@ class ALTrainer:
         rho_hat = state.rho / scale
         if chosen is None:
             loop["rejected"] = loop.get("rejected", 0) + 1
+            loop["rejected_streak"] = loop.get("rejected_streak", 0) + 1
             state.W, state.b = weights
             if accelerator is not None:
                 accelerator.reset()
@@ -823,6 +834,7 @@ class ALTrainer:
                 rho_hat = min(self.penalty_up * rho_hat, self.rho_max)
         else:
             loop["accepted"] = loop.get("accepted", 0) + 1
+            loop["rejected_streak"] = 0
             loop["anderson_steps"] = loop.get("anderson_steps", 0) + (chosen == "anderson")
             if self.adaptive_penalty:
                 rho_hat = max(rho_hat / self.penalty_down, self.rho_min)
