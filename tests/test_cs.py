@@ -276,6 +276,7 @@ def test_cs_falls_back_to_digits_and_says_so(monkeypatch, tmp_path, capsys):
     records = json.loads((tmp_path / "ck" / "cs_quick.json").read_text())["records"]
     assert set(records) == {"digits/100/ridge", "digits/100/lasso"}
     assert records["digits/100/ridge"]["m"] == 8  # m/n kept: 100/784 of n = 64
+    assert records["digits/100/ridge"]["A"] == "seeded Gaussian, variance 1/m, m=8"
     # a rerun with other settings refuses the results file instead of mixing numbers
     code = main(["cs", "--quick", "--no-progress", "--datasets", "mnist", "--methods", "ridge", "--seed", "1",
                  "--checkpoint-dir", str(tmp_path / "ck")])
@@ -308,3 +309,22 @@ def test_json_output_is_strict_json(tmp_path):
     content = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
     assert content["records"]["mnist/100/al"] == {"psnr": 21.5, "ssim": None, "loss": None, "curve": [1.0, None]}
     assert content["config"]["ratios"] == [1, 4]
+
+
+def test_cs_and_bench_train_share_one_mnist_task(monkeypatch, tmp_path):
+    """One MNIST-CS task: ``cs`` builds its matrix with the function ``bench train``'s data come from."""
+    from validation import cs, train_data
+
+    data = train_data.mnist_cs(m=100, n_train=50, n_val=20, seed=3)
+    A = train_data.mnist_cs_matrix(data["A"].shape[0], data["A"].shape[1], 3)
+    np.testing.assert_array_equal(data["A"], A)
+    np.testing.assert_array_equal(data["X"], A @ data["Y"])
+    seen = []
+    monkeypatch.setattr(cs, "mnist_cs_matrix", lambda m, n, seed: seen.append((m, n, seed)) or A[:m, :n])
+    monkeypatch.setattr(ds, "default_mnist_dir", lambda: str(tmp_path / "absent"))
+    from validation.cli import main
+
+    assert main(["cs", "--quick", "--no-progress", "--datasets", "mnist", "--methods", "ridge", "--seed", "3",
+                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    assert seen == [(8, 64, 3)]
+

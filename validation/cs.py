@@ -2,9 +2,9 @@ r"""``unrelu cs``: the compressed-sensing application of DESIGN §6.
 
 Measurements ``y = A s (+ e)`` of signals ``s ∈ R^n`` with an ``m × n`` sampling matrix ``A``:
 
-* **MNIST** (28×28, ``n = 784``), ``m ∈ {25, 50, 100, 200}``, ``A`` Gaussian with orthonormal
-  rows (seeded); without the MNIST files, scikit-learn's 8×8 digits at the same ratios ``m/n``
-  (said in the output).
+* **MNIST** (28×28, ``n = 784``), ``m ∈ {25, 50, 100, 200}``, ``A`` Gaussian with variance ``1/m``
+  (seeded; :func:`validation.train_data.mnist_cs_matrix`, the task of ``bench train`` too); without
+  the MNIST files, scikit-learn's 8×8 digits at the same ratios ``m/n`` (said in the output).
 * **Natural images**, block CS on 33×33 blocks (``n = 1089``) at ratios 1, 4, 10, 25, 40 %, with
   the ISTA-Net matrices ``phi_0_{R}_1089.mat`` when present. Training blocks come from
   ``skimage.data`` photographs (not ``camera``, which is Set11's cameraman); the test set is Set11,
@@ -62,6 +62,7 @@ from solvers.methods.al_trainer import DEFAULT_MU
 from validation import datasets as ds
 from validation import options
 from validation.baselines.linear import SparseRecovery, fit_ridge
+from validation.train_data import mnist_cs_matrix
 
 __all__ = ["SETTINGS", "METHODS", "psnr", "ssim", "dct_basis",
            "run_experiment", "format_tables", "add_parser"]
@@ -300,6 +301,7 @@ def run_experiment(args, out=print) -> Store:
     config = {"setting": "quick" if args.quick else "full", "seed": args.seed, "noise": args.noise,
               "budget_mnist": setting["budget_mnist"], "budget_images": setting["budget_images"],
               "mnist_dir": args.mnist_dir, "set11_dir": args.set11_dir, "phi_dir": args.phi_dir,
+              "mnist_matrix": "gaussian 1/m (train_data.mnist_cs_matrix)",
               "al_rho": args.al_rho, "al_mu": DEFAULT_MU, "lasso_solver": args.lasso_solver, "smooth": args.smooth,
               "values": setting}
     config = json.loads(json.dumps(config))  # tuples -> lists, as they come back from the file
@@ -321,8 +323,8 @@ def run_experiment(args, out=print) -> Store:
         train, val = data.train[:-n_val], data.train[-n_val:]
         for m in setting["mnist_ms"]:
             m_eff = m if data.n == 784 else max(1, int(round(m * data.n / 784)))
-            A = ds.gaussian_orthonormal(m_eff, data.n, np.random.default_rng([args.seed, m]))
-            tasks.append((Task(data.name, m, A, f"seeded Gaussian with orthonormal rows, m={m_eff}", train, val, None),
+            A = mnist_cs_matrix(m_eff, data.n, args.seed)
+            tasks.append((Task(data.name, m, A, f"seeded Gaussian, variance 1/m, m={m_eff}", train, val, None),
                           Evaluator("mnist", data, rng, args.noise, False), setting["mnist_hidden"],
                           setting["budget_mnist"]))
     if "images" in datasets:

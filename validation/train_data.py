@@ -30,9 +30,18 @@ def teacher_student(N: int = 2000, N_val: int = 1000, *, n0: int = 10, teacher_h
     return {"X": X[:, :N], "Y": Y[:, :N], "X_val": X[:, N:], "Y_val": Y[:, N:], "name": "teacher-student"}
 
 
+def mnist_cs_matrix(m: int, n: int, seed: int = 0) -> np.ndarray:
+    """The sampling matrix of the MNIST compressed-sensing task of both ``unrelu cs`` and ``bench train``.
+
+    Gaussian ``m × n`` with entries of variance ``1/m`` (DESIGN §6: ``A`` Gaussian), seeded by ``(seed, m)``
+    so that every ``m`` of one seed has its own matrix.
+    """
+    return np.random.default_rng([seed, m]).normal(0.0, 1.0 / np.sqrt(m), size=(m, n))
+
+
 def mnist_cs(m: int = 100, n_train: int = 8000, n_val: int = 2000, *, seed: int = 0,
              directory: str | None = None) -> dict:
-    """Compressed-sensing pairs ``(y = A s, s)``; ``A`` Gaussian ``m × n`` with variance ``1/m``.
+    """Compressed-sensing pairs ``(y = A s, s)``; ``A`` is :func:`mnist_cs_matrix` (the task of ``unrelu cs`` too).
 
     The images come from :func:`validation.datasets.load_mnist`: the first ``n_train`` of the
     t10k split train, the last ``n_val`` validate. Without the MNIST folder, scikit-learn's 8×8
@@ -44,8 +53,7 @@ def mnist_cs(m: int = 100, n_train: int = 8000, n_val: int = 2000, *, seed: int 
     if data.fallback:
         m = min(m, data.n // 2)
         note = f"{data.source}: using sklearn 8x8 digits (n=64, m={m}) instead of MNIST"
-    rng = np.random.default_rng(seed)
-    A = rng.normal(0.0, 1.0 / np.sqrt(m), size=(m, train.shape[1]))
+    A = mnist_cs_matrix(m, train.shape[1], seed)
     return {"X": A @ train.T, "Y": train.T.copy(), "X_val": A @ val.T, "Y_val": val.T.copy(), "A": A,
             "name": "mnist-cs" if not note else "digits-cs", "note": note}
 
