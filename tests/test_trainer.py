@@ -213,7 +213,7 @@ def test_restarted_mode_rejects_a_bad_sweep(monkeypatch):
     """The safeguard: a sweep whose weights raise the objective (here: NaN) is not taken; rho goes up."""
     X, Y = _tiny()
     _poison_sweeps(monkeypatch, 7)
-    result = ALTrainer((4,), max_iters=12).fit(X, Y)
+    result = ALTrainer((4,), max_iters=12, nonmonotone=1).fit(X, Y)
     assert result.stop_reason == "max_iters"
     assert result.extras["accepted"] + result.extras["rejected"] == 12 and result.extras["rejected"] >= 6
     rhos = [row["rho"] for row in result.history]
@@ -240,10 +240,29 @@ def test_restarted_mode_stops_when_stalled_at_rho_max(monkeypatch):
         X, Y).stop_reason == "max_iters"
 
 
+def test_restarted_mode_nonmonotone_rule():
+    """The reference of the default rule is the largest objective of the last 20 accepted iterates: that maximum
+    never rises, single steps may; ``nonmonotone=1`` is the monotone rule."""
+    X, Y = _tiny()
+    result = ALTrainer((4,), max_iters=80).fit(X, Y)
+    objectives = [row["objective"] for row in result.history]
+    accepted = [objectives[0]]  # objectives of the accepted iterates (a rejected step repeats the last one)
+    for before, after in zip(objectives, objectives[1:]):
+        assert after <= max(accepted[-20:]) + 1e-15
+        if after != before:
+            accepted.append(after)
+    assert any(np.diff(objectives) > 0)  # on this tiny net the rule does take rising steps
+    assert max(objectives[-20:]) <= max(objectives[:20])
+    monotone = ALTrainer((4,), max_iters=80, nonmonotone=1).fit(X, Y)
+    assert all(np.diff([row["objective"] for row in monotone.history]) <= 0)
+    with pytest.raises(ProblemError, match="nonmonotone"):
+        ALTrainer((4,), nonmonotone=0)
+
+
 def test_restarted_mode_objective_never_rises_and_anderson_steps_are_taken():
     data = teacher_student(N=300, N_val=50, n0=5, teacher_hidden=(8,), seed=2)
-    result = ALTrainer((16,), max_iters=60, seed=1, anderson=5, relaxation=1.5, keep_state=True).fit(
-        data["X"], data["Y"])
+    result = ALTrainer((16,), max_iters=60, seed=1, anderson=5, relaxation=1.5, keep_state=True,
+                       nonmonotone=1).fit(data["X"], data["Y"])
     objectives = [row["objective"] for row in result.history]
     assert all(np.diff(objectives) <= 0)
     assert result.extras["anderson_steps"] > 0

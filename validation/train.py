@@ -143,7 +143,7 @@ def run(args) -> int:
     trainer = ALTrainer(hidden, mode=args.mode, backend=args.backend, seed=args.seed, max_iters=args.iters,
                         time_budget=args.time_budget, checkpoint=args.checkpoint or None, mu=args.mu,
                         checkpoint_every=args.checkpoint_every, tol=args.tol, rho=args.rho, sweeps=args.sweeps,
-                        anderson=args.anderson or None, dtype=args.dtype,
+                        anderson=args.anderson or None, nonmonotone=args.nonmonotone, dtype=args.dtype,
                         threads=args.threads, engine=args.engine, batch_size=args.batch_size,
                         progress=None if not args.quiet else False)
     n0, nL = data["X"].shape[0], data["Y"].shape[0]
@@ -208,6 +208,9 @@ def add_parser(subparsers) -> None:
                         help="initial penalty relative to the loss scale (default 1 restarted, 10 exact)")
     parser.add_argument("--anderson", type=options.nonnegative_int, default=0,
                         help="memory of Anderson acceleration of the weights, restarted mode (default 0 = off)")
+    parser.add_argument("--nonmonotone", type=options.positive_int, default=20, metavar="M",
+                        help="restarted mode, full batch: accept a step whose objective is at most the largest of "
+                             "the last M accepted iterates (default 20; 1 = never let the objective rise)")
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="floating type of the data and AL state: float32 needs the fused sweep (default float32 "
                              "in restarted mode with the fused sweep, float64 otherwise)")
