@@ -225,7 +225,7 @@ def format_tables(rows, timings, settings: str = "") -> str:
         lines.append([r["problem"], r["method"], _fmt(r.get("seconds"), ".1f"), str(r.get("iterations", "-")),
                       _fmt(r.get("train_loss"), ".4g"), _fmt(r.get("val_loss"), ".4g"), _fmt(ratio, ".3g"),
                       _fmt(r.get("train_psnr"), ".2f"), _fmt(r.get("val_psnr"), ".2f"),
-                      _fmt(r.get("train_acc"), ".3f"), _fmt(r.get("val_acc"), ".3f")])
+                      _fmt(r.get("train_acc"), ".4f"), _fmt(r.get("val_acc"), ".4f")])
     out = ([settings] if settings else []) + _table(header, lines) + [""]
     header = ["problem", "AL sweep s", "AL iteration s", "torch fwd+bwd s", "sweep/fwd+bwd", "iteration/fwd+bwd",
               "AL peak MB (25 it.)", "state MB", "Anderson MB", "2x state + data + Anderson MB"]
@@ -244,7 +244,7 @@ def format_ablation(rows) -> str:
     header = ["problem", "variant", "iters", "s/iter", "train loss", "val loss", "PSNR val", "acc val", "stop"]
     lines = [[r["problem"], r["variant"], str(r["iterations"]), _fmt(r["s_per_iteration"], ".3g"),
               _fmt(r.get("train_loss"), ".4g"), _fmt(r.get("val_loss"), ".4g"), _fmt(r.get("val_psnr"), ".2f"),
-              _fmt(r.get("val_acc"), ".3f"), r["stop"]] for r in rows]
+              _fmt(r.get("val_acc"), ".4f"), r["stop"]] for r in rows]
     return "\n".join(_table(header, lines))
 
 
