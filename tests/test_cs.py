@@ -232,6 +232,17 @@ def test_lasso_recovers_sparse_signal_in_a_basis():
 
 
 # ============================================================================ command
+def _rows(store, study="cs_quick") -> dict:
+    """Stored rows of the study by (dataset, ratio, method)."""
+    from validation.runner import read_results
+
+    rows = {}
+    for row in read_results(str(store), study):
+        problem = json.loads(row["problem"])
+        rows[(problem["dataset"], problem["ratio"], row["backend"])] = row
+    return rows
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED, reason="no data folder (set UNRELU_DATA; Set11 needed)")
 def test_cs_quick_end_to_end_and_resume(tmp_path, capsys):
@@ -242,7 +253,7 @@ def test_cs_quick_end_to_end_and_resume(tmp_path, capsys):
                  "--json", str(out_json), "--plot", str(plots)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "== mnist" in text and "== images" in text and "lasso" in text
+    assert "== mnist" in text and "== images" in text and "lasso" in text and "10 cells run, 0 already" in text
     content = json.loads(out_json.read_text())
     records = content["records"]
     methods = ("al", "al_init", "adam", "ridge", "lasso")
@@ -253,35 +264,84 @@ def test_cs_quick_end_to_end_and_resume(tmp_path, capsys):
         if record["dataset"] == "images":
             assert 0 < record["ssim"] <= 1 and np.isfinite(record["smooth"]["psnr"])
     assert {p.name for p in plots.iterdir()} >= {"cs_mnist_psnr.png", "cs_mnist_examples.png",
-                                                 "cs_images_psnr.png", "cs_images_examples.png"}
-    # a rerun skips every finished cell: nothing is retrained and the numbers are unchanged
+                                                 "cs_images_psnr.png", "cs_images_examples.png",
+                                                 "cs_mnist_100_training.png"}
+    # one row per cell in the runner's store; Adam was given the seconds of the stored AL loop
+    rows = _rows(checkpoint / "cs.sqlite")
+    assert len(rows) == 10 and {row["status"] for row in rows.values()} == {"ok"}
+    for dataset, ratio in (("mnist", 100), ("images", 25)):
+        al_seconds = json.loads(rows[(dataset, ratio, "al")]["details"])["al"]["train_seconds"]
+        assert json.loads(rows[(dataset, ratio, "adam")]["settings"])["al_seconds"] == al_seconds
+        assert records[f"{dataset}/{ratio}/adam"]["budget"] == al_seconds
+    assert not list((checkpoint / "al").glob("*.npz"))  # AL checkpoints go once their cells are stored
+    # a rerun skips every stored cell: nothing is retrained, the rows are untouched, the numbers unchanged
     start = time.perf_counter()
-    assert main(["cs", "--quick", "--no-progress", "--smooth", "--checkpoint-dir", str(checkpoint)]) == 0
+    again_json = tmp_path / "again.json"
+    assert main(["cs", "--quick", "--no-progress", "--smooth", "--checkpoint-dir", str(checkpoint),
+                 "--json", str(again_json)]) == 0
     assert time.perf_counter() - start < 30
-    again = json.loads((checkpoint / "cs_quick.json").read_text())["records"]
-    assert again == records
+    assert "0 cells run, 10 already stored" in capsys.readouterr().out
+    assert _rows(checkpoint / "cs.sqlite") == rows
+    assert json.loads(again_json.read_text()) == content
     # the bar of the quick setting: the AL-trained MLP beats linear ridge recovery on MNIST
     assert records["mnist/100/al"]["psnr"] > records["mnist/100/ridge"]["psnr"]
 
 
-def test_cs_falls_back_to_digits_and_says_so(monkeypatch, tmp_path, capsys):
+@pytest.fixture
+def digits(monkeypatch, tmp_path):
+    """No MNIST folder: ``cs`` falls back to the bundled 8x8 digits."""
+    monkeypatch.setattr(ds, "default_mnist_dir", lambda: str(tmp_path / "absent"))
+
+
+def test_cs_falls_back_to_digits_and_says_so(digits, tmp_path, capsys):
     from validation.cli import main
 
-    monkeypatch.setattr(ds, "default_mnist_dir", lambda: str(tmp_path / "absent"))
+    out_json = tmp_path / "cs.json"
     code = main(["cs", "--quick", "--no-progress", "--datasets", "mnist", "--methods", "ridge,lasso",
-                 "--checkpoint-dir", str(tmp_path / "ck")])
+                 "--checkpoint-dir", str(tmp_path / "ck"), "--json", str(out_json)])
     assert code == 0
     text = capsys.readouterr().out
     assert "FALLBACK" in text and "== digits" in text
-    records = json.loads((tmp_path / "ck" / "cs_quick.json").read_text())["records"]
+    records = json.loads(out_json.read_text())["records"]
     assert set(records) == {"digits/100/ridge", "digits/100/lasso"}
     assert records["digits/100/ridge"]["m"] == 8  # m/n kept: 100/784 of n = 64
     assert records["digits/100/ridge"]["A"] == "seeded Gaussian, variance 1/m, m=8"
-    # a rerun with other settings refuses the results file instead of mixing numbers
+    assert set(_rows(tmp_path / "ck" / "cs.sqlite")) == {("digits", 100, "ridge"), ("digits", 100, "lasso")}
+    # a rerun with other settings refuses the store instead of mixing numbers, and leaves it as it was
+    before = (tmp_path / "ck" / "cs.sqlite").read_bytes()
     code = main(["cs", "--quick", "--no-progress", "--datasets", "mnist", "--methods", "ridge", "--seed", "1",
                  "--checkpoint-dir", str(tmp_path / "ck")])
     assert code == 2
-    assert "other settings" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "other settings" in error and "seed: 0 -> 1" in error and "--fresh" in error
+    assert (tmp_path / "ck" / "cs.sqlite").read_bytes() == before
+
+
+def test_cs_resumes_between_cells_and_fresh_starts_again(digits, tmp_path, capsys):
+    """A run stopped after some cells (here: one that asked only for them) is completed by the next one
+    without recomputing them; --fresh drops the stored cells of the setting."""
+    from validation.cli import main
+
+    arguments = ["cs", "--quick", "--no-progress", "--datasets", "mnist", "--checkpoint-dir", str(tmp_path / "ck")]
+    store = tmp_path / "ck" / "cs.sqlite"
+    assert main([*arguments, "--methods", "ridge"]) == 0
+    assert "1 cells run, 0 already stored" in capsys.readouterr().out
+    ridge = _rows(store)[("digits", 100, "ridge")]
+    assert main([*arguments, "--methods", "ridge,lasso"]) == 0
+    assert "1 cells run, 1 already stored" in capsys.readouterr().out
+    rows = _rows(store)
+    assert set(rows) == {("digits", 100, "ridge"), ("digits", 100, "lasso")}
+    assert rows[("digits", 100, "ridge")] == ridge  # the same row, finished_at included: not recomputed
+    # other --mnist-ms only choose cells: they are added to the same study
+    assert main([*arguments, "--methods", "ridge", "--mnist-ms", "50,100"]) == 0
+    assert "1 cells run, 1 already stored" in capsys.readouterr().out
+    assert len(_rows(store)) == 3
+    assert main([*arguments, "--methods", "ridge", "--fresh"]) == 0
+    assert "dropped 3 stored cs_quick cells" in capsys.readouterr().out
+    rows = _rows(store)
+    assert set(rows) == {("digits", 100, "ridge")} and rows[("digits", 100, "ridge")]["finished_at"] > \
+        ridge["finished_at"]
+    assert rows[("digits", 100, "ridge")]["psnr"] == ridge["psnr"]
 
 
 def test_cs_rejects_unknown_dataset_and_method(tmp_path, capsys):
@@ -295,15 +355,12 @@ def test_cs_rejects_unknown_dataset_and_method(tmp_path, capsys):
 
 def test_json_output_is_strict_json(tmp_path):
     """--json writes NaN and inf as null (strict JSON that any reader accepts), numpy values as numbers."""
-    from types import SimpleNamespace
-
     from validation.cs import write_json
 
-    store = SimpleNamespace(config={"setting": "quick", "ratios": (1, 4)},
-                            records={"mnist/100/al": {"psnr": np.float64(21.5), "ssim": float("nan"),
-                                                      "loss": float("inf"), "curve": np.array([1.0, np.nan])}})
+    records = {"mnist/100/al": {"psnr": np.float64(21.5), "ssim": float("nan"), "loss": float("inf"),
+                                "curve": np.array([1.0, np.nan])}}
     path = tmp_path / "out.json"
-    write_json(str(path), store)
+    write_json(str(path), {"setting": "quick", "ratios": (1, 4)}, records)
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
     content = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
@@ -311,9 +368,10 @@ def test_json_output_is_strict_json(tmp_path):
     assert content["config"]["ratios"] == [1, 4]
 
 
-def test_cs_and_bench_train_share_one_mnist_task(monkeypatch, tmp_path):
+def test_cs_and_bench_train_share_one_mnist_task(digits, monkeypatch, tmp_path):
     """One MNIST-CS task: ``cs`` builds its matrix with the function ``bench train``'s data come from."""
     from validation import cs, train_data
+    from validation.cli import build_parser
 
     data = train_data.mnist_cs(m=100, n_train=50, n_val=20, seed=3)
     A = train_data.mnist_cs_matrix(data["A"].shape[0], data["A"].shape[1], 3)
@@ -321,10 +379,11 @@ def test_cs_and_bench_train_share_one_mnist_task(monkeypatch, tmp_path):
     np.testing.assert_array_equal(data["X"], A @ data["Y"])
     seen = []
     monkeypatch.setattr(cs, "mnist_cs_matrix", lambda m, n, seed: seen.append((m, n, seed)) or A[:m, :n])
-    monkeypatch.setattr(ds, "default_mnist_dir", lambda: str(tmp_path / "absent"))
-    from validation.cli import main
-
-    assert main(["cs", "--quick", "--no-progress", "--datasets", "mnist", "--methods", "ridge", "--seed", "3",
-                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    # the cell as the command builds it, run in this process (the command runs it in a worker process)
+    args = build_parser().parse_args(["cs", "--quick", "--datasets", "mnist", "--methods", "ridge", "--seed", "3"])
+    config, cells, methods = cs.plan(args, out=lambda line: None)
+    assert cells == [("digits", 100)] and methods == ["ridge"]
+    figures = cs.cs_case(cs.cell_case(config, *cells[0], "ridge", str(tmp_path)))
     assert seen == [(8, 64, 3)]
-
+    assert figures["m"] == 8 and np.isfinite(figures["psnr"])
+    assert (tmp_path / "examples" / "quick_digits_100_ridge.npz").exists()

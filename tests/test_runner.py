@@ -17,6 +17,7 @@ from validation.runner import (
     SCHEMA_VERSION,
     Case,
     Study,
+    drop_study,
     read_results,
     run_study,
     trivial_study,
@@ -60,6 +61,25 @@ def test_failures_are_recorded_and_the_study_goes_on(tmp_path):
     assert again.skipped == 8 and again.ran == 0
     assert read_results(store, "fail", exclude_timing=True) == [
         {k: v for k, v in r.items() if k not in ("wall_s", "finished_at", "elapsed_s")} for r in rows]
+
+
+def test_drop_study_runs_it_afresh_and_leaves_the_others(tmp_path):
+    store = str(tmp_path / "s.sqlite")
+    assert read_results(store, "one", missing_ok=True) == [] and drop_study(store, "one") == 0
+    assert not os.path.exists(store)  # nothing to drop: no store created
+    for name in ("one", "two"):
+        run_study(trivial_study(name, 2), store=store, progress=False)
+    assert read_results(store, "three", missing_ok=True) == []
+    first = read_results(store, "one")
+    assert drop_study(store, "one") == 2 and drop_study(store, "one") == 0
+    assert read_results(store, "one", missing_ok=True) == [] and len(read_results(store, "two")) == 2
+    with pytest.raises(ProblemError, match="no study 'one'"):
+        read_results(store, "one")
+    assert run_study(trivial_study("one", 2), store=store, progress=False).ran == 2
+    assert read_results(store, "one", exclude_timing=True) == [
+        {k: v for k, v in r.items() if k not in ("wall_s", "finished_at", "elapsed_s")} for r in first]
+    with pytest.raises(ProblemError, match="letters, digits"):
+        drop_study(store, 'one"; DROP TABLE two; --')
 
 
 @pytest.mark.slow

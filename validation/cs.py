@@ -40,14 +40,39 @@ Metrics: ``skimage.metrics.peak_signal_noise_ratio`` and ``structural_similarity
 ``data_range=1`` on images in ``[0, 1]`` (recoveries clipped to ``[0, 1]``); MNIST PSNR is the mean
 over test digits of the per-digit PSNR; image PSNR/SSIM the mean over Set11 images.
 
-Every finished (dataset, ratio, method) is written at once to ``CHECKPOINT_DIR/cs_SETTING.json``
-(and example recoveries for the plots to ``.npz`` files next to it); a rerun skips finished work,
-and an interrupted AL training resumes from its own ``.npz`` checkpoint.
+Results store
+-------------
+Each (dataset, ratio, method) cell is a case of the study ``cs_quick`` or ``cs_full`` (one per setting),
+run by :func:`validation.runner.run_study` like every other study: in a worker process (``--workers``, or
+on Dask with ``--scheduler``) by :func:`cs_case`, its row written to the SQLite store (``--store``,
+default ``CHECKPOINT_DIR/cs.sqlite``) as soon as it finishes. A rerun skips the stored cells and reads
+their numbers back, so an interrupted run resumes between cells; inside an ``al`` cell, an interrupted
+AL training resumes from its own ``.npz`` checkpoint in ``CHECKPOINT_DIR/al`` (removed once the cell is
+stored). A cell that raised is stored as failed, as in every study, and is run again only after
+``--fresh``. The example recoveries of the plot grid are ``.npz`` files written by each cell to
+``CHECKPOINT_DIR/examples``; nothing is pickled.
+
+Every case carries the whole configuration in its settings (setting name and sizes, seed, noise,
+budgets, data folders, the MNIST matrix, the AL ``rho`` and ``mu``, the LASSO solver, ``--smooth``),
+so other settings give other case ids; and a store whose study already holds cells of another
+configuration is **refused** (with the settings that differ) rather than completed, so that one table
+never mixes numbers from two configurations: rerun with the stored options, drop the study's rows with
+``--fresh``, or write to another ``--store``. ``--datasets``, ``--methods``, ``--mnist-ms`` and
+``--image-ratios`` only choose cells: a later run can add cells to a stored study. The absolute
+``--checkpoint-dir`` a cell writes to is part of its case too (not of the configuration): cells
+stored for another folder are not shown, and are computed again for this one.
+
+The cells run in two phases: first ``al``, ``al_init`` (the AL start, recomputed deterministically
+without an AL run), ``ridge`` and ``lasso``; then ``adam``, whose case carries the seconds the stored AL
+loop used (so a rerun of a stored AL cell gives the same Adam case). ``--json`` is written from the
+store: ``{"config": ..., "records": {"DATASET/RATIO/METHOD": record}}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import glob
 import json
 import os
 import time
@@ -55,16 +80,16 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from formulation.results import ConvergenceWarning, ProblemError
 from solvers.methods.al_trainer import DEFAULT_MU
 from validation import datasets as ds
 from validation import options
 from validation.baselines.linear import SparseRecovery, fit_ridge
+from validation.runner import Case, Study, drop_study, read_results, run_study
 from validation.train_data import mnist_cs_matrix
 
-__all__ = ["SETTINGS", "METHODS", "psnr", "ssim", "dct_basis",
+__all__ = ["SETTINGS", "METHODS", "psnr", "ssim", "dct_basis", "cs_case", "plan", "cell_case",
            "run_experiment", "format_tables", "add_parser"]
 
 #: Methods in table order.
@@ -122,21 +147,28 @@ def dct_basis(side: int) -> np.ndarray:
     return idctn(eye, axes=(1, 2), norm="ortho").reshape(side * side, side * side).T
 
 
-def write_json(path: str, store) -> None:
+def write_json(path: str, config: dict, records: dict) -> None:
     """``--json``: the settings and every record as strict JSON (NaN and inf as null), written atomically."""
-    from validation import options
-
     with options.atomic_open(path, "w") as handle:
-        handle.write(options.json_text({"config": store.config, "records": store.records}, indent=1))
+        handle.write(options.json_text({"config": config, "records": records}, indent=1))
 
 
-# ============================================================================ the experiment
+# ============================================================================ one cell: a case of the study
+#: The case function of the ``cs_quick`` / ``cs_full`` studies.
+CASE_FUNCTION = "validation.cs:cs_case"
+#: Figures of a cell's row: the scalars as columns; everything else of its record (AL and Adam loss histories,
+#: LASSO's choice of kappa, per-image scores, the smoothed scores...) as JSON text in ``details``.
+FIGURES = {"m": "INTEGER", "n": "INTEGER", "A": "TEXT", "psnr": "REAL", "psnr_std": "REAL", "ssim": "REAL",
+           "items": "INTEGER", "train_seconds": "REAL", "recovery_seconds_per_item": "REAL", "details": "TEXT"}
+TIMING = ("train_seconds", "recovery_seconds_per_item")
+#: The results store in ``--checkpoint-dir`` when ``--store`` is not given (one table per setting).
+STORE_NAME = "cs.sqlite"
+
+
 @dataclass
 class Task:
-    """One (dataset, ratio) cell: data, matrix and how to score recoveries."""
+    """The data and matrix of one (dataset, ratio)."""
 
-    dataset: str          # "mnist" (or "digits") / "images"
-    ratio: int            # m for MNIST, percent for images
     A: np.ndarray
     A_source: str
     S_train: np.ndarray   # rows are signals
@@ -148,60 +180,59 @@ def _noise(Y, sigma, rng):
     return Y if sigma <= 0 else Y + sigma * rng.standard_normal(Y.shape)
 
 
-class Store:
-    """The JSON results file of one setting, rewritten atomically after every finished cell."""
+@functools.lru_cache(maxsize=2)
+def _digits_or_mnist(dataset: str, mnist_dir: str | None, n_train: int, n_test: int) -> ds.Dataset:
+    """The data of an MNIST cell, loaded once per process: the bundled digits for a ``digits`` cell (the
+    fallback the command announced), else MNIST (no fallback here: a cell never changes its data)."""
+    if dataset == "digits":
+        return ds.load_digits_fallback()
+    return ds.load_mnist(mnist_dir, n_train=n_train, n_test=n_test, allow_fallback=False)
 
-    def __init__(self, directory: str, setting: str, config: dict):
-        self.directory = directory
-        os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, f"cs_{setting}.json")
-        self.config = config
-        self.records: dict[str, dict] = {}
-        if os.path.exists(self.path):
-            try:
-                with open(self.path) as handle:
-                    content = json.load(handle)
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ProblemError(f"Results file {self.path!r} is unreadable ({exc}); delete it or use another "
-                                   "--checkpoint-dir.") from exc
-            if content.get("config") != config:
-                raise ProblemError(f"Results file {self.path!r} was written with other settings "
-                                   f"({content.get('config')}); use another --checkpoint-dir, or --fresh to "
-                                   "discard it.")
-            self.records = content.get("records", {})
 
-    @staticmethod
-    def key(dataset, ratio, method):
-        return f"{dataset}/{ratio}/{method}"
+def _set11(set11_dir: str | None, names) -> dict[str, np.ndarray]:
+    """The Set11 test images: all of them, or the setting's ``names``."""
+    images = ds.load_set11(set11_dir)
+    if names is not None:
+        missing = [name for name in names if name not in images]
+        if missing:
+            raise ProblemError(f"Set11 folder lacks {missing}; the quick setting tests on them.")
+        images = {name: images[name] for name in names}
+    return images
 
-    def get(self, dataset, ratio, method):
-        return self.records.get(self.key(dataset, ratio, method))
 
-    def put(self, record: dict) -> None:
-        self.records[self.key(record["dataset"], record["ratio"], record["method"])] = record
-        temporary = self.path + ".tmp"
-        with open(temporary, "w") as handle:
-            json.dump({"config": self.config, "records": self.records}, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+@functools.lru_cache(maxsize=1)
+def _image_data(set11_dir: str | None, names: tuple | None, blocks: int, val_blocks: int, seed: int):
+    """Set11 and the training / validation blocks of the image cells, built once per process."""
+    photos = ds.training_photos()
+    block_rng = np.random.default_rng([seed, 33])
+    train = ds.sample_blocks(photos, blocks, block_rng)
+    return _set11(set11_dir, names), train, ds.sample_blocks(photos, val_blocks, block_rng)
 
-    def example_path(self, dataset, ratio, method) -> str:
-        return os.path.join(self.directory, "examples", f"{dataset}_{ratio}_{method.replace('+', '_')}.npz")
 
-    def save_examples(self, dataset, ratio, method, arrays: dict) -> None:
-        path = self.example_path(dataset, ratio, method)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = path + ".tmp.npz"
-        np.savez_compressed(temporary, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
-        os.replace(temporary, path)
+def _task(config: dict, dataset: str, ratio: int) -> tuple[Task, Evaluator, int, float]:
+    """Data, matrix and scorer of one (dataset, ratio), its hidden width and its AL budget."""
+    values, seed = config["values"], config["seed"]
+    if dataset == "images":
+        names = None if values["set11"] is None else tuple(values["set11"])
+        set11, train, val = _image_data(config["set11_dir"], names, values["image_blocks"],
+                                        values["image_val_blocks"], seed)
+        A, source = ds.sampling_matrix(ratio, phi_dir=config["phi_dir"], rng=np.random.default_rng([seed, ratio]))
+        return (Task(A, source, train, val, dct_basis(ds.BLOCK)),
+                Evaluator("images", set11, config["noise"], config["smooth"]), values["image_hidden"],
+                values["budget_images"])
+    data = _digits_or_mnist(dataset, config["mnist_dir"], values["mnist_train"], values["mnist_test"])
+    n_val = max(10, data.train.shape[0] // 10)
+    m = ratio if data.n == 784 else max(1, int(round(ratio * data.n / 784)))  # the ratio m/n of MNIST kept
+    A = mnist_cs_matrix(m, data.n, seed)
+    return (Task(A, f"seeded Gaussian, variance 1/m, m={m}", data.train[:-n_val], data.train[-n_val:], None),
+            Evaluator("mnist", data, config["noise"], False), values["mnist_hidden"], values["budget_mnist"])
 
 
 class Evaluator:
     """Scores a recovery function ``f(Y (N, m)) -> S (N, n)`` on a dataset's test items."""
 
-    def __init__(self, kind: str, data, rng, noise: float, smooth: bool):
-        self.kind, self.data, self.rng, self.noise, self.smooth = kind, data, rng, noise, smooth
+    def __init__(self, kind: str, data, noise: float, smooth: bool):
+        self.kind, self.data, self.noise, self.smooth = kind, data, noise, smooth
 
     # --- MNIST: the test digits are the items
     def mnist(self, task: Task, recover, limit: int | None = None) -> tuple[dict, dict]:
@@ -251,25 +282,38 @@ def _network_recovery(network):
     return lambda Y: network.forward(Y.T).T
 
 
-def _train_al(task: Task, Y, hidden, budget, max_iters, seed, checkpoint, progress, al_options):
+def _al_trainer(config: dict, hidden: int, budget: float | None = None, checkpoint: str | None = None):
+    """The AL trainer of a cell: ``al`` trains it, ``al_init`` takes its start (the same options)."""
     from solvers.methods.al_trainer import ALTrainer
 
-    trainer = ALTrainer(hidden=(hidden,), seed=seed, time_budget=budget, max_iters=max_iters,
-                        checkpoint=checkpoint, progress=progress, **al_options)
+    return ALTrainer(hidden=(hidden,), seed=config["seed"], rho=config["al_rho"], mu=config["al_mu"],
+                     time_budget=budget, max_iters=config["values"]["al_max_iters"], checkpoint=checkpoint,
+                     progress=False)
+
+
+def _train_al(trainer, Y, S) -> tuple:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        result = trainer.fit(Y.T, task.S_train.T)
+        result = trainer.fit(Y.T, S.T)
     wall = time.perf_counter() - start
-    scaler = result.standardizer
-    init = scaler.unscale_network(trainer.initial_network(scaler.x(Y.T), scaler.y(task.S_train.T)))
     info = {"iterations": result.iterations, "stop_reason": result.stop_reason,
             "train_seconds": float(result.final["seconds"]), "wall_seconds": wall,
             "init_train_loss": result.init_train_loss, "final_train_loss": result.final["train_loss"],
             "final_violation": result.final["violation"], "final_kkt": result.final["kkt"],
             "final_rho": result.final["rho"], "resumed": bool(result.extras.get("resumed")),
             "history": _loss_history(result.history)}
-    return result.network, init, info
+    return result.network, info
+
+
+def _al_start(trainer, Y, S):
+    """The AL start in original units, built as :meth:`ALTrainer.fit` builds it: He first layer and ridge
+    output layer on the standardised data (deterministic, so ``al_init`` needs no AL run)."""
+    from solvers.methods.scaling import Standardizer
+
+    X0, T, _, _ = trainer.check_data(Y.T, S.T)
+    scaler = Standardizer.fit(X0, T, trainer.standardize)
+    return scaler.unscale_network(trainer.initial_network(scaler.x(X0), scaler.y(T)))
 
 
 def _loss_history(history) -> list[dict]:
@@ -277,9 +321,114 @@ def _loss_history(history) -> list[dict]:
     return [{"seconds": float(row["seconds"]), "train_loss": float(row["train_loss"])} for row in history]
 
 
-def run_experiment(args, out=print) -> Store:
-    """Run every (dataset, ratio, method) not yet in the results file; return the store of records."""
-    setting = dict(SETTINGS["quick" if args.quick else "full"])
+def al_checkpoint(folder: str, setting: str, dataset: str, ratio: int) -> str:
+    """The AL training checkpoint of a cell (an interrupted ``al`` case resumes from it)."""
+    return os.path.join(folder, "al", f"{setting}_{dataset}_{ratio}.npz")
+
+
+def example_path(folder: str, setting: str, dataset: str, ratio: int, method: str) -> str:
+    """The example recoveries of a cell, for the plot grid."""
+    return os.path.join(folder, "examples", f"{setting}_{dataset}_{ratio}_{method}.npz")
+
+
+def cs_case(case: Case) -> dict:
+    """Run one (dataset, ratio, method) cell: fit the method, recover the test items and score them.
+
+    ``case.problem`` is ``{"dataset", "ratio"}`` and ``case.backend`` the method; ``case.settings`` holds
+    ``config`` (everything that determines the numbers), ``folder`` (where the example recoveries, an
+    ``.npz`` per cell, and the AL checkpoints go) and, for ``adam``, ``al_seconds``. Returns the row's
+    :data:`FIGURES`.
+    """
+    config, folder = case.settings["config"], case.settings["folder"]
+    dataset, ratio, method = case.problem["dataset"], int(case.problem["ratio"]), case.backend
+    if method not in METHODS:
+        raise ProblemError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    task, evaluator, hidden, budget = _task(config, dataset, ratio)
+    seed, noise = config["seed"], config["noise"]
+    Y_train = _noise(task.S_train @ task.A.T, noise, np.random.default_rng([seed, 7]))
+    Y_val = _noise(task.S_val @ task.A.T, noise, np.random.default_rng([seed, 8]))
+    record = {"m": int(task.A.shape[0]), "n": int(task.A.shape[1]), "A": task.A_source}
+    limit, names = None, None
+    if method == "al":
+        trainer = _al_trainer(config, hidden, budget, al_checkpoint(folder, config["setting"], dataset, ratio))
+        network, info = _train_al(trainer, Y_train, task.S_train)
+        record.update(hidden=hidden, budget=budget, train_seconds=info["wall_seconds"], al=info)
+        recover = _network_recovery(network)
+    elif method == "al_init":
+        record.update(hidden=hidden, train_seconds=0.0, note="He first layer, ridge output layer (the AL start)")
+        recover = _network_recovery(_al_start(_al_trainer(config, hidden), Y_train, task.S_train))
+    elif method == "adam":
+        from validation.baselines.adam import train_adam
+
+        # equal time after the shared start: the seconds the stored AL loop used (its initialisation, which
+        # Adam recomputes identically and is not charged for either, excluded)
+        adam_budget = float(case.settings["al_seconds"])
+        start = time.perf_counter()
+        trained = train_adam(Y_train.T, task.S_train.T, hidden=(hidden,), seed=seed, time_budget=adam_budget,
+                             record_every=min(0.5, adam_budget / 100),
+                             weight_decay=config["al_mu"])  # the AL trainer's objective
+        record.update(hidden=hidden, budget=adam_budget, train_seconds=time.perf_counter() - start,
+                      epochs=trained["epochs"], history=_loss_history(trained["history"]))
+        recover = _network_recovery(trained["network"])
+    elif method == "ridge":
+        start = time.perf_counter()
+        model, alpha = fit_ridge(Y_train, task.S_train, Y_val, task.S_val, config["values"]["ridge_grid"])
+        record.update(train_seconds=time.perf_counter() - start, alpha=alpha)
+        recover = model.predict
+    else:  # lasso
+        values = config["values"]
+        solver = SparseRecovery(task.A, task.basis, solver=config["lasso_solver"])
+        start = time.perf_counter()
+        count = values["lasso_mnist_val"] if evaluator.kind == "mnist" else values["lasso_image_val"]
+        errors = {}
+        for kappa in values["lasso_kappas"]:
+            R = np.array([solver.recover(y, kappa) for y in Y_val[:count]])
+            errors[kappa] = float(np.mean((np.clip(R, 0, 1) - task.S_val[:count]) ** 2))
+        kappa = min(errors, key=errors.get)
+        record.update(train_seconds=time.perf_counter() - start, kappa=kappa, validation_mse=errors,
+                      basis="DCT" if task.basis is not None else "pixel", solver=config["lasso_solver"],
+                      validation_items=count)
+
+        def recover(Y, kappa=kappa, solver=solver):
+            return np.array([solver.recover(y, kappa) for y in Y])
+
+        if evaluator.kind == "mnist":
+            limit = values["lasso_mnist_test"]
+        else:
+            names = [k for k in values["lasso_images"] if k in evaluator.data] or list(evaluator.data)[:1]
+    if evaluator.kind == "mnist":
+        scores, examples = evaluator.mnist(task, recover, limit)
+    else:
+        scores, examples = evaluator.images(task, recover, names)
+    record.update(scores)
+    path = example_path(folder, config["setting"], dataset, ratio, method)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with options.atomic_open(path, "wb") as handle:
+        np.savez_compressed(handle, **{k: np.asarray(v, dtype=np.float32) for k, v in examples.items()})
+    figures = {name: record.pop(name, None) for name in FIGURES if name != "details"}
+    figures["details"] = options.json_text(record)
+    return figures
+
+
+def _record(row: dict) -> dict:
+    """The record of a stored cell (the ``--json`` layout): dataset, ratio, method, figures and details."""
+    problem = json.loads(row["problem"])
+    record = {"dataset": problem["dataset"], "ratio": problem["ratio"], "method": row["backend"]}
+    record.update((name, row[name]) for name in FIGURES if name != "details" and row[name] is not None)
+    record.update(json.loads(row["details"]))
+    return record
+
+
+# ============================================================================ the study
+def plan(args, out=print) -> tuple[dict, list[tuple[str, int]], list[str]]:
+    """The checked command line as ``(config, cells, methods)``: the configuration every case carries, the
+    (dataset, ratio) cells in table order (``digits`` for MNIST's fallback, announced here) and the methods.
+
+    ``--mnist-ms`` and ``--image-ratios`` choose cells, as ``--datasets`` and ``--methods`` do; they are not
+    part of the configuration, so that more ratios can be added to a stored study.
+    """
+    name = "quick" if args.quick else "full"
+    setting = dict(SETTINGS[name])
     if args.budget is not None:
         setting["budget_mnist"] = setting["budget_images"] = float(args.budget)
     for option, key in ((args.mnist_ms, "mnist_ms"), (args.image_ratios, "image_ratios")):
@@ -289,144 +438,124 @@ def run_experiment(args, out=print) -> Store:
                 raise ProblemError(f"--image-ratios must be among {sorted(ds.PHI_ROWS)} (percent), got "
                                    f"{','.join(map(str, option))!r}.")
     datasets = args.datasets.split(",")
-    for name in datasets:
-        if name not in ("mnist", "images"):
-            raise ProblemError(f"Unknown dataset {name!r}; choose from mnist, images (comma-separated).")
+    for dataset in datasets:
+        if dataset not in ("mnist", "images"):
+            raise ProblemError(f"Unknown dataset {dataset!r}; choose from mnist, images (comma-separated).")
     methods = args.methods.split(",")
-    for name in methods:
-        if name not in METHODS:
-            raise ProblemError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}.")
+    for method in methods:
+        if method not in METHODS:
+            raise ProblemError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
     if "adam" in methods and "al" not in methods:
         raise ProblemError("`adam` is trained for the wall time of the AL run; include `al` in --methods.")
-    config = {"setting": "quick" if args.quick else "full", "seed": args.seed, "noise": args.noise,
-              "budget_mnist": setting["budget_mnist"], "budget_images": setting["budget_images"],
-              "mnist_dir": args.mnist_dir, "set11_dir": args.set11_dir, "phi_dir": args.phi_dir,
-              "mnist_matrix": "gaussian 1/m (train_data.mnist_cs_matrix)",
-              "al_rho": args.al_rho, "al_mu": DEFAULT_MU, "lasso_solver": args.lasso_solver, "smooth": args.smooth,
-              "values": setting}
-    config = json.loads(json.dumps(config))  # tuples -> lists, as they come back from the file
-    checkpoint_dir = args.checkpoint_dir
-    if args.fresh:
-        stale = os.path.join(checkpoint_dir, f"cs_{config['setting']}.json")
-        if os.path.exists(stale):
-            os.remove(stale)
-    store = Store(checkpoint_dir, config["setting"], config)
-    rng = np.random.default_rng(args.seed)
-    al_options = {"rho": args.al_rho}
-    progress = None if not args.no_progress else False
 
-    tasks = []
+    def folder(path):  # absolute: a case may run in a process with another working folder
+        return None if path is None else os.path.abspath(path)
+
+    config = {"setting": name, "seed": args.seed, "noise": args.noise, "mnist_dir": folder(args.mnist_dir),
+              "set11_dir": folder(args.set11_dir), "phi_dir": folder(args.phi_dir),
+              "mnist_matrix": "gaussian 1/m (train_data.mnist_cs_matrix)", "al_rho": args.al_rho,
+              "al_mu": DEFAULT_MU, "lasso_solver": args.lasso_solver, "smooth": args.smooth,
+              "values": {k: v for k, v in setting.items() if k not in ("mnist_ms", "image_ratios")}}
+    config = json.loads(json.dumps(config))  # tuples -> lists, as they come back from the store
+    cells = []
     if "mnist" in datasets:
         data = ds.load_mnist(args.mnist_dir, n_train=setting["mnist_train"], n_test=setting["mnist_test"])
         out(f"[mnist] {data.source}")
-        n_val = max(10, data.train.shape[0] // 10)
-        train, val = data.train[:-n_val], data.train[-n_val:]
-        for m in setting["mnist_ms"]:
-            m_eff = m if data.n == 784 else max(1, int(round(m * data.n / 784)))
-            A = mnist_cs_matrix(m_eff, data.n, args.seed)
-            tasks.append((Task(data.name, m, A, f"seeded Gaussian, variance 1/m, m={m_eff}", train, val, None),
-                          Evaluator("mnist", data, rng, args.noise, False), setting["mnist_hidden"],
-                          setting["budget_mnist"]))
+        cells += [(data.name, m) for m in setting["mnist_ms"]]
     if "images" in datasets:
-        set11 = ds.load_set11(args.set11_dir)
-        if setting["set11"] is not None:
-            missing = [k for k in setting["set11"] if k not in set11]
-            if missing:
-                raise ProblemError(f"Set11 folder lacks {missing}; the quick setting tests on them.")
-            set11 = {k: set11[k] for k in setting["set11"]}
+        set11 = _set11(config["set11_dir"], setting["set11"])
         out(f"[images] test: Set11 {sorted(set11)}; train: {setting['image_blocks']} random 33x33 blocks of "
             f"skimage.data {', '.join(ds.TRAINING_PHOTOS)} (camera excluded)")
-        photos = ds.training_photos()
-        block_rng = np.random.default_rng([args.seed, 33])
-        train = ds.sample_blocks(photos, setting["image_blocks"], block_rng)
-        val = ds.sample_blocks(photos, setting["image_val_blocks"], block_rng)
-        basis = dct_basis(ds.BLOCK)
-        for ratio in setting["image_ratios"]:
-            A, source = ds.sampling_matrix(ratio, phi_dir=args.phi_dir, rng=np.random.default_rng([args.seed, ratio]))
-            tasks.append((Task("images", ratio, A, source, train, val, basis),
-                          Evaluator("images", set11, rng, args.noise, args.smooth), setting["image_hidden"],
-                          setting["budget_images"]))
+        cells += [("images", ratio) for ratio in setting["image_ratios"]]
+    return config, cells, methods
 
-    cells = [(task, evaluator, hidden, budget, method) for task, evaluator, hidden, budget in tasks
-             for method in METHODS if method in methods]
-    bar = tqdm(cells, desc="cs", unit="cell", disable=None if progress is None else True)
-    for task, evaluator, hidden, budget, method in bar:
-        bar.set_postfix_str(f"{task.dataset} {task.ratio} {method}")
-        if store.get(task.dataset, task.ratio, method) is not None:
+
+def cell_case(config: dict, dataset: str, ratio: int, method: str, folder: str, **extra) -> Case:
+    """The case of one (dataset, ratio, method) cell (``extra``: ``al_seconds`` for ``adam``)."""
+    return Case(problem={"dataset": dataset, "ratio": int(ratio)}, backend=method,
+                settings={"config": config, "folder": os.path.abspath(folder), **extra}, seed=config["seed"])
+
+
+def _refuse_other_settings(store: str, study: str, config: dict) -> None:
+    """Refuse a store whose study holds cells computed with another configuration: a table never mixes two."""
+    for row in read_results(store, study, missing_ok=True):
+        stored = json.loads(row["settings"])["config"]
+        if stored == config:
             continue
-        record = {"dataset": task.dataset, "ratio": task.ratio, "method": method, "m": int(task.A.shape[0]),
-                  "n": int(task.A.shape[1]), "A": task.A_source}
-        Y_train = _noise(task.S_train @ task.A.T, args.noise, np.random.default_rng([args.seed, 7]))
-        Y_val = _noise(task.S_val @ task.A.T, args.noise, np.random.default_rng([args.seed, 8]))
-        limit, names, recover = None, None, None
-        if method in ("al", "al_init"):
-            checkpoint = os.path.join(checkpoint_dir, "al", f"{config['setting']}_{task.dataset}_{task.ratio}.npz")
-            network, init, info = _train_al(task, Y_train, hidden, budget, setting["al_max_iters"], args.seed,
-                                            checkpoint, progress,
-                                            al_options)
-            init_record = dict(record, method="al_init", hidden=hidden, train_seconds=0.0,
-                               note="He first layer, ridge output layer (the AL start)")
-            record.update(hidden=hidden, budget=budget, train_seconds=info["wall_seconds"], al=info)
-            # score both networks now; al_init is stored too so that al need not retrain for it
-            for rec, net in ((record, network), (init_record, init)):
-                if rec["method"] not in methods or store.get(task.dataset, task.ratio, rec["method"]) is not None:
-                    continue
-                _score_and_store(store, evaluator, task, rec, _network_recovery(net), None, None)
-            if os.path.exists(checkpoint) and store.get(task.dataset, task.ratio, "al") is not None:
-                os.remove(checkpoint)  # the AL state (GBs for wide layers) is no longer needed once scored
+        changed = [f"{key}: {stored.get(key)!r} -> {config.get(key)!r}" for key in sorted(set(stored) | set(config))
+                   if key != "values" and stored.get(key) != config.get(key)]
+        old, new = stored.get("values", {}), config["values"]
+        changed += [f"values.{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+                    if old.get(key) != new.get(key)]
+        raise ProblemError(f"Results store {store!r} holds {study} cells computed with other settings "
+                           f"({'; '.join(changed)}); one table never mixes two configurations. Rerun with the "
+                           f"stored options, pass --fresh to drop the stored {study} cells, or give another --store "
+                           "(or --checkpoint-dir).")
+
+
+@dataclass
+class Outcome:
+    """What :func:`run_experiment` leaves: the records of the finished cells and what did not finish."""
+
+    config: dict
+    records: dict          # "dataset/ratio/method" -> record, the --json layout
+    failed: list[str]      # one line per cell stored as failed, or not run
+    ran: int               # cells run now
+    stored: int            # cells found in the store
+    store: str
+
+
+def run_experiment(args, out=print) -> Outcome:
+    """Run every cell of the command line that is not in the store, as cases of the study ``cs_SETTING``:
+    first ``al``, ``al_init``, ``ridge`` and ``lasso``, then ``adam`` for the seconds each stored AL loop used.
+    ``args.store`` and ``args.checkpoint_dir`` are the checked paths."""
+    config, cells, methods = plan(args, out)
+    study, folder, setting = f"cs_{config['setting']}", args.checkpoint_dir, config["setting"]
+    if args.fresh:
+        dropped = drop_study(args.store, study)
+        for path in glob.glob(os.path.join(folder, "al", f"{setting}_*.npz")):
+            os.remove(path)  # AL checkpoints of dropped cells: never resumed by other settings
+        out(f"--fresh: dropped {dropped} stored {study} cells")
+    _refuse_other_settings(args.store, study, config)
+
+    def run(cases):
+        return run_study(Study(study, cases, CASE_FUNCTION, FIGURES, TIMING), store=args.store,
+                         workers=args.workers, scheduler=args.scheduler, progress=False if args.no_progress else None)
+
+    cases = [cell_case(config, dataset, ratio, method, folder) for dataset, ratio in cells
+             for method in methods if method != "adam"]
+    summaries, first = [run(cases)], len(cases)
+    rows = {row["case_id"]: row for row in read_results(args.store, study)}
+    failed = []
+    for dataset, ratio in cells if "al" in methods else []:
+        al = rows.get(cell_case(config, dataset, ratio, "al", folder).case_id)
+        if al is None or al["status"] != "ok":
+            if "adam" in methods:
+                failed.append(f"adam {dataset} {ratio}: not run, its AL cell has no result")
             continue
-        if method == "adam":
-            from validation.baselines.adam import train_adam
-
-            al_record = store.get(task.dataset, task.ratio, "al")
-            # equal time after the shared start: the AL loop's seconds (its initialisation, which Adam
-            # recomputes identically and is not charged for either, excluded)
-            adam_budget = al_record["al"]["train_seconds"] if al_record else budget
-            start = time.perf_counter()
-            result = train_adam(Y_train.T, task.S_train.T, hidden=(hidden,), seed=args.seed,
-                                time_budget=adam_budget, record_every=min(0.5, adam_budget / 100),
-                                weight_decay=DEFAULT_MU)  # the AL trainer's objective
-            record.update(hidden=hidden, budget=adam_budget, train_seconds=time.perf_counter() - start,
-                          epochs=result["epochs"], history=_loss_history(result["history"]))
-            recover = _network_recovery(result["network"])
-        elif method == "ridge":
-            start = time.perf_counter()
-            model, alpha = fit_ridge(Y_train, task.S_train, Y_val, task.S_val, setting["ridge_grid"])
-            record.update(train_seconds=time.perf_counter() - start, alpha=alpha)
-            recover = model.predict
-        elif method == "lasso":
-            solver = SparseRecovery(task.A, task.basis, solver=args.lasso_solver)
-            start = time.perf_counter()
-            count = setting["lasso_mnist_val"] if evaluator.kind == "mnist" else setting["lasso_image_val"]
-            errors = {}
-            for kappa in setting["lasso_kappas"]:
-                R = np.array([solver.recover(y, kappa) for y in Y_val[:count]])
-                errors[kappa] = float(np.mean((np.clip(R, 0, 1) - task.S_val[:count]) ** 2))
-            kappa = min(errors, key=errors.get)
-            record.update(train_seconds=time.perf_counter() - start, kappa=kappa, validation_mse=errors,
-                          basis="DCT" if task.basis is not None else "pixel", solver=args.lasso_solver,
-                          validation_items=count)
-
-            def recover(Y, kappa=kappa, solver=solver):
-                return np.array([solver.recover(y, kappa) for y in Y])
-
-            if evaluator.kind == "mnist":
-                limit = setting["lasso_mnist_test"]
-            else:
-                names = [k for k in setting["lasso_images"] if k in evaluator.data] or list(evaluator.data)[:1]
-        _score_and_store(store, evaluator, task, record, recover, limit, names)
-    bar.close()
-    return store
-
-
-def _score_and_store(store, evaluator, task, record, recover, limit, names):
-    if evaluator.kind == "mnist":
-        result, examples = evaluator.mnist(task, recover, limit)
-    else:
-        result, examples = evaluator.images(task, recover, names)
-    record.update(result)
-    store.save_examples(task.dataset, task.ratio, record["method"], examples)
-    store.put(record)
+        checkpoint = al_checkpoint(folder, setting, dataset, ratio)
+        if os.path.exists(checkpoint):
+            os.remove(checkpoint)  # the AL state (GBs for wide layers) is no longer needed once stored
+        if "adam" in methods:
+            seconds = json.loads(al["details"])["al"]["train_seconds"]
+            cases.append(cell_case(config, dataset, ratio, "adam", folder, al_seconds=seconds))
+    if len(cases) > first:
+        summaries.append(run(cases))
+    wanted = {case.case_id for case in cases}
+    records = {}
+    for row in read_results(args.store, study):
+        if row["case_id"] not in wanted:
+            continue
+        problem = json.loads(row["problem"])
+        if row["status"] == "ok":
+            record = _record(row)
+            records[f"{record['dataset']}/{record['ratio']}/{record['method']}"] = record
+        else:
+            why = ((row["message"] or "").splitlines() or ["no message"])[-1][:200]
+            failed.append(f"{row['backend']} {problem['dataset']} {problem['ratio']}: {row['status']}: {why} "
+                          "(stored as such; --fresh runs the study again)")
+    ran = sum(summary.ran for summary in summaries)
+    return Outcome(config, records, failed, ran=ran, stored=len(cases) - ran, store=args.store)
 
 
 # ============================================================================ tables and plots
@@ -529,9 +658,9 @@ def training_figures(records: dict, directory: str, svg: bool = False) -> list[s
     return paths
 
 
-def plot(records: dict, store: Store, directory: str, svg: bool = False) -> list[str]:
-    """Example grids, PSNR-vs-ratio curves and the training figures in ``directory`` (PNG, and SVG with
-    ``svg``); returns the paths."""
+def plot(records: dict, config: dict, folder: str, directory: str, svg: bool = False) -> list[str]:
+    """Example grids (from the ``.npz`` files of the cells in ``folder``), PSNR-vs-ratio curves and the
+    training figures in ``directory`` (PNG, and SVG with ``svg``); returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -567,7 +696,7 @@ def plot(records: dict, store: Store, directory: str, svg: bool = False) -> list
             ratio = 100 if 100 in ratios else ratios[len(ratios) // 2]
         loaded = {}
         for method in methods:
-            path = store.example_path(dataset, ratio, method)
+            path = example_path(folder, config["setting"], dataset, ratio, method)
             if os.path.exists(path):
                 with np.load(path, allow_pickle=False) as archive:
                     loaded[method] = {k: archive[k] for k in archive.files}
@@ -575,7 +704,7 @@ def plot(records: dict, store: Store, directory: str, svg: bool = False) -> list
             continue
         if dataset == "images":
             names = [n for n in PLOT_IMAGES if any(n in v for v in loaded.values())]
-            originals = ds.load_set11(store.config["set11_dir"])
+            originals = ds.load_set11(config["set11_dir"])
             size = (2.2 * (len(loaded) + 1), 2.3 * len(names))
             figure, axes = plt.subplots(len(names), len(loaded) + 1, figsize=size, squeeze=False)
             for i, name in enumerate(names):
@@ -612,25 +741,27 @@ def plot(records: dict, store: Store, directory: str, svg: bool = False) -> list
 
 # ============================================================================ CLI
 def run(args) -> int:
-    from validation import options
-
+    """The command: exit code 0, or 1 when a cell is stored as failed (its line says why)."""
     options.check_plot_options(args)
     # every output is checked before any recovery runs, so that finished work is never lost to a bad path
     if args.json:
         args.json = options.output_file(args.json, "--json")
     args.checkpoint_dir = options.output_directory(args.checkpoint_dir, "--checkpoint-dir")
+    args.store = options.output_file(args.store or os.path.join(args.checkpoint_dir, STORE_NAME), "--store")
     start = time.perf_counter()
-    store = run_experiment(args)
-    records = store.records
-    print(format_tables(records))
+    outcome = run_experiment(args)
+    print(format_tables(outcome.records))
+    for line in outcome.failed:
+        print(f"  not in the table: {line}")
     if args.json:
-        write_json(args.json, store)
+        write_json(args.json, outcome.config, outcome.records)
         print(f"results written to {args.json}")
     if args.plot:
-        for path in plot(records, store, args.plot, svg=args.svg):
+        for path in plot(outcome.records, outcome.config, args.checkpoint_dir, args.plot, svg=args.svg):
             print(f"plot written to {path}")
-    print(f"wall time {time.perf_counter() - start:.1f} s")
-    return 0
+    print(f"{outcome.ran} cells run, {outcome.stored} already stored in {outcome.store}; "
+          f"wall time {time.perf_counter() - start:.1f} s")
+    return 1 if outcome.failed else 0
 
 
 def _installed_cvxpy_solver(name: str) -> str:
@@ -676,8 +807,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--smooth", action="store_true", help="add METHOD+smooth rows (TV denoising) for images")
     parser.add_argument("--seed", type=options.seed, default=0)
     parser.add_argument("--checkpoint-dir", default=os.path.join("results", "cs"),
-                        help="results JSON, examples and AL checkpoints; finished cells are skipped on rerun")
-    parser.add_argument("--fresh", action="store_true", help="discard the results file of this setting first")
+                        help=f"the results store ({STORE_NAME}, unless --store), the example recoveries and the AL "
+                             "checkpoints; stored cells are skipped on rerun")
+    parser.add_argument("--store", metavar="PATH", default="",
+                        help=f"SQLite results store (default CHECKPOINT_DIR/{STORE_NAME}; one table per setting, "
+                             "cs_quick and cs_full)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="drop the stored cells of this setting (and its AL checkpoints) first")
+    parser.add_argument("--workers", type=options.positive_int, default=1,
+                        help="cells run at once in local processes (default 1: the AL and Adam budgets are "
+                             "wall-clock seconds, which cells side by side on few cores share)")
+    parser.add_argument("--scheduler", type=options.scheduler_url, metavar="tcp://HOST:PORT", default=None,
+                        help="run the cells on this Dask scheduler instead (its workers must see the data folders "
+                             "and --checkpoint-dir at the same paths)")
     parser.add_argument("--json", default=None, help="also write all results to this JSON file")
     parser.add_argument("--plot", default=None, metavar="DIR",
                         help="write example grids, PSNR-vs-ratio plots and, per trained cell, the training loss of "

@@ -24,8 +24,9 @@ Results store
 Each finished case is written at once to SQLite (WAL mode), one table per study, one row per
 case, in one transaction, by the coordinating process only. Re-running a study skips the cases
 already stored, so a study killed at any point resumes and ends with the same table as an
-uninterrupted run. A store with another schema version, an unknown layout or a damaged file
-raises :class:`~formulation.results.ProblemError` and is never written to.
+uninterrupted run; :func:`drop_study` deletes a study's rows to run it afresh. A store with
+another schema version, an unknown layout or a damaged file raises
+:class:`~formulation.results.ProblemError` and is never written to.
 
 Results are stored as SQLite rows and case specifications as JSON; nothing is pickled to disk.
 """
@@ -64,6 +65,7 @@ __all__ = [
     "RunSummary",
     "run_study",
     "read_results",
+    "drop_study",
     "default_store",
     "execute_case",
     "recorded_warnings",
@@ -412,7 +414,8 @@ def _write_row(connection: sqlite3.Connection, study: Study, index: int, case: C
         connection.execute(f'INSERT OR IGNORE INTO "{study.name}" ({quoted}) VALUES ({placeholders})', values)
 
 
-def read_results(store: str, study_name: str, *, exclude_timing: bool = False) -> list[dict]:
+def read_results(store: str, study_name: str, *, exclude_timing: bool = False,
+                 missing_ok: bool = False) -> list[dict]:
     """All stored rows of ``study_name`` in ``store``, ordered by case index.
 
     Parameters
@@ -420,8 +423,12 @@ def read_results(store: str, study_name: str, *, exclude_timing: bool = False) -
     exclude_timing : bool
         Leave out the timing columns (``wall_s``, ``finished_at`` and the study's timing
         figures), e.g. to compare two runs of the same study.
+    missing_ok : bool
+        No rows (instead of ``ProblemError``) when the store or the study does not exist yet.
     """
     if not os.path.exists(store):
+        if missing_ok:
+            return []
         raise ProblemError(f"No results store at {store!r}; run the study first or pass --store PATH.")
     with open(store, "rb") as handle:
         if handle.read(len(_MAGIC)) != _MAGIC:
@@ -431,12 +438,38 @@ def read_results(store: str, study_name: str, *, exclude_timing: bool = False) -
         _check_existing(connection, store)
         row = connection.execute("SELECT timing FROM studies WHERE name=?", (study_name,)).fetchone()
         if row is None:
+            if missing_ok:
+                return []
             names = [r[0] for r in connection.execute("SELECT name FROM studies")]
             raise ProblemError(f"Store {store!r} has no study {study_name!r}; it has {names or 'none'}.")
         drop = set(BASE_TIMING) | set(json.loads(row[0])) if exclude_timing else set()
         cursor = connection.execute(f'SELECT * FROM "{study_name}" ORDER BY case_index')
         names = [d[0] for d in cursor.description]
         return [{k: v for k, v in zip(names, values) if k not in drop} for values in cursor]
+    finally:
+        connection.close()
+
+
+def drop_study(store: str, study_name: str) -> int:
+    """Delete every row of ``study_name`` from ``store`` (its table and its entry), in one transaction, so
+    that the next run computes every case again (``--fresh``). Other studies in the store are untouched; a
+    store that is damaged or of another schema is refused as by :func:`run_study`. Returns the number of
+    rows dropped (0 when the store or the study does not exist).
+    """
+    if not _NAME.match(study_name):
+        raise ProblemError(f"Study name {study_name!r} must be letters, digits and underscores (a table name).")
+    if not os.path.exists(store):
+        return 0
+    connection = _open_store(store)
+    try:
+        if connection.execute("SELECT 1 FROM studies WHERE name=?", (study_name,)).fetchone() is None:
+            return 0
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            count = connection.execute(f'SELECT COUNT(*) FROM "{study_name}"').fetchone()[0]
+            connection.execute(f'DROP TABLE "{study_name}"')
+            connection.execute("DELETE FROM studies WHERE name=?", (study_name,))
+        return int(count)
     finally:
         connection.close()
 
