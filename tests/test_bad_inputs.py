@@ -431,24 +431,25 @@ def test_verify_of_one_network_reports_progress_on_stderr(folder, capsys):
 def test_bench_skips_cases_above_its_memory_budget_before_building():
     """ECOS on the activation block with slacks at 400 x 16 (a quick size) grew a worker to 19.9 GiB; under the
     quick budget it is skipped with its estimate, and a budget large enough lets a small case run."""
-    from validation.bench import QUICK_MEMORY_BUDGET_GIB, bench_case
+    from validation.bench import QUICK_MEMORY_BUDGET_GIB
     from validation.runner import Case
+    from validation.solver_study import solve_case
 
     budget = {"repeats": 1, "memory_budget": QUICK_MEMORY_BUDGET_GIB * 2**30}
-    skipped = bench_case(Case({"kind": "activation_slacks", "N": 400, "n": 16}, "ECOS", budget, 0))
-    assert skipped["outcome"] == "skipped"
-    assert skipped["note"] == "memory guard: needs about 25.4 GiB by the estimate, above the memory budget (1 GiB)"
-    small = bench_case(Case({"kind": "activation_slacks", "N": 20, "n": 4}, "ECOS", budget, 0))
-    assert small["outcome"] == "optimal" and small["max_abs_err"] < 1e-3
+    skipped = solve_case(Case({"kind": "activation_slacks", "N": 400, "n": 16}, "ECOS", budget, 0))
+    assert skipped["skipped"] == "memory guard: needs about 25.4 GiB by the estimate, above the memory budget (1 GiB)"
+    assert skipped["solve_s"] is None
+    small = solve_case(Case({"kind": "activation_slacks", "N": 20, "n": 4}, "ECOS", budget, 0))
+    assert small["skipped"] is None and small["claimed"] == "optimal" and small["max_abs_err"] < 1e-3
 
 
 def test_compare_solvers_skips_cases_above_its_memory_budget():
-    """The same guard and the same note as bench subproblems: skipped with the estimate, not raised."""
-    from validation.compare_solvers import compare_case
+    """The same guard and the same note for compare-solvers: skipped with the estimate, not raised."""
     from validation.runner import Case
+    from validation.solver_study import solve_case
 
     case = Case({"kind": "slacks", "N": 800, "n": 16, "n_other": 16}, "ECOS", {"memory_budget": 2.0**30}, 0)
-    row = compare_case(case)
+    row = solve_case(case)
     assert row["skipped"] == "memory guard: needs about 16.9 GiB by the estimate, above the memory budget (1 GiB)"
     assert row["success"] is None and row["solve_s"] is None
 

@@ -13,15 +13,14 @@ from formulation.instances import make_subproblem, random_parameters
 from formulation.results import InaccurateSolutionWarning
 from validation.cli import main
 from validation.compare_solvers import (
-    compare_case,
     format_table,
     growth_exponents,
     outcome,
     performance_profile,
-    softmax_reference,
     summary_table,
 )
 from validation.runner import Case, read_results, recorded_warnings
+from validation.solver_study import softmax_reference, solve_case
 
 
 def test_softmax_reference_reaches_a_zero_gradient():
@@ -33,8 +32,8 @@ def test_softmax_reference_reaches_a_zero_gradient():
 
 @pytest.mark.parametrize("backend,kind", [("closed_form", "weights"), ("OSQP", "activation"),
                                           ("CLARABEL", "output_softmax")])
-def test_compare_case_checks_against_the_reference(backend, kind):
-    row = compare_case(Case({"kind": kind, "N": 8, "n": 3, "n_other": 3}, backend, {}, seed=1))
+def test_a_case_checks_against_the_reference(backend, kind):
+    row = solve_case(Case({"kind": kind, "N": 8, "n": 3, "n_other": 3}, backend, {}, seed=1))
     assert row["success"] == 1 and row["claimed"] == "optimal"
     assert row["primal_error"] <= 2e-6 and abs(row["objective_error"]) <= 1e-9
     assert row["unknowns"] > 0 and row["solve_s"] > 0
@@ -44,25 +43,56 @@ def test_inaccurate_solves_reach_the_row_not_the_void():
     # SCS stopped after 5 iterations: CVXPY says optimal_inaccurate, the backend warns, the row records it;
     # CVXPY's own note is passed on to the user
     with pytest.warns(UserWarning, match="may be inaccurate"):
-        row = compare_case(Case({"kind": "slacks", "N": 8, "n": 3}, "SCS", {"max_iters": 5}, seed=1))
+        row = solve_case(Case({"kind": "slacks", "N": 8, "n": 3}, "SCS", {"max_iters": 5}, seed=1))
     assert row["claimed"] == "inaccurate" and row["inaccurate_warning"] == 1
-    clean = compare_case(Case({"kind": "slacks", "N": 8, "n": 3}, "SCS", {}, seed=1))
+    clean = solve_case(Case({"kind": "slacks", "N": 8, "n": 3}, "SCS", {}, seed=1))
     assert clean["claimed"] == "optimal" and clean["inaccurate_warning"] == 0
 
 
-def test_bench_case_writes_warnings_into_its_note(monkeypatch):
-    import validation.bench as bench
+def test_a_case_writes_its_warnings_into_its_note(monkeypatch):
+    import validation.solver_study as engine
 
-    def row_with_warnings(*args):
+    solve = solvers.solve
+
+    def solve_with_warnings(*args, **kwargs):
         warnings.warn("stopped early", InaccurateSolutionWarning, stacklevel=1)
         warnings.warn("stopped early", InaccurateSolutionWarning, stacklevel=1)  # recorded once
         warnings.warn("a solver note", UserWarning, stacklevel=1)
-        return {"status": "inaccurate", "unknowns": 24}
+        return solve(*args, **kwargs)
 
-    monkeypatch.setattr(bench, "bench_one", row_with_warnings)
-    row = bench.bench_case(Case({"kind": "slacks", "N": 8, "n": 3}, "SCS", {"repeats": 1}, seed=1))
-    assert row["outcome"] == "inaccurate"
+    monkeypatch.setattr(engine.solvers, "solve", solve_with_warnings)
+    with pytest.warns(UserWarning, match="a solver note"):  # passed on as well
+        row = solve_case(Case({"kind": "slacks", "N": 8, "n": 3}, "OSQP", {"repeats": 2}, seed=1))
+    assert row["claimed"] == "optimal" and row["inaccurate_warning"] == 1
     assert row["note"] == "InaccurateSolutionWarning: stopped early; UserWarning: a solver note"
+
+
+def test_both_commands_report_the_rows_of_one_engine(tmp_path):
+    """bench subproblems and compare-solvers run the same case function with the same figures; one stored case
+    of (backend, block, size, seed) gives the row of both reports, with the same figures."""
+    from validation import bench, compare_solvers
+    from validation.runner import Study, run_study
+    from validation.solver_study import FIGURES, RUN, TIMING
+
+    compare = compare_solvers.build_study("quick", ["closed_form", "OSQP"], ["slacks"], seeds=1)
+    assert (compare.run, compare.figures, compare.timing) == (RUN, FIGURES, TIMING)
+    source = {name: open(module.__file__).read() for name, module in (("bench", bench), ("compare", compare_solvers))}
+    assert all("run=RUN, figures=FIGURES, timing=TIMING" in text for text in source.values())
+
+    problem = {"kind": "slacks", "N": 20, "n": 4, "n_other": 4}
+    cases = [Case(problem, backend, {"repeats": 2}, seed=5) for backend in ("closed_form", "OSQP")]
+    store = str(tmp_path / "one.sqlite")
+    run_study(Study("one", cases, run=RUN, figures=FIGURES, timing=TIMING), store=store)
+    stored = read_results(store, "one")
+    table = {row["backend"]: row for row in summary_table(stored)}
+    for row in stored:
+        bench_row = bench.report_row(row)
+        assert bench_row["status"] == row["claimed"] == "optimal" and row["success"] == 1
+        assert bench_row["resolve_median_s"] == row["solve_s"] == table[row["backend"]]["median_s"]
+        assert bench_row["max_abs_err"] == row["max_abs_err"] <= 1e-6
+        assert bench_row["resolve_over_build"] == row["solve_s"] / row["build_s"]
+    assert "x closed" in bench.format_table([bench.report_row(row) for row in stored])
+    assert "OSQP" in format_table(summary_table(stored), growth_exponents(stored))
 
 
 def test_recorded_warnings_keep_user_warnings_and_pass_the_others_on():
@@ -118,7 +148,7 @@ def test_a_case_refused_by_the_memory_guard_is_skipped_not_failed(monkeypatch):
     assert needed > 0.8 * 2**16
     rows = []
     for backend in ("OSQP", "closed_form"):
-        figures = compare_case(Case(problem, backend, {}, seed=1))
+        figures = solve_case(Case(problem, backend, {}, seed=1))
         rows.append({**figures, "backend": backend, "seed": 1, "status": "ok", "message": None,
                      "problem": json.dumps(problem, sort_keys=True, separators=(",", ":"))})
     guarded, solved = rows
@@ -166,13 +196,13 @@ def test_command_refuses_an_unknown_block(capsys):
 @pytest.mark.skipif(not {"SCIP", "HIGHS"} <= set(solvers.available_backends()),
                     reason="the MI comparison needs SCIP (reference) and HiGHS (pip install '.[mip]')")
 def test_mixed_integer_cases_are_judged_by_our_checks(monkeypatch):
-    from validation import compare_solvers, verify
+    from validation import solver_study, verify
     from validation.runner import Case
 
     spec = verify.default_specs(2, seed=0)[1]  # an output-bound instance (MILP)
     case = Case(problem={"kind": "mi_bound", "spec": spec}, backend="HIGHS", settings={"time_limit": 30.0},
                 seed=spec["seed"])
-    row = compare_solvers.compare_case(case)
+    row = solver_study.solve_case(case)
     assert row["success"] == 1 and abs(row["objective_error"]) < 1e-8 and row["unknowns"] >= 1
     solve_version = verify.solve_version
 
@@ -183,5 +213,5 @@ def test_mixed_integer_cases_are_judged_by_our_checks(monkeypatch):
         return result
 
     monkeypatch.setattr(verify, "solve_version", claims_optimal_but_is_off)
-    row = compare_solvers.compare_case(case)
+    row = solver_study.solve_case(case)
     assert row["claimed"] == "optimal" and row["success"] == 0

@@ -5,10 +5,12 @@ For each backend x subproblem x size it measures
 * build: constructing the CVXPY model and the first solve (canonicalisation included);
 * re-solve: the median wall time of solves after new parameter values are set;
 * the ratio of re-solve to build, the ratio of re-solve to the closed form on the same
-  instances, and the max abs error of the canonical solution against the closed form.
+  instances, and the max abs error of the canonical solution against the closed form (for the
+  softmax block, which has none, against a damped-Newton reference: both ratio and error).
 
-Cases run through ``validation.runner``: each is stored in SQLite as it finishes (an interrupted
-run resumes), then the CSV is written from the store.
+Each case is ``validation.solver_study.solve_case``, the engine of ``unrelu compare-solvers`` too
+(this table is another report over its figures). Cases run through ``validation.runner``: each is
+stored in SQLite as it finishes (an interrupted run resumes), then the CSV is written from the store.
 """
 
 from __future__ import annotations
@@ -17,16 +19,13 @@ import argparse
 import csv
 import json
 import os
-import statistics
-import time
-
-import numpy as np
 
 import solvers
-from formulation.instances import KINDS, make_subproblem, random_parameters
-from formulation.results import MemoryLimitError, ProblemError, SolverError
+from formulation.instances import KINDS
+from formulation.results import ProblemError
 from validation import options
-from validation.runner import SKIPPED, check_memory_budget, memory_guard_note, recorded_warnings
+from validation.runner import SKIPPED
+from validation.solver_study import FIGURES, RUN, TIMING, memory_budget_bytes
 
 #: (N, n) sizes per ``Subproblem.build_growth``. Blocks whose CVXPY model has no parameter
 #: multiplying a variable (activation in its U = Z*D form, slacks, squared-loss output) go up to
@@ -60,47 +59,6 @@ def _sizes(kind: str, mode: str):
     return SIZES[mode][KINDS[kind].build_growth]
 
 
-def _reference(sub):
-    """Closed form where there is one, else a tight CLARABEL solve (the softmax block)."""
-    if sub.has_closed_form:
-        start = time.perf_counter()
-        values = sub.closed_form()
-        return values, time.perf_counter() - start
-    solution = solvers.solve(sub, "CLARABEL")
-    return solution.values, solution.solve_time
-
-
-def bench_one(kind: str, N: int, n: int, backend: str, repeats: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    row = {"backend": backend, "subproblem": kind, "N": N, "n": n, "note": ""}
-    start = time.perf_counter()
-    sub = make_subproblem(kind, N, n, build_model=backend != "closed_form")
-    sub.set_parameters(**random_parameters(sub, rng))
-    row["unknowns"] = sub.size()
-    solvers.solve(sub, backend)
-    row["build_s"] = time.perf_counter() - start
-    times, reference_times, errors, statuses = [], [], [], set()
-    for _ in range(repeats):
-        sub.set_parameters(**random_parameters(sub, rng))
-        start = time.perf_counter()
-        solution = solvers.solve(sub, backend)
-        times.append(time.perf_counter() - start)
-        statuses.add(solution.termination.value)
-        reference, reference_time = _reference(sub)
-        reference_times.append(reference_time)
-        if solution.found:
-            ours, theirs = sub.canonical(solution.values), sub.canonical(reference)
-            errors.append(max(float(np.max(np.abs(ours[k] - theirs[k]))) for k in theirs))
-        else:
-            errors.append(float("nan"))
-    row["status"] = "/".join(sorted(statuses))
-    row["resolve_median_s"] = statistics.median(times)
-    row["resolve_over_build"] = row["resolve_median_s"] / row["build_s"]
-    row["over_closed_form"] = row["resolve_median_s"] / max(statistics.median(reference_times), 1e-9)
-    row["max_abs_err"] = max(errors)
-    return row
-
-
 def format_table(rows: list[dict]) -> str:
     header = ["backend", "subproblem", "N", "n", "status", "build s", "re-solve s", "re/build",
               "x closed", "max|err|"]
@@ -121,31 +79,26 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-#: Figures of :func:`bench_case` (the table's ``status`` is stored as ``outcome``: the runner's
-#: own ``status`` column says whether the case ran).
-CASE_FIGURES = {"outcome": "TEXT", "unknowns": "INTEGER", "build_s": "REAL", "resolve_median_s": "REAL",
-                "resolve_over_build": "REAL", "over_closed_form": "REAL", "max_abs_err": "REAL", "note": "TEXT"}
-
-
-def bench_case(case) -> dict:
-    """One backend x block x size of the benchmark, as a ``validation.runner`` case."""
-    kind, N, n, backend = case.problem["kind"], case.problem["N"], case.problem["n"], case.backend
-    probe = make_subproblem(kind, 1, 1, build_model=False)
-    chosen = solvers.get_backend(backend)
-    if not chosen.accepts(probe):
-        return {"outcome": SKIPPED, "note": f"{backend} cannot take {probe.requires}"}
-    try:
-        # the expression tree only (cheap); the memory goes to CVXPY's canonicalisation in the first solve
-        check_memory_budget(chosen, case.settings.get("memory_budget"), lambda: make_subproblem(kind, N, n))
-        with recorded_warnings() as caught:  # inaccurate solves and solver notes go to the row's note
-            row = bench_one(kind, N, n, backend, case.settings["repeats"], case.seed)
-    except MemoryLimitError as exc:  # refused before building: above the budget or the available memory
-        return {"outcome": SKIPPED, "note": memory_guard_note(exc)}
-    except (SolverError, MemoryError) as exc:
-        return {"outcome": "error", "note": str(exc).splitlines()[0]}
-    row["outcome"] = row.pop("status")
-    row["note"] = "; ".join(f"{category.__name__}: {message}" for category, message in caught)
-    return {k: row.get(k) for k in CASE_FIGURES}
+def report_row(stored: dict) -> dict:
+    """The table's row of one stored case of :func:`validation.solver_study.solve_case`: ``status`` is the
+    termination the backend claimed, ``skipped`` (with the reason in ``note``), or the runner's ``error`` or
+    ``timeout`` (with the last line of its message)."""
+    problem = json.loads(stored["problem"])
+    row = {"backend": stored["backend"], "subproblem": problem["kind"], "N": problem["N"], "n": problem["n"],
+           "unknowns": stored["unknowns"], "build_s": stored["build_s"], "resolve_median_s": stored["solve_s"],
+           "max_abs_err": stored["max_abs_err"], "note": stored["note"] or ""}
+    if stored["status"] != "ok":
+        row.update(status=stored["status"], note=(stored["message"] or "").splitlines()[-1])
+    elif stored["skipped"]:
+        row.update(status=SKIPPED, note=stored["skipped"])
+    else:
+        row["status"] = stored["claimed"]
+    if row["resolve_median_s"] is not None and row["build_s"]:
+        if row["max_abs_err"] is None:  # it ran, but no point was returned
+            row["max_abs_err"] = float("nan")
+        row["resolve_over_build"] = row["resolve_median_s"] / row["build_s"]
+        row["over_closed_form"] = row["resolve_median_s"] / max(stored["reference_s"], 1e-9)
+    return row
 
 
 def run(args) -> int:
@@ -163,29 +116,18 @@ def run(args) -> int:
     # every output is checked before any case runs, so that a finished benchmark is never lost to a bad path
     args.csv = options.output_file(args.csv, "--csv")
     store = options.output_file(args.store or os.path.splitext(args.csv)[0] + ".sqlite", "--store")
-    budget_gib = args.memory_budget if args.memory_budget is not None else (QUICK_MEMORY_BUDGET_GIB if args.quick
-                                                                            else None)
+    budget = memory_budget_bytes(args, QUICK_MEMORY_BUDGET_GIB)
     settings = {"repeats": args.repeats}
-    if budget_gib is not None:  # part of the case: a case skipped under one budget is run again under another
-        settings["memory_budget"] = float(budget_gib) * 2**30
+    if budget is not None:  # part of the case: a case skipped under one budget is run again under another
+        settings["memory_budget"] = budget
     specs = [(kind, N, n, backend) for kind in kinds for (N, n) in _sizes(kind, mode) for backend in backends]
     cases = [Case({"kind": kind, "N": N, "n": n}, backend, settings, args.seed + index)
              for index, (kind, N, n, backend) in enumerate(specs)]
-    study = Study("bench_subproblems", cases, run="validation.bench:bench_case", figures=CASE_FIGURES)
+    study = Study("bench_subproblems", cases, run=RUN, figures=FIGURES, timing=TIMING)
     summary = run_study(study, store=store, workers=args.workers, scheduler=args.scheduler,
                         case_timeout=args.case_timeout)
     wanted = {case.case_id for case in cases}
-    rows = []
-    for stored in read_results(store, study.name):
-        if stored["case_id"] not in wanted:
-            continue
-        problem = json.loads(stored["problem"])
-        row = {"backend": stored["backend"], "subproblem": problem["kind"], "N": problem["N"], "n": problem["n"],
-               **{k: stored[k] for k in CASE_FIGURES}}
-        row["status"] = row.pop("outcome") if stored["status"] == "ok" else stored["status"]
-        if stored["status"] != "ok":
-            row["note"] = (stored["message"] or "").splitlines()[-1]
-        rows.append(row)
+    rows = [report_row(stored) for stored in read_results(store, study.name) if stored["case_id"] in wanted]
     with options.atomic_open(args.csv, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()

@@ -17,10 +17,11 @@ checks pass. A CVXPY case that the memory guard refuses before building anything
 build memory above ``--memory-budget`` or the available memory) is skipped, with its estimate: it
 is neither a success nor a failure.
 
-Each case builds the model, solves one warm-up instance (this is the build cost, CVXPY's
-canonicalisation included), sets the parameters of the evaluated instance and times that
-re-solve. Cases run through ``validation.runner``: in local worker processes or on a Dask
-cluster, written one row at a time to SQLite, so an interrupted study resumes where it stopped.
+Each case (``validation.solver_study.solve_case``, the same engine as ``unrelu bench subproblems``)
+builds the model, solves one warm-up instance (this is the build cost, CVXPY's canonicalisation
+included), sets the parameters of the evaluated instance and times that re-solve. Cases run through
+``validation.runner``: in local worker processes or on a Dask cluster, written one row at a time to
+SQLite, so an interrupted study resumes where it stopped.
 
 Output: a table per (block, backend) with success rate over the cases run, cases skipped, median
 re-solve time, median ratio to the fastest successful backend on the same instance and the worst
@@ -38,29 +39,16 @@ import math
 import os
 import statistics
 import time
-import warnings
 from collections import defaultdict
 
 import numpy as np
-import scipy.special
 
 import solvers
-from formulation.instances import KINDS, make_subproblem, random_parameters
-from formulation.results import ConvergenceWarning, InaccurateSolutionWarning, MemoryLimitError, ProblemError
+from formulation.instances import KINDS, make_subproblem
+from formulation.results import ProblemError
 from validation import options
-from validation.runner import (
-    SKIPPED,
-    Case,
-    Study,
-    check_memory_budget,
-    memory_guard_note,
-    read_results,
-    recorded_warnings,
-    run_study,
-)
-
-#: Largest violation of the block's bounds that still counts as feasible.
-INFEASIBILITY_TOL = 1e-9
+from validation.runner import SKIPPED, Case, Study, read_results, run_study
+from validation.solver_study import FIGURES, MI_KINDS, RUN, TIMING, memory_budget_bytes
 
 #: (N, n) sizes by size group, growing; ``n_other`` (weights' input / next layer's width) is n.
 SIZES = {
@@ -85,174 +73,10 @@ GROUP = {"linear": "big", "elementwise": "param", "matrix": "param", "exp": "exp
 QUICK_MEMORY_BUDGET_GIB = 1.0
 SEEDS = {"quick": 3, "full": 3}
 
-FIGURES = {
-    "unknowns": "INTEGER",
-    "success": "INTEGER",
-    "claimed": "TEXT",
-    "inaccurate_warning": "INTEGER",
-    "primal_error": "REAL",
-    "objective_error": "REAL",
-    "infeasibility": "REAL",
-    "objective": "REAL",
-    "reference_objective": "REAL",
-    "build_s": "REAL",
-    "solve_s": "REAL",
-    "reference_s": "REAL",
-    # why a case was not run (the memory guard and its estimate: ``runner.memory_guard_note``); NULL when it ran
-    "skipped": "TEXT",
-}
-TIMING = ("build_s", "solve_s", "reference_s")
-
-
-# --------------------------------------------------------------------------- reference
-def softmax_reference(sub, *, tol: float = 1e-11, max_iter: int = 200) -> dict:
-    """Minimiser of the softmax cross-entropy prox by damped Newton, all columns at once.
-
-    The objective is separable over columns and strongly convex (modulus 2); the Hessian of
-    column ``j`` is ``2w (diag(p) − p pᵀ) + 2 I`` with ``p = softmax(z_j)``.
-
-    Raises
-    ------
-    ProblemError
-        If the gradient does not drop below ``tol`` (it always does on valid parameters).
-    """
-    w = sub.parameters["w"]
-    Z = np.array(sub.parameters["Q"], dtype=float)
-    n = Z.shape[0]
-    for _ in range(max_iter):
-        gradient = sub.gradient(Z)
-        if np.max(np.abs(gradient)) < tol:
-            return {"Z": Z}
-        P = scipy.special.softmax(Z, axis=0).T  # (N, n)
-        hessian = 2 * w * (P[:, :, None] * np.eye(n) - P[:, :, None] * P[:, None, :]) + 2 * np.eye(n)
-        step = np.linalg.solve(hessian, gradient.T[:, :, None])[:, :, 0].T
-        # near the minimiser the objective no longer resolves a decrease in floating point; there
-        # a full step that shrinks the gradient is taken, elsewhere the objective is backtracked on
-        if np.max(np.abs(sub.gradient(Z - step))) < np.max(np.abs(gradient)):
-            Z = Z - step
-            continue
-        t, f0 = 1.0, sub.objective({"Z": Z})
-        while sub.objective({"Z": Z - t * step}) > f0 and t > 1e-10:
-            t /= 2
-        Z = Z - t * step
-    if np.max(np.abs(sub.gradient(Z))) < tol:
-        return {"Z": Z}
-    raise ProblemError(f"softmax reference did not converge in {max_iter} Newton steps "
-                       f"(gradient {np.max(np.abs(sub.gradient(Z))):.1e}); check the parameters for inf.")
-
-
-def _reference(sub) -> dict:
-    return sub.closed_form() if sub.has_closed_form else softmax_reference(sub)
-
-
-# --------------------------------------------------------------------------- one case
-def compare_case(case: Case) -> dict:
-    """Run ``case.backend`` on one instance of ``case.problem`` and check it against the reference.
-
-    The rng of ``case.seed`` draws a warm-up instance (solved first: build cost) and then the
-    evaluated instance, so every backend sees the same evaluated instance for a given seed.
-    Mixed-integer cases (``MI_KINDS``) go to :func:`compare_mi_case`.
-    """
-    if case.problem["kind"] in MI_KINDS:
-        return compare_mi_case(case)
-    kind, N, n = case.problem["kind"], int(case.problem["N"]), int(case.problem["n"])
-    rng = np.random.default_rng(case.seed)
-    backend = case.backend
-    settings = dict(case.settings)
-    budget = settings.pop("memory_budget", None)
-    start = time.perf_counter()
-    sub = make_subproblem(kind, N, n, n_other=case.problem.get("n_other"), build_model=backend != "closed_form")
-    try:
-        check_memory_budget(solvers.get_backend(backend), budget, lambda: sub)  # before CVXPY canonicalises
-        with recorded_warnings() as caught:
-            sub.set_parameters(**random_parameters(sub, rng))
-            solvers.solve(sub, backend, **settings)  # the first solve: the guard of the available memory
-            build_s = time.perf_counter() - start
-            sub.set_parameters(**random_parameters(sub, rng))
-            start = time.perf_counter()
-            solution = solvers.solve(sub, backend, **settings)
-            solve_s = time.perf_counter() - start
-    except MemoryLimitError as exc:  # refused before anything was built: skipped, not failed
-        return {**dict.fromkeys(FIGURES), "unknowns": sub.size(), "skipped": memory_guard_note(exc)}
-    inaccurate = _warned_inaccurate(caught)
-    start = time.perf_counter()
-    reference = _reference(sub)
-    reference_s = time.perf_counter() - start
-    f_ref = sub.objective(reference)
-    row = {"unknowns": sub.size(), "claimed": solution.termination.value, "inaccurate_warning": int(inaccurate),
-           "reference_objective": f_ref, "build_s": build_s, "solve_s": solve_s, "reference_s": reference_s,
-           "success": 0, "primal_error": None, "objective_error": None, "infeasibility": None,
-           "objective": None}
-    if not solution.found:
-        return row
-    ours, theirs = sub.canonical(solution.values), sub.canonical(reference)
-    scale = max(1.0, max(float(np.max(np.abs(v))) for v in theirs.values()))
-    primal = max(float(np.max(np.abs(ours[k] - theirs[k]))) for k in theirs) / scale
-    objective = float(solution.objective)
-    objective_error = (objective - f_ref) / max(1.0, abs(f_ref))
-    infeasibility = float(sub.infeasibility(solution.values))
-    primal_tol, objective_tol = solvers.get_backend(backend).accuracy
-    success = (math.isfinite(primal) and primal <= primal_tol and abs(objective_error) <= objective_tol
-               and infeasibility <= INFEASIBILITY_TOL)
-    row.update(success=int(success), primal_error=primal, objective_error=objective_error,
-               infeasibility=infeasibility, objective=objective)
-    return row
-
-
-def _warned_inaccurate(caught) -> int:
-    """1 when a solve warned that its point is inaccurate or that a method stopped before its tolerances
-    (the ``inaccurate_warning`` figure); any other warning is passed on to the user."""
-    flagged = 0
-    for category, message in caught:
-        if issubclass(category, (InaccurateSolutionWarning, ConvergenceWarning)):
-            flagged = 1
-        else:
-            warnings.warn(message, category, stacklevel=2)
-    return flagged
-
-
 # --------------------------------------------------------------------------- mixed-integer references
-#: The fixed-weight reference problems of DESIGN §5, compared on their binary version (i).
-MI_KINDS = ("mi_recovery", "mi_bound", "mi_training")
 #: Embedded instances per mode (``verify.default_specs``: recovery, bound, training in turn).
 MI_INSTANCES = {"quick": 6, "full": 24}
 ALL_KINDS = tuple(KINDS) + MI_KINDS
-
-
-def compare_mi_case(case: Case) -> dict:
-    """Solve version (i) of one §5 instance with ``case.backend`` and check it ourselves.
-
-    The reference is the relaxed bilinear model solved to global optimality by SCIP. Success
-    needs (a) the objective to match it, ``|f − f*| ≤ 1e-6 max(|f|, |f*|) + 1e-8`` (the agreement
-    rule of ``unrelu verify``), and (b) the returned point, pushed through a float64 forward
-    pass, to give the objective the backend reported (to 1e-6 relative); the solver's own
-    status does not count. ``unknowns`` is the number of binaries.
-    """
-    from validation import verify
-
-    spec = case.problem["spec"]
-    time_limit = float(case.settings.get("time_limit", 30.0))
-    with verify.single_threaded(), recorded_warnings() as caught:
-        problem = verify.build_instance(spec, loss="l1", tighten=False)
-        start = time.perf_counter()
-        result = verify.solve_version(problem, case.backend, relaxed=False, time_limit=time_limit)
-        solve_s = time.perf_counter() - start
-        start = time.perf_counter()
-        reference = verify.solve_version(problem, "SCIP", relaxed=True, time_limit=time_limit)
-        reference_s = time.perf_counter() - start
-    binaries = sum(model.n_binary for _, model in verify.forms(problem))
-    f, f_ref = result["objective"], reference["objective"]
-    row = {"unknowns": binaries, "claimed": result["termination"], "inaccurate_warning": _warned_inaccurate(caught),
-           "reference_objective": f_ref, "build_s": None, "solve_s": solve_s, "reference_s": reference_s,
-           "success": 0, "primal_error": None, "objective_error": None, "infeasibility": None, "objective": f}
-    if not (math.isfinite(f) and reference["optimal"] and math.isfinite(f_ref)):
-        return row
-    agree = abs(f - f_ref) <= verify.REL_TOL * max(abs(f), abs(f_ref)) + verify.ABS_TOL
-    mismatch = max((abs(part["forward_objective"] - part["objective"]) / max(1.0, abs(part["objective"]))
-                    for part in result["parts"] if "forward_objective" in part), default=math.inf)
-    row.update(success=int(agree and mismatch <= 1e-6), objective_error=(f - f_ref) / max(1.0, abs(f_ref)),
-               infeasibility=mismatch)
-    return row
 
 
 def _mi_cases(mode: str, backends: list[str], kinds: list[str]) -> list[Case]:
@@ -296,7 +120,7 @@ def build_study(mode: str = "quick", backends: list[str] | None = None, kinds: l
     if "SCIP" in solvers.available_backends():  # the certified reference of the MI problems
         cases += _mi_cases(mode, backends, kinds)
     name = "compare_solvers" if mode == "full" else "compare_solvers_quick"
-    return Study(name, cases, run="validation.compare_solvers:compare_case", figures=FIGURES, timing=TIMING)
+    return Study(name, cases, run=RUN, figures=FIGURES, timing=TIMING)
 
 
 # --------------------------------------------------------------------------- tables and plots
@@ -469,10 +293,8 @@ def run(args) -> int:
         unknown = [k for k in kinds if k not in ALL_KINDS]
         if unknown:
             raise ProblemError(f"Unknown subproblem(s) {unknown}; choose from {', '.join(ALL_KINDS)}.")
-    budget_gib = args.memory_budget if args.memory_budget is not None else (QUICK_MEMORY_BUDGET_GIB if args.quick
-                                                                            else None)
     study = build_study(mode, [solvers.get_backend(b).name for b in backends] if backends else None, kinds,
-                        args.seeds, memory_budget=None if budget_gib is None else budget_gib * 2**30)
+                        args.seeds, memory_budget=memory_budget_bytes(args, QUICK_MEMORY_BUDGET_GIB))
     # every output is checked before any case runs, so that a finished comparison is never lost to a bad path
     store = options.output_file(args.store or os.path.join("results", f"{study.name}.sqlite"), "--store")
     if args.plot:
