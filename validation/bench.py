@@ -25,7 +25,7 @@ from formulation.instances import KINDS
 from formulation.results import ProblemError
 from validation import options
 from validation.runner import SKIPPED
-from validation.solver_study import FIGURES, RUN, TIMING, memory_budget_bytes
+from validation.solver_study import FIGURES, RUN, TIMING, add_study_arguments, memory_budget_bytes
 
 #: (N, n) sizes per ``Subproblem.build_growth``. Blocks whose CVXPY model has no parameter
 #: multiplying a variable (activation in its U = Z*D form, slacks, squared-loss output) go up to
@@ -45,11 +45,6 @@ SIZES = {
               "exp": [(10, 3), (30, 4), (60, 5)]},
 }
 
-#: Memory budget of one case with ``--quick`` (GiB): the cases of the quick sizes above it are skipped with their
-#: estimate (ECOS at 400 x 16 on every block but the weights: 4.3 to 36 GiB by ``solvers._cvxpy.estimated_memory``;
-#: one such case reached at least 19.9 GiB). Measured with it: the whole run peaks at 0.75 GiB, summed over its
-#: processes.
-QUICK_MEMORY_BUDGET_GIB = 1.0
 
 COLUMNS = ["backend", "subproblem", "N", "n", "unknowns", "status", "build_s", "resolve_median_s",
            "resolve_over_build", "over_closed_form", "max_abs_err", "note"]
@@ -116,7 +111,7 @@ def run(args) -> int:
     # every output is checked before any case runs, so that a finished benchmark is never lost to a bad path
     args.csv = options.output_file(args.csv, "--csv")
     store = options.output_file(args.store or os.path.splitext(args.csv)[0] + ".sqlite", "--store")
-    budget = memory_budget_bytes(args, QUICK_MEMORY_BUDGET_GIB)
+    budget = memory_budget_bytes(args)
     settings = {"repeats": args.repeats}
     if budget is not None:  # part of the case: a case skipped under one budget is run again under another
         settings["memory_budget"] = budget
@@ -159,17 +154,8 @@ def add_parser(subparsers) -> None:
     sub.add_argument("--csv", default=os.path.join("results", "bench_subproblems.csv"),
                      help="CSV of the table, written atomically at the end; each case is stored in --store as it "
                           "finishes (default results/bench_subproblems.csv)")
-    sub.add_argument("--store", default="", help="SQLite results store (default: the CSV path with .sqlite)")
-    sub.add_argument("--workers", type=options.positive_int, default=1,
-                     help="cases run at once in local processes (default 1)")
-    sub.add_argument("--scheduler", type=options.scheduler_url, default=None, metavar="tcp://HOST:PORT",
-                     help="run the cases on Dask")
-    sub.add_argument("--case-timeout", type=options.positive_float, default=None, metavar="SECONDS",
-                     help="stop a case after this long and record it as timeout")
-    sub.add_argument("--memory-budget", type=options.positive_float, default=None, metavar="GIB",
-                     help="skip a CVXPY case whose estimated build memory exceeds this many GiB (default "
-                          f"{QUICK_MEMORY_BUDGET_GIB:g} with --quick; otherwise only what exceeds the available "
-                          "memory is refused)")
+    add_study_arguments(sub, store_help="SQLite results store (default: the CSV path with .sqlite)",
+                        workers_help="cases run at once in local processes (default 1)", case_timeout=None)
     sub.set_defaults(func=run)
     from validation import bench_train
 

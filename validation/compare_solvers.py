@@ -48,7 +48,7 @@ from formulation.instances import KINDS, make_subproblem
 from formulation.results import ProblemError
 from validation import options
 from validation.runner import SKIPPED, Case, Study, read_results, run_study
-from validation.solver_study import FIGURES, MI_KINDS, RUN, TIMING, memory_budget_bytes
+from validation.solver_study import FIGURES, MI_KINDS, RUN, TIMING, add_study_arguments, memory_budget_bytes
 
 #: (N, n) sizes by size group, growing; ``n_other`` (weights' input / next layer's width) is n.
 SIZES = {
@@ -66,11 +66,6 @@ SIZES = {
 #: pre- and post-activation) CVXPY's DPP canonicalisation grows faster than the unknowns; softmax
 #: has one exponential cone per entry.
 GROUP = {"linear": "big", "elementwise": "param", "matrix": "param", "exp": "exp"}
-#: Memory budget of one case with ``--quick`` (GiB). Above it a case is refused before CVXPY builds anything,
-#: by ``solvers._cvxpy.estimated_memory`` (ECOS at 800 x 16 on the separable blocks: 17 to 100 GiB; ECOS on the
-#: joint blocks at 120 x 10 and 200 x 8: 1.3 and 1.6 GiB). Measured: ``compare-solvers --quick`` peaks at 0.88 GiB
-#: summed over its processes with it, 1.79 GiB with a budget of 2 GiB (which lets those two ECOS sizes run).
-QUICK_MEMORY_BUDGET_GIB = 1.0
 SEEDS = {"quick": 3, "full": 3}
 
 # --------------------------------------------------------------------------- mixed-integer references
@@ -294,7 +289,7 @@ def run(args) -> int:
         if unknown:
             raise ProblemError(f"Unknown subproblem(s) {unknown}; choose from {', '.join(ALL_KINDS)}.")
     study = build_study(mode, [solvers.get_backend(b).name for b in backends] if backends else None, kinds,
-                        args.seeds, memory_budget=memory_budget_bytes(args, QUICK_MEMORY_BUDGET_GIB))
+                        args.seeds, memory_budget=memory_budget_bytes(args))
     # every output is checked before any case runs, so that a finished comparison is never lost to a bad path
     store = options.output_file(args.store or os.path.join("results", f"{study.name}.sqlite"), "--store")
     if args.plot:
@@ -352,16 +347,7 @@ def add_parser(subparsers) -> None:
                         help="instances per block and size (default 3)")
     parser.add_argument("--plot", metavar="DIR", default="",
                         help="write performance_profile.png and time_vs_size.png to DIR")
-    parser.add_argument("--workers", type=options.positive_int, default=1,
-                        help="cases run at once in local processes (default 1: timings undisturbed)")
-    parser.add_argument("--scheduler", type=options.scheduler_url, metavar="tcp://HOST:PORT", default=None,
-                        help="run the cases on this Dask scheduler instead of locally")
-    parser.add_argument("--store", metavar="PATH", default="",
-                        help="SQLite results file (default results/compare_solvers[_quick].sqlite)")
-    parser.add_argument("--case-timeout", type=options.positive_float, default=300.0, metavar="SECONDS",
-                        help="a case running longer is stopped and recorded as timeout (default 300)")
-    parser.add_argument("--memory-budget", type=options.positive_float, default=None, metavar="GIB",
-                        help="skip a CVXPY case whose estimated build memory exceeds this many GiB (default "
-                             f"{QUICK_MEMORY_BUDGET_GIB:g} with --quick; otherwise only what exceeds the available "
-                             "memory is skipped); a skipped case is not a failure")
+    add_study_arguments(parser, store_help="SQLite results file (default results/compare_solvers[_quick].sqlite)",
+                        workers_help="cases run at once in local processes (default 1: timings undisturbed)",
+                        case_timeout=300.0)
     parser.set_defaults(func=run)

@@ -66,11 +66,37 @@ FIGURES = {
 TIMING = ("build_s", "solve_s", "reference_s")
 
 
-def memory_budget_bytes(args, quick_gib: float) -> float | None:
-    """``--memory-budget`` in bytes (``quick_gib`` with ``--quick`` when not given; else None: only what
-    exceeds the available memory is refused)."""
-    gib = args.memory_budget if args.memory_budget is not None else (quick_gib if args.quick else None)
+#: Memory budget of one case with ``--quick`` (GiB), in both commands: above it a case is refused before CVXPY
+#: builds anything, by ``solvers._cvxpy.estimated_memory`` (ECOS at 400 x 16 on every block but the weights: 4.3
+#: to 36 GiB, one such case reached at least 19.9 GiB; ECOS at 800 x 16 on the separable blocks: 17 to 100 GiB;
+#: on the joint blocks at 120 x 10 and 200 x 8: 1.3 and 1.6 GiB). Measured with it, summed over each command's
+#: processes: ``bench subproblems --quick`` 0.75 GiB, ``compare-solvers --quick`` 0.88 GiB (1.79 GiB with 2 GiB).
+QUICK_MEMORY_BUDGET_GIB = 1.0
+
+
+def memory_budget_bytes(args) -> float | None:
+    """``--memory-budget`` in bytes (:data:`QUICK_MEMORY_BUDGET_GIB` with ``--quick`` when not given; else None:
+    only what exceeds the available memory is refused)."""
+    gib = args.memory_budget if args.memory_budget is not None else (QUICK_MEMORY_BUDGET_GIB if args.quick else None)
     return None if gib is None else float(gib) * 2**30
+
+
+def add_study_arguments(parser, *, store_help: str, workers_help: str, case_timeout: float | None) -> None:
+    """The options of a study of backends (``bench subproblems``, ``compare-solvers``): where the rows go, how the
+    cases run (local processes or Dask), the time-out of a case and the memory budget of a CVXPY build."""
+    from validation import options
+
+    parser.add_argument("--store", metavar="PATH", default="", help=store_help)
+    parser.add_argument("--workers", type=options.positive_int, default=1, help=workers_help)
+    parser.add_argument("--scheduler", type=options.scheduler_url, metavar="tcp://HOST:PORT", default=None,
+                        help="run the cases on this Dask scheduler instead of locally")
+    parser.add_argument("--case-timeout", type=options.positive_float, default=case_timeout, metavar="SECONDS",
+                        help="a case running longer is stopped and recorded as timeout"
+                             + (f" (default {case_timeout:g})" if case_timeout else ""))
+    parser.add_argument("--memory-budget", type=options.positive_float, default=None, metavar="GIB",
+                        help="skip a CVXPY case whose estimated build memory exceeds this many GiB (default "
+                             f"{QUICK_MEMORY_BUDGET_GIB:g} with --quick; otherwise only what exceeds the available "
+                             "memory is skipped); a skipped case is not a failure")
 
 
 # --------------------------------------------------------------------------- reference
