@@ -26,7 +26,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/unrelu bench subproblems
 
-# optional pyscnn peer (validation/bench_scnn.py); --no-deps: its requirements would pull torchvision and a CUDA torch
+# optional pyscnn peer (validation/baselines/scnn.py); --no-deps: its requirements would pull torchvision and a CUDA torch
 scnn: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps pyscnn linalg_backends opt_einsum
 

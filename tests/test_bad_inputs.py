@@ -431,9 +431,8 @@ def test_verify_of_one_network_reports_progress_on_stderr(folder, capsys):
 def test_bench_skips_cases_above_its_memory_budget_before_building():
     """ECOS on the activation block with slacks at 400 x 16 (a quick size) grew a worker to 19.9 GiB; under the
     quick budget it is skipped with its estimate, and a budget large enough lets a small case run."""
-    from validation.solver_study import QUICK_MEMORY_BUDGET_GIB
     from validation.runner import Case
-    from validation.solver_study import solve_case
+    from validation.solver_study import QUICK_MEMORY_BUDGET_GIB, solve_case
 
     budget = {"repeats": 1, "memory_budget": QUICK_MEMORY_BUDGET_GIB * 2**30}
     skipped = solve_case(Case({"kind": "activation_slacks", "N": 400, "n": 16}, "ECOS", budget, 0))

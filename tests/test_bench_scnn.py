@@ -1,4 +1,4 @@
-"""Tests of the optional pyscnn peer comparison (validation/bench_scnn.py)."""
+"""Tests of the optional pyscnn peer comparison (validation/baselines/scnn.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from validation import bench_scnn
-from validation.bench_scnn import _within_seconds, run_scnn
+from validation.baselines import scnn as bench_scnn
+from validation.baselines.scnn import _within_seconds, run_scnn
 from validation.train_data import digits_classification
 
 

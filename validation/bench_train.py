@@ -168,7 +168,7 @@ def bench_one(name, hidden, data, budget, seed, quick=False, dtype="float64", th
                      "train_psnr": psnr_images(train_pred, data["Y"]),
                      "val_psnr": psnr_images(val_pred, data["Y_val"])})
     if name == "digits":  # the maintained peer, when installed (`make scnn`); a hint row otherwise
-        from validation.bench_scnn import run_scnn
+        from validation.baselines.scnn import run_scnn
 
         rows += run_scnn(data, hidden=hidden[0], seed=seed, max_seconds=budget if quick else None)
     with torch_threads(threads):
