@@ -55,6 +55,7 @@ from formulation.network import ReluNetwork
 from formulation.results import ProblemError, SolutionStatus
 from solvers.methods.bounds import tighten_bounds
 from solvers.methods.relaxed_al import RelaxedAL
+from validation.baselines.adam import projected_adam
 from validation.options import (
     atomic_open,
     json_text,
@@ -354,36 +355,6 @@ def run_local(problem, starts: int, rng: np.random.Generator) -> list[float]:
     return results
 
 
-def run_adam(problem: mi.TinyTraining, starts: int, rng: np.random.Generator, steps: int = 1500,
-             lr: float = 0.02) -> list[float] | None:
-    """Projected Adam on ``(W_1, b_1)`` for every split ``p`` and start at once (Adam is elementwise, so
-    summing independent losses is the same as independent runs); best split per start."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    m, n0 = problem.hidden, problem.X0.shape[0]
-    P, B = m + 1, problem.weight_bound
-    torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
-    W = torch.tensor(rng.uniform(-B, B, size=(1, starts, m, n0)).repeat(P, axis=0), requires_grad=True)
-    b = torch.tensor(rng.uniform(-B, B, size=(1, starts, m, 1)).repeat(P, axis=0), requires_grad=True)
-    X = torch.tensor(problem.X0)
-    Y = torch.tensor(problem.Y)
-    signs = torch.tensor(np.stack([problem.signs(p) for p in range(P)]))[:, None, :, None]
-    optimizer = torch.optim.Adam([W, b], lr=lr)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        output = (signs * torch.relu(W @ X + b)).sum(dim=2)  # (P, K, N)
-        loss = ((output - Y) ** 2).sum()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            W.clamp_(-B, B)
-            b.clamp_(-B, B)
-    Wn, bn = W.detach().numpy(), b.detach().numpy()
-    return [min(problem.evaluate(Wn[p, k], bn[p, k, :, 0], p) for p in range(P)) for k in range(starts)]
-
-
 def _gap(problem, value: float, optimum: float) -> float:
     """Local value minus the certified optimum in the problem's sense (≥ 0 up to tolerance)."""
     return (optimum - value) if getattr(problem, "sense", "min") == "max" else (value - optimum)
@@ -488,7 +459,7 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
         row["al_best_gap"], row["al_median_gap"] = min(gaps), statistics.median(gaps)
     if adam and isinstance(problem, mi.TinyTraining) and starts:
         start = time.perf_counter()
-        values = run_adam(problem, starts, rng)
+        values = projected_adam(problem, starts, rng)
         row["adam_seconds"] = time.perf_counter() - start
         if values is not None:
             row["adam"] = values

@@ -4,7 +4,8 @@ Minimises the mean squared error ``(1/(N nL)) ||N(X0) − Y||²`` on the data st
 :class:`solvers.methods.scaling.Standardizer` does, from the same initial network
 (:meth:`ALTrainer.initial_network`: He with a seeded generator, output layer by ridge), with
 mini-batches drawn by a seeded ``torch.Generator`` and a wall-clock budget. Needs PyTorch
-(``pip install 'unrelu[torch]'``).
+(``pip install 'unrelu[torch]'``). :func:`projected_adam` is the Adam of ``unrelu verify``: the same optimiser on
+the tiny training instances, with the weights projected on their box.
 """
 
 from __future__ import annotations
@@ -171,3 +172,35 @@ def full_batch_step_seconds(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray,
         loss.backward()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def projected_adam(problem, starts: int, rng: np.random.Generator, steps: int = 1500,
+                   lr: float = 0.02) -> list[float] | None:
+    """Projected Adam on ``(W_1, b_1)`` of a tiny training instance (``formulation.mixed_integer.TinyTraining``,
+    weights in a box), for every split ``p`` and start at once (Adam is elementwise, so summing independent
+    losses is the same as independent runs); the best split per start. ``None`` without PyTorch (``verify``
+    then reports no Adam row)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    m, n0 = problem.hidden, problem.X0.shape[0]
+    P, B = m + 1, problem.weight_bound
+    torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+    W = torch.tensor(rng.uniform(-B, B, size=(1, starts, m, n0)).repeat(P, axis=0), requires_grad=True)
+    b = torch.tensor(rng.uniform(-B, B, size=(1, starts, m, 1)).repeat(P, axis=0), requires_grad=True)
+    X = torch.tensor(problem.X0)
+    Y = torch.tensor(problem.Y)
+    signs = torch.tensor(np.stack([problem.signs(p) for p in range(P)]))[:, None, :, None]
+    optimizer = torch.optim.Adam([W, b], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        output = (signs * torch.relu(W @ X + b)).sum(dim=2)  # (P, K, N)
+        loss = ((output - Y) ** 2).sum()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            W.clamp_(-B, B)
+            b.clamp_(-B, B)
+    Wn, bn = W.detach().numpy(), b.detach().numpy()
+    return [min(problem.evaluate(Wn[p, k], bn[p, k, :, 0], p) for p in range(P)) for k in range(starts)]
