@@ -69,8 +69,10 @@ TIMING = ("build_s", "solve_s", "reference_s")
 #: Memory budget of one case with ``--quick`` (GiB), in both commands: above it a case is refused before CVXPY
 #: builds anything, by ``solvers._cvxpy.estimated_memory`` (ECOS at 400 x 16 on every block but the weights: 4.3
 #: to 36 GiB, one such case reached at least 19.9 GiB; ECOS at 800 x 16 on the separable blocks: 17 to 100 GiB;
-#: on the joint blocks at 120 x 10 and 200 x 8: 1.3 and 1.6 GiB). Measured with it, summed over each command's
-#: processes: ``bench subproblems --quick`` 0.75 GiB, ``compare-solvers --quick`` 0.88 GiB (1.79 GiB with 2 GiB).
+#: on the joint blocks at 120 x 10 and 200 x 8: 1.3 and 1.6 GiB). Measured with it, the resident memory summed
+#: over each command's processes (sampled every 0.1 s): ``bench subproblems --quick`` 1.14 GiB and
+#: ``compare-solvers --quick`` 1.14 GiB (earlier, before the two shared this engine: 0.75 and 0.88 GiB; 1.79 GiB
+#: for compare-solvers with a budget of 2 GiB).
 QUICK_MEMORY_BUDGET_GIB = 1.0
 
 
