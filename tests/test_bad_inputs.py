@@ -83,6 +83,9 @@ PARSE_ERRORS = [
     ("cs lasso-solver", ["cs", "--quick", "--lasso-solver", "NOPE"], "not an installed CVXPY solver", []),
     ("cs mnist-ms 0", ["cs", "--quick", "--mnist-ms", "0"], "--mnist-ms: must be comma-separated integers >= 1",
      []),
+    # more measurements than pixels is not compressed sensing (m = 5000 ran and reported a 114 dB "recovery")
+    ("cs mnist-ms 5000", ["cs", "--quick", "--mnist-ms", "25,5000"], "--mnist-ms: must be at most the 784 pixels",
+     []),
     ("cs image-ratios text", ["cs", "--quick", "--image-ratios", "ten"], "--image-ratios: must be comma-separated",
      []),
     ("train seed -1", [*TRAIN, "--seed", "-1"], "--seed: must be an integer >= 0", []),

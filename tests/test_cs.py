@@ -377,6 +377,8 @@ def test_cs_and_bench_train_share_one_mnist_task(digits, monkeypatch, tmp_path):
     A = train_data.mnist_cs_matrix(data["A"].shape[0], data["A"].shape[1], 3)
     np.testing.assert_array_equal(data["A"], A)
     np.testing.assert_array_equal(data["X"], A @ data["Y"])
+    with pytest.raises(ProblemError, match="1 <= m <= n"):
+        train_data.mnist_cs_matrix(785, 784)
     seen = []
     monkeypatch.setattr(cs, "mnist_cs_matrix", lambda m, n, seed: seen.append((m, n, seed)) or A[:m, :n])
     # the cell as the command builds it, run in this process (the command runs it in a worker process)

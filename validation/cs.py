@@ -740,6 +740,15 @@ def plot(records: dict, config: dict, folder: str, directory: str, svg: bool = F
 
 
 # ============================================================================ CLI
+def _mnist_ms(text: str) -> tuple[int, ...]:
+    """``--mnist-ms``: measurement counts ``1 <= m <= 784`` (more than the pixels is not compressed sensing)."""
+    values = options.positive_ints(text)
+    if max(values) > 784:
+        raise argparse.ArgumentTypeError(f"must be at most the 784 pixels of an MNIST digit (more measurements than "
+                                         f"pixels is not compressed sensing): choose m <= 784, got {text!r}")
+    return values
+
+
 def run(args) -> int:
     """The command: exit code 0, or 1 when a cell is stored as failed (its line says why)."""
     options.check_plot_options(args)
@@ -794,7 +803,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "Gaussian)")
     parser.add_argument("--budget", type=options.positive_float, default=None,
                         help="AL training budget in seconds per (dataset, ratio); default from the setting")
-    parser.add_argument("--mnist-ms", type=options.positive_ints, default=None,
+    parser.add_argument("--mnist-ms", type=_mnist_ms, default=None,
                         help="comma-separated m values for MNIST (default per setting)")
     parser.add_argument("--image-ratios", type=options.positive_ints, default=None,
                         help="comma-separated ratios in percent for images, among 1,4,10,25,40 (default per setting)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from formulation.network import ReluNetwork
+from formulation.results import ProblemError
 from validation.datasets import load_mnist
 
 
@@ -36,6 +37,8 @@ def mnist_cs_matrix(m: int, n: int, seed: int = 0) -> np.ndarray:
     Gaussian ``m × n`` with entries of variance ``1/m`` (DESIGN §6: ``A`` Gaussian), seeded by ``(seed, m)``
     so that every ``m`` of one seed has its own matrix.
     """
+    if not 1 <= m <= n:
+        raise ProblemError(f"m={m} measurements of a signal of length n={n}: compressed sensing needs 1 <= m <= n.")
     return np.random.default_rng([seed, m]).normal(0.0, 1.0 / np.sqrt(m), size=(m, n))
 
 

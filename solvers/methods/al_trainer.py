@@ -614,8 +614,13 @@ class ALTrainer:
                 raise ProblemError(f"Checkpoint {self.checkpoint!r} was written for other data; delete it, or pass "
                                    "another --checkpoint path.")
             if meta.get("settings") != self.settings():
-                raise ProblemError(f"Checkpoint {self.checkpoint!r} was written with settings {meta.get('settings')}, "
-                                   f"these are {self.settings()}; use the same settings or another path.")
+                stored, current = meta.get("settings"), self.settings()
+                stored = stored if isinstance(stored, dict) else {}
+                keys = [key for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
+                changed = "; ".join(f"{key}: {repr(stored[key]) if key in stored else 'not stored'} -> "
+                                    f"{repr(current[key]) if key in current else 'none'}" for key in keys)
+                raise ProblemError(f"Checkpoint {self.checkpoint!r} was written with other settings ({changed}); use "
+                                   "the same settings, or another --checkpoint path to start afresh.")
             if meta.get("batch_size", batch_size) != batch_size:
                 raise ProblemError(f"Checkpoint {self.checkpoint!r} was written with batches of "
                                    f"{meta.get('batch_size') or 'all'} samples, this run would use "
