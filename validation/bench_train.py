@@ -361,8 +361,9 @@ def add_parser(inner) -> None:
                           "anything else runs on the machine; 2 uses both cores of a 2-core machine)")
     choice = sub.add_mutually_exclusive_group()
     choice.add_argument("--mu", type=options.nonnegative_float, default=None,
-                        help="weight decay of both methods on every problem (default: 10 on digits, chosen by "
-                             f"--select-mu; the trainer's {DEFAULT_MU:g} elsewhere)")
+                        help="weight decay of both methods on every problem (default: "
+                             + ", ".join(f"{mu:g} on {name}" for name, mu in PROBLEM_MU.items())
+                             + f", chosen by --select-mu; the trainer's {DEFAULT_MU:g} elsewhere)")
     choice.add_argument("--select-mu", action="store_true",
                         help="choose mu per problem by 5-fold cross-validation on the training split (the "
                              "validation split is never seen), each fit a quarter of the problem's budget, then run")

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from formulation.results import ConvergenceWarning, ProblemError
+from solvers.methods.al_trainer import ALTrainer
+from solvers.methods.scaling import forward_loss_fraction
 
 __all__ = ["MU_GRID", "cross_validate_mu", "format_cv"]
 
@@ -25,12 +27,11 @@ MU_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 def _score(network, X, Y, labels):
-    """Held-out score, larger is better: accuracy with ``labels``, else minus the loss as a fraction of variance."""
-    prediction = network(X)
+    """Held-out score, larger is better: accuracy with ``labels``, else minus the loss as a fraction of variance
+    (:func:`~solvers.methods.scaling.forward_loss_fraction`, the trainer's own measure)."""
     if labels is not None:
-        return float(np.mean(np.argmax(prediction, axis=0) == labels))
-    centred = Y - Y.mean(axis=1, keepdims=True)
-    return -float(np.sum((prediction - Y) ** 2) / max(float(np.sum(centred**2)), np.finfo(float).tiny))
+        return float(np.mean(np.argmax(network(X), axis=0) == labels))
+    return -forward_loss_fraction(network, X, Y)
 
 
 def cross_validate_mu(X, Y, hidden: Sequence[int], *, grid: Sequence[float] = MU_GRID, folds: int = 5,
@@ -56,8 +57,6 @@ def cross_validate_mu(X, Y, hidden: Sequence[int], *, grid: Sequence[float] = MU
         ``mu`` (the grid value with the best mean score; ties go to the larger ``μ``, the simpler
         network), ``rows`` (one per ``μ``: ``mu, mean, std, scores, seconds``) and ``score`` (what was scored).
     """
-    from solvers.methods.al_trainer import ALTrainer
-
     grid = [float(mu) for mu in grid]
     if not grid or any(not np.isfinite(mu) or mu < 0 for mu in grid):
         raise ProblemError(f"The grid of mu must be non-empty finite values >= 0, got {grid}.")
