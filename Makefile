@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	# exact pin first: the CPU build; a looser requirement would pull a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[mip,torch,cs,dask,test]'
+	$(BIN)/pip install --quiet -e '.[mip,torch,cs,dask,onnx,sklearn,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
