@@ -182,14 +182,59 @@ class ReluNetwork:
         residuals["holds"] = float(all(value <= atol for value in residuals.values()))
         return residuals
 
-    # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike) -> None:
-        """Save as ``.npz`` with keys ``W1, b1, ..., WL, bL`` (``W_l`` of shape ``(n_l, n_{l-1})``).
+    # ------------------------------------------------------------------ other formats (formulation.interchange)
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike) -> ReluNetwork:
+        """Read an ONNX file of ``Gemm`` or ``MatMul`` (+``Add``) and ``Relu`` nodes (``Flatten`` at the input).
 
-        The file is written to a temporary name and renamed, so an interruption never leaves a
-        truncated file behind.
+        Any other operator is refused with its name and node; needs the ``onnx`` package
+        (:func:`formulation.interchange.from_onnx`).
+        """
+        from formulation.interchange import from_onnx
+
+        return from_onnx(path)
+
+    def to_onnx(self, path: str | os.PathLike, *, dtype: str = "float64") -> str:
+        """Write an ONNX file of ``Gemm`` and ``Relu`` nodes, input ``(N, n0)``, samples as rows; float64 by
+        default, so that :meth:`from_onnx` gives back the same weights (:func:`formulation.interchange.to_onnx`)."""
+        from formulation.interchange import to_onnx
+
+        return to_onnx(self, path, dtype=dtype)
+
+    @classmethod
+    def from_torch(cls, module) -> ReluNetwork:
+        """The network of an ``nn.Sequential`` of ``nn.Linear`` / ``nn.ReLU`` (``nn.Flatten`` first), exactly in
+        float64; any other module is refused by name (:func:`formulation.interchange.from_torch`)."""
+        from formulation.interchange import from_torch
+
+        return from_torch(module)
+
+    def to_torch(self, dtype="float64"):
+        """``nn.Sequential(nn.Linear, nn.ReLU, ..., nn.Linear)`` with these weights in ``dtype`` (``"float64"``
+        exact, ``"float32"`` rounded; :func:`formulation.interchange.to_torch`)."""
+        from formulation.interchange import to_torch
+
+        return to_torch(self, dtype=dtype)
+
+    @classmethod
+    def from_sklearn(cls, estimator) -> ReluNetwork:
+        """The network of a fitted scikit-learn ``MLPRegressor`` with ``activation="relu"`` (``W_l =
+        coefs_[l-1]ᵀ``, ``b_l = intercepts_[l-1]``; :func:`formulation.interchange.from_sklearn`)."""
+        from formulation.interchange import from_sklearn
+
+        return from_sklearn(estimator)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> str:
+        """Save as ``.npz`` with keys ``W1, b1, ..., WL, bL`` (``W_l`` of shape ``(n_l, n_{l-1})``), or as ONNX
+        when ``path`` ends with ``.onnx`` (:meth:`to_onnx`, float64). Returns the path written.
+
+        ``.npz`` is appended to any other path. The file is written to a temporary name and renamed, so an
+        interruption never leaves a truncated file behind.
         """
         path = os.fspath(path)
+        if path.lower().endswith(".onnx"):
+            return self.to_onnx(path)
         if not path.endswith(".npz"):
             path += ".npz"
         arrays = {}
@@ -199,11 +244,22 @@ class ReluNetwork:
         temporary = path + ".tmp.npz"
         np.savez(temporary, **arrays)
         os.replace(temporary, path)
+        return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ReluNetwork:
-        """Load a network saved by :meth:`save` (never unpickles)."""
+        """Load a network saved by :meth:`save`: ``.onnx`` through :meth:`from_onnx`, any other path as ``.npz``.
+
+        Never unpickles: a PyTorch ``.pt``/``.pth`` file (a pickle) is refused with a ``ProblemError`` that
+        points to ONNX or to saving the ``state_dict`` as ``.npz``.
+        """
+        from formulation.interchange import PICKLE_SUFFIXES, refuse_pickle
+
         path = os.fspath(path)
+        if path.lower().endswith(".onnx"):
+            return cls.from_onnx(path)
+        if path.lower().endswith(PICKLE_SUFFIXES):
+            refuse_pickle(path)
         arrays = read_npz(path, "Network file", "check the path, or write the file with `ReluNetwork.save` or "
                                                 "`np.savez(path, W1=..., b1=..., ...)`.")
         depth = 0

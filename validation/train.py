@@ -2,8 +2,10 @@
 
 The data file is an ``.npz`` with ``X`` (N x n0) and ``Y`` (N x nL), samples as ROWS, and
 optionally ``X_val``, ``Y_val``. Without ``--data`` a seeded teacher-student regression is used.
-The learned network is saved with ``ReluNetwork.save`` (keys W1, b1, ..., WL, bL; W_l of shape
-(n_l, n_{l-1})), the history as CSV (one row per outer iteration) and optionally as a plot.
+The learned network is saved with ``ReluNetwork.save``: as ONNX when ``--out`` ends with ``.onnx``
+(Gemm and Relu nodes, float64, samples as rows; needs the ``onnx`` package), else as ``.npz`` (keys
+W1, b1, ..., WL, bL; W_l of shape (n_l, n_{l-1})). The history is saved as CSV (one row per outer
+iteration) and optionally as a plot.
 """
 
 from __future__ import annotations
@@ -105,10 +107,17 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 def check_outputs(args) -> None:
     """Check every output path before training (a folder, a file's child, a read-only place are refused),
-    with ``.npz`` appended to ``--out`` and ``--checkpoint`` as they are written."""
+    with ``.npz`` appended to ``--out`` (unless it ends with ``.onnx``) and ``--checkpoint`` as they are written.
+    An ``.onnx`` ``--out`` needs the ``onnx`` package, checked here too."""
     written = {}
     data = os.path.abspath(args.data) if getattr(args, "data", "") else None
-    for option, attribute, suffix in (("--out", "out", ".npz"), ("--checkpoint", "checkpoint", ".npz"),
+    onnx_out = getattr(args, "out", "").lower().endswith(".onnx")
+    if onnx_out:
+        from formulation.interchange import require_onnx
+
+        require_onnx()  # SolverNotFound with the install hint, before any training
+    for option, attribute, suffix in (("--out", "out", "" if onnx_out else ".npz"),
+                                      ("--checkpoint", "checkpoint", ".npz"),
                                       ("--history", "history", ""), ("--plot", "plot", "")):
         if getattr(args, attribute, ""):
             setattr(args, attribute, options.output_file(getattr(args, attribute), option, suffix=suffix))
@@ -232,7 +241,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--checkpoint", default="", help="checkpoint .npz, written atomically; resumed if it exists")
     parser.add_argument("--checkpoint-every", type=options.positive_int, default=10,
                         help="iterations between checkpoints (default 10)")
-    parser.add_argument("--out", default="", help="write the learned network (.npz, original units)")
+    parser.add_argument("--out", default="", help="write the learned network in original units: ONNX if the path "
+                                                  "ends with .onnx (needs the onnx package), else .npz")
     parser.add_argument("--history", default="", help="write the history as CSV")
     parser.add_argument("--plot", default="", help="write a PNG of the train/validation loss against seconds and of "
                                                    "the violation per constraint family and KKT residual against "
