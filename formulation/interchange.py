@@ -147,6 +147,11 @@ class _Chain:
         return ReluNetwork(self.weights, self.biases)
 
 
+#: Operators read by :func:`from_onnx` and the attributes each may carry.
+_ATTRIBUTES = {"Gemm": {"alpha", "beta", "transA", "transB"}, "MatMul": set(), "Add": set(), "Relu": set(),
+               "Flatten": {"axis"}}
+
+
 def _bias(array: np.ndarray, n_out: int, what: str, where: str) -> np.ndarray:
     """A bias broadcast along the batch as ONNX does: shapes ``(n,)``, ``(1, n)``, ``()``, ``(1,)``, ``(1, 1)``."""
     if array.size == 1 and array.ndim <= 2:
@@ -267,9 +272,13 @@ def from_onnx(path: str | os.PathLike):
         if pending is not None and node.op_type != "Add":
             close_matmul(None, "")
         data = [name for name in node.input if name and name not in constants]
-        if node.op_type not in ("Gemm", "MatMul", "Add", "Relu", "Flatten"):
+        if node.op_type not in _ATTRIBUTES:
             raise ProblemError(f"{what}: {where} is not supported; a ReluNetwork is read from Gemm or MatMul (+Add) "
                                "and Relu nodes, with an optional Flatten at the input.")
+        unknown = sorted(set(attributes) - _ATTRIBUTES[node.op_type])
+        if unknown:  # e.g. `broadcast` of Gemm and Add before opset 7, whose broadcasting differs
+            raise ProblemError(f"{what}: {where} has attribute(s) {unknown}, which are not supported (only "
+                               f"{sorted(_ATTRIBUTES[node.op_type]) or 'none'}); re-export with opset 13 or later.")
         if current not in data:
             raise ProblemError(f"{what}: {where} takes {list(node.input)}, not the result of the node before it "
                                f"({current!r}): the graph must be one chain of layers without branches.")
@@ -286,9 +295,6 @@ def from_onnx(path: str | os.PathLike):
         elif node.op_type == "Relu":
             chain.relu(where)
         elif node.op_type == "Gemm":
-            unknown = sorted(set(attributes) - {"alpha", "beta", "transA", "transB"})
-            if unknown:
-                raise ProblemError(f"{what}: {where} has attribute(s) {unknown}, which are not supported.")
             if attributes.get("transA", 0):
                 raise ProblemError(f"{what}: {where} has transA=1, which transposes the batch; only transA=0 is "
                                    "supported.")

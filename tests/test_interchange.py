@@ -250,6 +250,7 @@ def test_unsupported_operator_is_refused_naming_operator_and_node(tmp_path):
     ("final_relu", r"ends with the ReLU node 1 \(Relu"),
     ("two_gemms", r"node 1 \(Gemm 'h'\) follows the affine node 0 \(Gemm 'g'\) without a ReLU"),
     ("branch", r"node 2 \(Add 'skip'\) takes \['z'\] besides 'r'.*one chain of layers without branches"),
+    ("old_add", r"node 1 \(Add 'add'\) has attribute\(s\) \['broadcast'\], which are not supported"),
     ("data_weight", r"node 2 \(Relu\) takes \['x'\], not the result of the node before it \('r'\)"),
 ])
 def test_bad_onnx_graphs_are_refused_by_name(tmp_path, case, match):
@@ -286,12 +287,17 @@ def test_bad_onnx_graphs_are_refused_by_name(tmp_path, case, match):
     elif case == "branch":
         nodes = [helper.make_node("Gemm", **g), helper.make_node("Relu", ["z"], ["r"]),
                  helper.make_node("Add", ["r", "z"], ["y"], name="skip")]
+    elif case == "old_add":  # opset 6's Add with its own broadcasting attribute
+        nodes = [helper.make_node("MatMul", ["x", "Bt"], ["m"], name="mm"),
+                 helper.make_node("Add", ["m", "C"], ["y"], name="add", broadcast=1)]
+        values["Bt"] = B.T
     else:  # data_weight: a node off the chain
         nodes = [helper.make_node("Gemm", ["x", "B", "C"], ["z"], name="f", transB=1),
                  helper.make_node("Relu", ["z"], ["r"]),
                  helper.make_node("Relu", ["x"], ["x2"]),
                  helper.make_node("Gemm", ["r", "x2"], ["y"], name="g")]
-    path = _save_graph(tmp_path / "bad.onnx", nodes, values, 3, n_out, input_shape=shape)
+    path = _save_graph(tmp_path / "bad.onnx", nodes, values, 3, n_out, input_shape=shape,
+                       opset=6 if case == "old_add" else 17)
     with pytest.raises(ProblemError, match=match):
         ReluNetwork.load(path)
 
@@ -350,3 +356,21 @@ def test_train_out_onnx_writes_an_onnx_network(tmp_path, capsys):
     np.testing.assert_allclose(_run_onnx(out, X), network.forward(X.T).T, rtol=0, atol=TOL)
     assert main(["train", "--hidden", "4", "--iters", "1", "--quiet", "--out", str(tmp_path / "plain")]) == 0
     assert ReluNetwork.load(tmp_path / "plain.npz").widths == (10, 4, 1)
+
+
+def test_missing_onnx_package_names_the_install(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from formulation.results import SolverNotFound
+    from validation.cli import main
+
+    network = ReluNetwork.random([2, 3, 1], seed=0)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    with pytest.raises(SolverNotFound, match=r"pip install 'unrelu\[onnx\]'"):
+        network.to_onnx(tmp_path / "net.onnx")
+    with pytest.raises(SolverNotFound, match="ONNX files need the `onnx` package"):
+        ReluNetwork.load(tmp_path / "net.onnx")
+    # train refuses before training, not after
+    assert main(["train", "--hidden", "2", "--iters", "1", "--quiet", "--out", str(tmp_path / "n.onnx")]) == 2
+    captured = capsys.readouterr()
+    assert "onnx" in captured.err and "outer iterations" not in captured.out
