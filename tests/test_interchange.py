@@ -111,6 +111,11 @@ def test_sklearn_mlp_regressor_gives_the_same_forward_pass():
         tanh = neural.MLPRegressor(hidden_layer_sizes=(3,), activation="tanh", max_iter=5, solver="lbfgs").fit(X, y)
     with pytest.raises(ProblemError, match="activation='tanh'"):
         ReluNetwork.from_sklearn(tanh)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        classifier = neural.MLPClassifier(hidden_layer_sizes=(3,), max_iter=5, solver="lbfgs").fit(X, y > 0)
+    with pytest.raises(ProblemError, match="out_activation_='logistic'"):
+        ReluNetwork.from_sklearn(classifier)
 
 
 def test_onnx_helper_matmul_add_graph_gives_the_same_forward_pass(tmp_path):

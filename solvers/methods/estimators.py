@@ -26,11 +26,9 @@ try:
     from sklearn.base import BaseEstimator, RegressorMixin
     from sklearn.utils import check_random_state
     from sklearn.utils.validation import check_is_fitted, validate_data
-except ImportError as exc:  # scikit-learn older than 1.6 has no validate_data
-    from formulation.results import SolverNotFound
-
-    raise SolverNotFound("The scikit-learn estimators need scikit-learn >= 1.6: `pip install 'scikit-learn>=1.6'` "
-                         "or `pip install 'unrelu[sklearn]'`.") from exc
+except ImportError as exc:  # no scikit-learn, or one older than 1.6 (no validate_data)
+    raise ImportError("The scikit-learn estimators need scikit-learn >= 1.6: `pip install 'scikit-learn>=1.6'` "
+                      "or `pip install 'unrelu[sklearn]'`.") from exc
 
 from solvers.methods.al_trainer import DEFAULT_MU, ALTrainer
 
