@@ -464,3 +464,36 @@ def test_a_checkpoint_above_the_default_npz_cap_resumes(tmp_path, monkeypatch):
         read_npz(path, "Checkpoint", "delete it")
     resumed = ALTrainer((4,), max_iters=5, checkpoint=path).fit(X, Y)
     assert resumed.extras["resumed"] and resumed.final["iteration"] == 5
+
+
+@pytest.mark.parametrize("hidden", [(70,), (45, 60), (44, 40, 55)])
+def test_pairs_start_is_the_ridge_decoder(hidden):
+    """init="pairs": the starting network (1-3 hidden layers, original units) is the ridge decoder of the
+    targets on the inputs, computed independently by scikit-learn, to 1e-10 on the training data."""
+    from validation.baselines.linear import ridge
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(20, 30))
+    S = rng.uniform(size=(200, 30))
+    Y = S @ A.T + 0.1 * rng.normal(size=(200, 20))
+    trainer = ALTrainer(hidden, init="pairs", ridge=0.3, seed=1)
+    X0, T, _, _ = trainer.check_data(Y.T, S.T)
+    scaler = Standardizer.fit(X0, T)
+    network = scaler.unscale_network(trainer.initial_network(scaler.x(X0), scaler.y(T)))
+    model, _ = ridge(Y, S, 0.3)
+    np.testing.assert_allclose(network.forward(Y.T).T, model.predict(Y), rtol=0, atol=1e-10)
+    # the He units are there, with zero output weights: the AL method can grow them
+    assert network.widths == (20, *hidden, 30)
+    assert np.all(network.weights[-1][:, 40:] == 0) and np.any(network.weights[0][40:] != 0)
+    # a first AL iteration from it: a finite run that does not start above its own start
+    result = ALTrainer(hidden, init="pairs", ridge=0.3, seed=1, max_iters=3, progress=False).fit(Y.T, S.T)
+    assert result.history[0]["train_loss"] == pytest.approx(result.init_train_loss)
+    assert result.final["train_loss"] <= result.init_train_loss + 1e-12
+
+
+def test_pairs_needs_room_for_the_pairs():
+    X, Y = _tiny()
+    with pytest.raises(ProblemError, match="at least 4"):
+        ALTrainer((3,), init="pairs", max_iters=1, progress=False).fit(X, Y)
+    with pytest.raises(ProblemError, match="Unknown init"):
+        ALTrainer((3,), init="linear")

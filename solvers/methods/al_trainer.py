@@ -76,7 +76,13 @@ batch.
 
 Initialisation: an He-initialised network (seeded), optionally with the output layer replaced by
 the ridge least-squares fit to ``Y`` on the hidden features of the forward pass (one linear
-solve; ``init="ridge"``, the default), then every auxiliary variable from the forward pass
+solve; ``init="ridge"``, the default), or (``init="pairs"``) a network that *is* the ridge
+decoder ``P X_0 + c 1ᵀ`` of ``Y`` on the inputs, written as a ReLU network through
+``P x = P ReLU(x) − P ReLU(−x)``: the first ``2 n_0`` units of the first hidden layer are the pairs
+``ReLU(±x)``, each later hidden layer passes them on through identity rows (they are nonnegative),
+the other units are He units with output weights ``0``, and ``W_L = [P, −P, 0]``, ``b_L = c``. The AL
+method then starts exactly at the linear decoder, with the He units ready to add what it cannot
+fit. Then every auxiliary variable from the forward pass
 (:meth:`ALProblem.initial_state`: violation 0) and the multipliers from the first-order estimate
 at that point (:meth:`ALProblem.warm_multipliers`, the backpropagated loss gradient;
 ``warm_multipliers=False`` starts them at 0).
@@ -138,6 +144,8 @@ ENGINES = ("auto", "fused", "dispatched")
 
 #: Outer methods (module docstring): ``restarted`` (default) and ``exact`` (DESIGN §3's safeguarded AL).
 MODES = ("restarted", "exact")
+#: Starting networks (:meth:`ALTrainer.initial_network`).
+INITS = ("ridge", "forward", "pairs")
 
 #: Least samples per restarted step with ``batch_size="auto"`` (:meth:`ALTrainer.resolved_batch_size`).
 AUTO_BATCH = 1000
@@ -208,9 +216,15 @@ class ALTrainer:
         once and re-solve it).
     seed : int
         Seed of the He initialisation.
-    init : {"ridge", "forward"}
+    init : {"ridge", "forward", "pairs"}
         ``"ridge"``: output layer fitted by ridge least squares on the hidden features;
+        ``"pairs"``: the network that equals the ridge decoder of ``Y`` on the inputs (module
+        docstring; needs every hidden width ``>= 2 n_0``);
         ``"forward"``: the He network as is.
+    ridge : float
+        Relative ridge of the initial output fit: ``r = ridge · tr(H Hᵀ) / n`` for features ``H`` with
+        ``n`` rows (the hidden features with ``init="ridge"``, the inputs with ``"pairs"``; the
+        convention of :func:`validation.baselines.linear.ridge`, so a ridge chosen there carries over).
     rho : float or None
         Initial relative penalty ``ρ̂_0`` (``ρ = ρ̂ α``); default 1 (restarted) or 10 (exact).
     gamma, tau : float
@@ -300,7 +314,8 @@ class ALTrainer:
     """
 
     def __init__(self, hidden: Sequence[int] = (64,), *, mode: str = "restarted", backend: str = "closed_form",
-                 seed: int = 0, init: str = "ridge", rho: float | None = None, gamma: float = 1.2, tau: float = 0.9,
+                 seed: int = 0, init: str = "ridge", ridge: float = 1e-3, rho: float | None = None,
+                 gamma: float = 1.2, tau: float = 0.9,
                  penalty_period: int = 25, rho_max: float = 1e4, multiplier_box: float = 1e8, mu: float = DEFAULT_MU,
                  sweeps: int = 1,
                  tol: float = 1e-6, max_iters: int = 200, time_budget: float | None = None,
@@ -318,8 +333,9 @@ class ALTrainer:
         self.mode = mode
         self.backend = backend
         solvers.get_backend(backend)  # fail now, with the install hint
-        if init not in ("ridge", "forward"):
-            raise ProblemError(f"Unknown init {init!r}; choose 'ridge' or 'forward'.")
+        if init not in INITS:
+            raise ProblemError(f"Unknown init {init!r}; choose one of {', '.join(INITS)}.")
+        self.ridge = check_nonnegative("ridge", ridge)
         self.seed = int(seed)
         self.init = init
         self.rho = check_nonnegative("rho", DEFAULT_RHO[mode] if rho is None else rho)
@@ -412,6 +428,7 @@ class ALTrainer:
     def settings(self) -> dict:
         """Everything that determines the iterates (stored in checkpoints and compared on resume)."""
         return {"hidden": list(self.hidden), "backend": self.backend, "seed": self.seed, "init": self.init,
+                "ridge": self.ridge,
                 "rho": self.rho, "gamma": self.gamma, "tau": self.tau, "rho_max": self.rho_max,
                 "penalty_period": self.penalty_period, "multiplier_box": self.multiplier_box, "mu": self.mu,
                 "sweeps": self.sweeps,
@@ -439,24 +456,50 @@ class ALTrainer:
 
     # ------------------------------------------------------------------ initialisation
     def initial_network(self, X0: np.ndarray, Y: np.ndarray) -> ReluNetwork:
-        """He-initialised network (seeded) on standardised data; output layer by ridge if ``init="ridge"``.
+        """He-initialised network (seeded) on standardised data; output layer by ridge if ``init="ridge"``;
+        the ridge decoder as a ReLU network if ``init="pairs"`` (module docstring).
 
         ``X0, Y`` are already standardised. The ridge fit solves the weight block
-        ``min ||W_L H + b_L 1ᵀ − Y||² + r||W_L||²`` on the hidden features ``H`` of the forward
-        pass with ``r = 10⁻³ · tr(HHᵀ)/n_{L−1}`` (a small ridge relative to the feature energy).
+        ``min ||W H + b 1ᵀ − Y||² + r||W||²`` with ``r = ridge · tr(HHᵀ)/n`` (``ridge`` default ``10⁻³``, a
+        small ridge relative to the feature energy) on the hidden features ``H`` of the forward pass
+        (``"ridge"``) or on the inputs ``H = X0`` (``"pairs"``).
         """
         widths = (X0.shape[0],) + self.hidden + (Y.shape[0],)
         network = ReluNetwork.random(widths, np.random.default_rng(self.seed))
-        if self.init == "ridge":
-            H = X0
-            for W, b in zip(network.weights[:-1], network.biases[:-1]):
-                H = np.maximum(W @ H + b[:, None], 0.0)
-            ridge = 1e-3 * float(np.sum(H * H)) / H.shape[0]
-            block = WeightLeastSquares(H.shape[0], Y.shape[0], H.shape[1], build_model=False)
-            block.set_parameters(X=H, P=Y, r=max(ridge, 1e-12))
-            values = solvers.solve(block, "closed_form").values
-            network.weights[-1], network.biases[-1] = values["W"], values["b"]
+        if self.init == "forward":
+            return network
+        if self.init == "pairs":
+            k = X0.shape[0]
+            narrow = [width for width in self.hidden if width < 2 * k]
+            if narrow:
+                raise ProblemError(f"init='pairs' keeps the {2 * k} units ReLU(x), ReLU(-x) of the {k} inputs in every "
+                                   f"hidden layer, but the hidden widths are {list(self.hidden)}: make each at least "
+                                   f"{2 * k} (the pairs plus the He units), or use init='ridge'.")
+            for index in range(len(self.hidden)):
+                W, b = network.weights[index], network.biases[index]
+                W[:2 * k], b[:2 * k] = 0.0, 0.0
+                if index == 0:
+                    W[:k], W[k:2 * k] = np.eye(k), -np.eye(k)
+                else:
+                    W[:2 * k, :2 * k] = np.eye(2 * k)
+            P, c = self._ridge_fit(X0, Y)
+            W_L = np.zeros((Y.shape[0], self.hidden[-1]))
+            W_L[:, :k], W_L[:, k:2 * k] = P, -P
+            network.weights[-1], network.biases[-1] = W_L, c
+            return network
+        H = X0
+        for W, b in zip(network.weights[:-1], network.biases[:-1]):
+            H = np.maximum(W @ H + b[:, None], 0.0)
+        network.weights[-1], network.biases[-1] = self._ridge_fit(H, Y)
         return network
+
+    def _ridge_fit(self, H: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(W, b)`` of the ridge fit of ``Y`` on the features ``H`` (:meth:`initial_network`)."""
+        ridge = self.ridge * float(np.sum(H * H)) / H.shape[0]
+        block = WeightLeastSquares(H.shape[0], Y.shape[0], H.shape[1], build_model=False)
+        block.set_parameters(X=H, P=Y, r=max(ridge, 1e-12))
+        values = solvers.solve(block, "closed_form").values
+        return values["W"], values["b"]
 
     # ------------------------------------------------------------------ data
     @staticmethod

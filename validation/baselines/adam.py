@@ -75,7 +75,7 @@ def _to_network(model) -> ReluNetwork:
 
 def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, time_budget: float = 10.0,
                max_epochs: int | None = None, lr: float = 1e-3, batch_size: int = 128, init: str = "ridge",
-               standardize: bool = True, record_every: float = 0.5, dtype: str = "float64",
+               ridge: float = 1e-3, standardize: bool = True, record_every: float = 0.5, dtype: str = "float64",
                threads: int | None = None, weight_decay: float = 0.0) -> dict:
     """Train with Adam for ``time_budget`` seconds (or ``max_epochs``); samples as columns.
 
@@ -87,10 +87,11 @@ def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, ti
 
     Returns ``network`` (original units), ``history`` (rows with ``epoch, seconds, train_loss,
     val_loss`` as fractions of target variance, recorded about every ``record_every`` s),
-    ``epochs`` and ``init_train_loss``.
+    ``epochs`` and ``init_train_loss``. ``init`` and ``ridge`` choose the start as the AL trainer's do
+    (:meth:`ALTrainer.initial_network`), so both methods start from the same network.
     """
     torch = _torch()
-    trainer = ALTrainer(hidden, seed=seed, init=init, standardize=standardize)
+    trainer = ALTrainer(hidden, seed=seed, init=init, ridge=ridge, standardize=standardize)
     X0, Y, X_val, Y_val = trainer.check_data(X0, Y, X_val, Y_val)
     scaler = Standardizer.fit(X0, Y, standardize)
     Xs, Ys = scaler.x(X0), scaler.y(Y)
