@@ -142,24 +142,84 @@ def test_set11_and_phi_shared():
         assert A.shape == (m, 1089) and source.endswith(f"phi_0_{ratio}_1089.mat")
 
 
-def test_set11_wrong_dir_and_gaussian_fallback(tmp_path):
+def test_set11_wrong_dir_and_gaussian_fallback(tmp_path, monkeypatch):
     with pytest.raises(ProblemError, match="does not exist"):
         ds.load_set11(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(ProblemError, match="no .tif"):
         ds.load_set11(tmp_path)
-    A, source = ds.sampling_matrix(10, phi_dir=tmp_path, rng=np.random.default_rng(0))
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00 truncated")
+    with pytest.raises(ProblemError, match="broken.tif.*could not be read.*replace the file"):
+        ds.load_set11(tmp_path)
+    # an explicit --phi-dir without the matrix is an error naming the fix, never a silent fallback
+    with pytest.raises(ProblemError, match="phi_0_10_1089.mat.*has no such file.*omit --phi-dir"):
+        ds.sampling_matrix(10, phi_dir=tmp_path, rng=np.random.default_rng(0))
+    with pytest.raises(ProblemError, match="does not exist"):
+        ds.sampling_matrix(10, phi_dir=tmp_path / "nope", rng=np.random.default_rng(0))
+    (tmp_path / "phi_0_10_1089.mat").write_bytes(b"garbage")
+    with pytest.raises(ProblemError, match="could not be read"):
+        ds.sampling_matrix(10, phi_dir=tmp_path, rng=np.random.default_rng(0))
+    # without a data folder: a seeded Gaussian with orthonormal rows, said in its source
+    monkeypatch.setattr(ds, "_data_dir", lambda name: None)
+    A, source = ds.sampling_matrix(10, rng=np.random.default_rng(0))
     assert A.shape == (109, 1089) and "Gaussian" in source
     np.testing.assert_allclose(A @ A.T, np.eye(109), atol=1e-12)
-    B, _ = ds.sampling_matrix(10, phi_dir=tmp_path, rng=np.random.default_rng(0))
+    B, _ = ds.sampling_matrix(10, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(A, B)
+
+
+def test_cs_refuses_a_missing_phi_file_before_any_cell(tmp_path, capsys):
+    from validation.cli import main
+
+    assert main(["cs", "--quick", "--datasets", "images", "--phi-dir", str(tmp_path), "--set11-dir",
+                 str(tmp_path), "--checkpoint-dir", str(tmp_path / "ck")]) == 2
+    assert "no .tif" in capsys.readouterr().err  # the test images are checked first, then the matrices
+    if SHARED:
+        assert main(["cs", "--quick", "--datasets", "images", "--phi-dir", str(tmp_path),
+                     "--checkpoint-dir", str(tmp_path / "ck")]) == 2
+        assert "phi_0_25_1089.mat" in capsys.readouterr().err
+        assert not (tmp_path / "ck" / "cs.sqlite").exists() or not _rows(tmp_path / "ck" / "cs.sqlite")
 
 
 def test_training_photos_exclude_camera():
     assert "camera" not in ds.TRAINING_PHOTOS
     with pytest.raises(ProblemError, match="cameraman"):
         ds.training_photos(("camera",))
-    blocks = ds.sample_blocks(ds.training_photos(("coins", "moon")), 20, np.random.default_rng(0))
-    assert blocks.shape == (20, 1089) and 0 <= blocks.min() and blocks.max() <= 1
+
+
+def test_training_patches_cover_the_grid_in_eight_orientations_split_by_position():
+    photos = ds.training_photos(("coins",), sample_images=False)  # 303 x 384
+    rows, cols = len(range(0, 303 - 33 + 1, 14)), len(range(0, 384 - 33 + 1, 14))
+    patches = ds.training_patches(photos, np.random.default_rng(0))
+    info = patches.info
+    assert info["positions"] == rows * cols and info["orientations"] == 8
+    held = int(round(0.1 * rows * cols))
+    assert info["val_available"] == 8 * held and info["train_available"] == 8 * (rows * cols - held)
+    assert patches.train.shape == (info["train_available"], 1089) and patches.val.shape == (8 * held, 1089)
+    # the 8 orientations of a position are the dihedral images of its patch, and one side holds all of them
+    train = {p.tobytes() for p in patches.train}
+    for patch in patches.val[:16]:
+        assert patch.tobytes() not in train
+    block = patches.val[0].reshape(33, 33)
+    turns = [np.rot90(block, k) for k in range(4)]
+    group = {np.ascontiguousarray(t).tobytes() for turn in turns for t in (turn, turn[:, ::-1])}
+    assert {p.tobytes() for p in patches.val[:8]} == group
+    # subsampling without replacement, seeded
+    small = ds.training_patches(photos, np.random.default_rng(0), train_count=100, val_count=10)
+    assert small.train.shape == (100, 1089) and small.info["train_used"] == 100
+    assert len({p.tobytes() for p in small.train}) == 100
+    again = ds.training_patches(photos, np.random.default_rng(0), train_count=100, val_count=10)
+    np.testing.assert_array_equal(small.train, again.train)
+
+
+def test_full_image_setting_trains_on_at_least_50000_patches_of_non_set11_photos():
+    from validation.cs import SETTINGS
+
+    photos = ds.training_photos()
+    assert {"sklearn-china", "sklearn-flower"} <= set(photos) and "camera" not in photos
+    rows = sum(len(range(0, p.shape[0] - 32, 14)) * len(range(0, p.shape[1] - 32, 14)) for p in photos.values())
+    assert 8 * (rows - round(0.1 * rows)) >= SETTINGS["full"]["image_blocks"] >= 50000
+    assert SETTINGS["full"]["image_val_blocks"] >= 0.1 * SETTINGS["full"]["image_blocks"]
 
 
 @pytest.mark.parametrize("shape", [(66, 99), (70, 100), (33, 33), (5, 40), (256, 256)])
@@ -389,3 +449,63 @@ def test_cs_and_bench_train_share_one_mnist_task(digits, monkeypatch, tmp_path):
     assert seen == [(8, 64, 3)]
     assert figures["m"] == 8 and np.isfinite(figures["psnr"])
     assert (tmp_path / "examples" / "quick_digits_100_ridge.npz").exists()
+
+
+# ============================================================================ the CSGM protocol
+def test_csgm_matrix_is_unnormalised_gaussian_and_seeded():
+    from validation.train_data import csgm_matrix
+
+    A = csgm_matrix(200, 784, seed=0)
+    assert A.shape == (200, 784) and abs(A.std() - 1.0) < 0.01 and abs(A.mean()) < 0.01
+    np.testing.assert_array_equal(A, csgm_matrix(200, 784, seed=0))
+    assert not np.array_equal(A[:100], csgm_matrix(100, 784, seed=0))
+    with pytest.raises(ProblemError, match="1 <= m <= n"):
+        csgm_matrix(785, 784)
+
+
+@needs_shared
+def test_cs_csgm_quick_follows_the_protocol(tmp_path, capsys):
+    """--protocol csgm: test set = the first 300 t10k digits, A i.i.d. N(0,1), noise std 0.1, per-pixel MSE; the
+    LASSO row is recomputed here with scikit-learn's Lasso(alpha=0.1) as CSGM's scripts call it."""
+    from sklearn.linear_model import Lasso
+
+    from validation.cli import main
+    from validation.train_data import csgm_matrix
+
+    out_json = tmp_path / "cs.json"
+    assert main(["cs", "--protocol", "csgm", "--quick", "--no-progress", "--checkpoint-dir", str(tmp_path / "ck"),
+                 "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert "first 300 test" in text and "per-pixel MSE" in text
+    records = json.loads(out_json.read_text())["records"]
+    assert set(records) == {f"mnist-csgm/100/{m}" for m in ("al", "al_init", "adam", "ridge", "lasso", "lasso_dct")}
+    for record in records.values():
+        assert record["psnr"] == pytest.approx(10 * np.log10(1 / record["mse"]), rel=1e-12)
+    # the AL start is the ridge decoder (init pairs), so its row is ridge's; the AL iterations improve on it
+    assert records["mnist-csgm/100/al_init"]["mse"] == pytest.approx(records["mnist-csgm/100/ridge"]["mse"], rel=1e-9)
+    assert records["mnist-csgm/100/al"]["mse"] < records["mnist-csgm/100/al_init"]["mse"]
+    images = ds.load_mnist(n_train=1, n_test=10, test_first=True).test
+    A = csgm_matrix(100, 784, seed=0)
+    Y = images @ A.T + 0.1 * np.random.default_rng(1).standard_normal((10, 100))
+    R = np.clip([Lasso(alpha=0.1).fit(A, y).coef_ for y in Y], 0, 1)
+    lasso = records["mnist-csgm/100/lasso"]
+    assert lasso["items"] == 10 and lasso["mse"] == pytest.approx(np.mean((R - images) ** 2), rel=1e-6)
+    assert lasso["solver"] == "sklearn.linear_model.Lasso" and lasso["alpha"] == 0.1
+    # its own study in the store, beside the normalised protocol's
+    assert len(_rows(tmp_path / "ck" / "cs.sqlite", "cs_quick_csgm")) == 6
+
+
+def test_cs_protocol_errors_name_the_fix(tmp_path, capsys, monkeypatch):
+    from validation.cli import main
+
+    ck = str(tmp_path / "ck")
+    assert main(["cs", "--quick", "--protocol", "csgm", "--datasets", "mnist,images", "--checkpoint-dir", ck]) == 2
+    assert "protocol for MNIST" in capsys.readouterr().err
+    assert main(["cs", "--quick", "--methods", "ridge,lasso_dct", "--checkpoint-dir", ck]) == 2
+    assert "belongs to --protocol csgm" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["cs", "--quick", "--hidden", "1,2,3,4", "--checkpoint-dir", ck])
+    assert "1 to 3 hidden layers" in capsys.readouterr().err
+    monkeypatch.setattr(ds, "default_mnist_dir", lambda: str(tmp_path / "absent"))
+    assert main(["cs", "--quick", "--protocol", "csgm", "--checkpoint-dir", ck]) == 2
+    assert "--protocol csgm needs the MNIST files" in capsys.readouterr().err

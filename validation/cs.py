@@ -85,34 +85,50 @@ from formulation.results import ConvergenceWarning, ProblemError
 from solvers.methods.al_trainer import DEFAULT_MU
 from validation import datasets as ds
 from validation import options
-from validation.baselines.linear import SparseRecovery, fit_ridge
+from validation.baselines.linear import SparseRecovery, fit_ridge, lasso_csgm
 from validation.runner import Case, Study, drop_study, read_results, run_study
-from validation.train_data import mnist_cs_matrix
+from validation.train_data import csgm_matrix, mnist_cs_matrix
 
 __all__ = ["SETTINGS", "METHODS", "psnr", "ssim", "dct_basis", "cs_case", "plan", "cell_case",
            "run_experiment", "format_tables", "add_parser"]
 
-#: Methods in table order.
-METHODS = ("al", "al_init", "adam", "ridge", "lasso")
+#: Methods in table order (``lasso_dct`` only in the CSGM protocol, whose ``lasso`` is in the pixel basis).
+METHODS = ("al", "al_init", "adam", "ridge", "lasso", "lasso_dct")
+#: The MNIST protocols: ``normalised`` (A with variance 1/m, noiseless, first 8000 train / last 2000 test) and
+#: ``csgm`` (Bora et al., ICML 2017, as in their code: see :data:`CSGM`).
+PROTOCOLS = ("normalised", "csgm")
+#: The CSGM protocol: ``A`` i.i.d. N(0, 1) (not normalised), noise std 0.1 per measurement, the first 300 t10k
+#: images as the test set, per-pixel MSE, these ``m``, and LASSO with ``alpha = 0.1`` (their scripts).
+CSGM = {"ms": (10, 25, 50, 100, 200, 300, 400, 500, 750), "test": 300, "noise": 0.1, "lasso_alpha": 0.1}
+#: Starting networks of ``al`` and ``adam`` (:meth:`ALTrainer.initial_network`): ``pairs`` is the ridge decoder
+#: written as a ReLU network plus He units; ``ridge`` the He network with a ridge output layer.
+INITS = ("pairs", "ridge")
 
 #: The two settings. ``budget_*`` is the AL wall-clock training budget in seconds; Adam gets the
 #: time the AL run actually used. ``lasso_*`` are the numbers of test / validation items LASSO solves.
 SETTINGS = {
     "full": {
-        "mnist_ms": (25, 50, 100, 200), "mnist_train": 8000, "mnist_test": 2000, "mnist_hidden": 2000,
+        "mnist_ms": (25, 50, 100, 200), "mnist_train": 8000, "mnist_test": 2000, "mnist_hidden": (1000,),
         "budget_mnist": 45.0, "lasso_mnist_test": 30, "lasso_mnist_val": 6,
-        "image_ratios": (1, 4, 10, 25, 40), "image_blocks": 5000, "image_val_blocks": 500, "image_hidden": 1000,
-        "budget_images": 30.0, "set11": None, "lasso_images": ("cameraman",), "lasso_image_val": 6,
+        "csgm_ms": CSGM["ms"], "csgm_train": 10000 - CSGM["test"], "csgm_hidden": (1000,), "budget_csgm": 60.0,
+        "lasso_csgm_test": CSGM["test"],
+        "image_ratios": (1, 4, 10, 25, 40), "image_blocks": 60000, "image_val_blocks": 6000, "image_hidden": (512,),
+        "budget_images": 240.0, "set11": None, "lasso_images": ("cameraman",), "lasso_image_val": 6,
         "lasso_kappas": (0.03, 0.01, 0.003), "ridge_grid": 9, "al_max_iters": 100000,
     },
     "quick": {
-        "mnist_ms": (100,), "mnist_train": 5000, "mnist_test": 300, "mnist_hidden": 1000,
+        "mnist_ms": (100,), "mnist_train": 5000, "mnist_test": 300, "mnist_hidden": (800,),
         "budget_mnist": 30.0, "lasso_mnist_test": 5, "lasso_mnist_val": 3,
-        "image_ratios": (25,), "image_blocks": 1000, "image_val_blocks": 100, "image_hidden": 128,
+        "csgm_ms": (100,), "csgm_train": 3000, "csgm_hidden": (300,), "budget_csgm": 15.0, "lasso_csgm_test": 10,
+        "image_ratios": (25,), "image_blocks": 2000, "image_val_blocks": 200, "image_hidden": (64,),
         "budget_images": 30.0, "set11": ("cameraman",), "lasso_images": ("cameraman",),
         "lasso_image_val": 3, "lasso_kappas": (0.03, 0.003), "ridge_grid": 7, "al_max_iters": 3,
     },
 }
+#: What the ``al_init`` row is, per ``--init``.
+START_NOTE = {"pairs": "the ridge decoder as a ReLU network (pairs ReLU(+-y)) plus He units with zero output "
+                       "weights (the AL start; equal to ridge)",
+              "ridge": "He first layer, ridge output layer (the AL start)"}
 #: Images saved for the plot grid (Set11 stems) and the ratio they are shown at.
 PLOT_IMAGES = ("cameraman", "Monarch")
 PLOT_RATIO = 10
@@ -202,30 +218,58 @@ def _set11(set11_dir: str | None, names) -> dict[str, np.ndarray]:
 
 @functools.lru_cache(maxsize=1)
 def _image_data(set11_dir: str | None, names: tuple | None, blocks: int, val_blocks: int, seed: int):
-    """Set11 and the training / validation blocks of the image cells, built once per process."""
-    photos = ds.training_photos()
-    block_rng = np.random.default_rng([seed, 33])
-    train = ds.sample_blocks(photos, blocks, block_rng)
-    return _set11(set11_dir, names), train, ds.sample_blocks(photos, val_blocks, block_rng)
+    """Set11 and the training / validation patches of the image cells (:func:`validation.datasets.training_patches`:
+    the stride grid of the training photos in 8 orientations, 10 % of the positions held out, each side
+    subsampled to ``blocks`` / ``val_blocks``), built once per process."""
+    patches = ds.training_patches(ds.training_photos(), np.random.default_rng([seed, 33]), train_count=blocks,
+                                  val_count=val_blocks)
+    return _set11(set11_dir, names), patches
 
 
-def _task(config: dict, dataset: str, ratio: int) -> tuple[Task, Evaluator, int, float]:
-    """Data, matrix and scorer of one (dataset, ratio), its hidden width and its AL budget."""
+@functools.lru_cache(maxsize=1)
+def _csgm_mnist(mnist_dir: str | None, n_train: int, n_test: int) -> ds.Dataset:
+    """MNIST of the CSGM protocol: the first ``n_test`` t10k images test, the next ``n_train`` train (no
+    fallback: the protocol is MNIST's)."""
+    try:
+        return ds.load_mnist(mnist_dir, n_train=n_train, n_test=n_test, allow_fallback=False, test_first=True)
+    except ProblemError as error:
+        raise ProblemError(f"--protocol csgm needs the MNIST files: {error}") from error
+
+
+def hidden_widths(config: dict, dataset: str, m: int) -> tuple[int, ...]:
+    """Hidden widths of a cell's MLP: the He units of each layer, plus the ``2m`` pair units of
+    ``init="pairs"`` (:meth:`ALTrainer.initial_network`)."""
+    key = {"images": "image_hidden", "mnist-csgm": "csgm_hidden"}.get(dataset, "mnist_hidden")
+    he = config["hidden"] or config["values"][key]
+    return tuple(int(h) + (2 * m if config["init"] == "pairs" else 0) for h in he)
+
+
+def _task(config: dict, dataset: str, ratio: int) -> tuple[Task, Evaluator, tuple[int, ...], float]:
+    """Data, matrix and scorer of one (dataset, ratio), its hidden widths and its AL budget."""
     values, seed = config["values"], config["seed"]
     if dataset == "images":
         names = None if values["set11"] is None else tuple(values["set11"])
-        set11, train, val = _image_data(config["set11_dir"], names, values["image_blocks"],
-                                        values["image_val_blocks"], seed)
+        set11, patches = _image_data(config["set11_dir"], names, values["image_blocks"], values["image_val_blocks"],
+                                     seed)
         A, source = ds.sampling_matrix(ratio, phi_dir=config["phi_dir"], rng=np.random.default_rng([seed, ratio]))
-        return (Task(A, source, train, val, dct_basis(ds.BLOCK)),
-                Evaluator("images", set11, config["noise"], config["smooth"]), values["image_hidden"],
-                values["budget_images"])
+        return (Task(A, source, patches.train, patches.val, dct_basis(ds.BLOCK)),
+                Evaluator("images", set11, config["noise"], config["smooth"]),
+                hidden_widths(config, dataset, A.shape[0]), values["budget_images"])
+    if dataset == "mnist-csgm":
+        data = _csgm_mnist(config["mnist_dir"], values["csgm_train"], CSGM["test"])
+        n_val = data.train.shape[0] // 10
+        A = csgm_matrix(ratio, data.n, seed)
+        return (Task(A, f"i.i.d. N(0,1), not normalised (CSGM), m={ratio}", data.train[:-n_val], data.train[-n_val:],
+                     dct_basis(28)),
+                Evaluator("csgm", data, config["noise"], False), hidden_widths(config, dataset, ratio),
+                values["budget_csgm"])
     data = _digits_or_mnist(dataset, config["mnist_dir"], values["mnist_train"], values["mnist_test"])
     n_val = max(10, data.train.shape[0] // 10)
     m = ratio if data.n == 784 else max(1, int(round(ratio * data.n / 784)))  # the ratio m/n of MNIST kept
     A = mnist_cs_matrix(m, data.n, seed)
     return (Task(A, f"seeded Gaussian, variance 1/m, m={m}", data.train[:-n_val], data.train[-n_val:], None),
-            Evaluator("mnist", data, config["noise"], False), values["mnist_hidden"], values["budget_mnist"])
+            Evaluator("mnist", data, config["noise"], False), hidden_widths(config, dataset, m),
+            values["budget_mnist"])
 
 
 class Evaluator:
@@ -244,6 +288,9 @@ class Evaluator:
         scores = [psnr(s, r) for s, r in zip(S, R)]
         result = {"psnr": float(np.mean(scores)), "psnr_std": float(np.std(scores)), "items": len(S),
                   "recovery_seconds_per_item": seconds / len(S)}
+        if self.kind == "csgm":  # CSGM's metric: the per-pixel MSE over all test images, also as a PSNR
+            mse = float(np.mean((S - R) ** 2))
+            result.update(mse=mse, psnr=float(10 * np.log10(1.0 / mse)), psnr_mean_per_image=result["psnr"])
         return result, {"recovered": R[:8], "original": S[:8]}
 
     # --- images: Set11 images are the items, blocks are recovered together
@@ -282,24 +329,34 @@ def _network_recovery(network):
     return lambda Y: network.forward(Y.T).T
 
 
-def _al_trainer(config: dict, hidden: int, budget: float | None = None, checkpoint: str | None = None):
+def _al_trainer(config: dict, hidden: tuple[int, ...], ridge: float, budget: float | None = None,
+                checkpoint: str | None = None):
     """The AL trainer of a cell: ``al`` trains it, ``al_init`` takes its start (the same options)."""
     from solvers.methods.al_trainer import ALTrainer
 
-    return ALTrainer(hidden=(hidden,), seed=config["seed"], rho=config["al_rho"], mu=config["al_mu"],
-                     time_budget=budget, max_iters=config["values"]["al_max_iters"], checkpoint=checkpoint,
-                     progress=False)
+    return ALTrainer(hidden=hidden, seed=config["seed"], init=config["init"], ridge=ridge, rho=config["al_rho"],
+                     mu=config["al_mu"], time_budget=budget, max_iters=config["values"]["al_max_iters"],
+                     checkpoint=checkpoint, progress=False)
 
 
-def _train_al(trainer, Y, S) -> tuple:
+def _start_ridge(config: dict, task: Task, Y_train, Y_val) -> float:
+    """The relative ridge of the start: the one the ``ridge`` cell chooses on the validation pair for
+    ``init="pairs"`` (so that the start is that decoder), the trainer's default otherwise."""
+    if config["init"] != "pairs":
+        return 1e-3
+    return fit_ridge(Y_train, task.S_train, Y_val, task.S_val, config["values"]["ridge_grid"])[2]
+
+
+def _train_al(trainer, Y, S, Y_val, S_val) -> tuple:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        result = trainer.fit(Y.T, S.T)
+        result = trainer.fit(Y.T, S.T, Y_val.T, S_val.T)
     wall = time.perf_counter() - start
     info = {"iterations": result.iterations, "stop_reason": result.stop_reason,
             "train_seconds": float(result.final["seconds"]), "wall_seconds": wall,
             "init_train_loss": result.init_train_loss, "final_train_loss": result.final["train_loss"],
+            "init_val_loss": result.init_val_loss, "final_val_loss": result.final["val_loss"],
             "final_violation": result.final["violation"], "final_kkt": result.final["kkt"],
             "final_rho": result.final["rho"], "resumed": bool(result.extras.get("resumed")),
             "history": _loss_history(result.history)}
@@ -307,8 +364,8 @@ def _train_al(trainer, Y, S) -> tuple:
 
 
 def _al_start(trainer, Y, S):
-    """The AL start in original units, built as :meth:`ALTrainer.fit` builds it: He first layer and ridge
-    output layer on the standardised data (deterministic, so ``al_init`` needs no AL run)."""
+    """The AL start in original units, built as :meth:`ALTrainer.fit` builds it on the standardised data
+    (deterministic, so ``al_init`` needs no AL run)."""
     from solvers.methods.scaling import Standardizer
 
     X0, T, _, _ = trainer.check_data(Y.T, S.T)
@@ -317,8 +374,10 @@ def _al_start(trainer, Y, S):
 
 
 def _loss_history(history) -> list[dict]:
-    """``seconds`` and forward-pass ``train_loss`` of each recorded row (AL or Adam), for the figures."""
-    return [{"seconds": float(row["seconds"]), "train_loss": float(row["train_loss"])} for row in history]
+    """``seconds`` and forward-pass ``train_loss`` and ``val_loss`` of each recorded row (AL or Adam), for the
+    figures."""
+    return [{"seconds": float(row["seconds"]), "train_loss": float(row["train_loss"]),
+             "val_loss": None if row.get("val_loss") is None else float(row["val_loss"])} for row in history]
 
 
 def al_checkpoint(folder: str, setting: str, dataset: str, ratio: int) -> str:
@@ -350,13 +409,16 @@ def cs_case(case: Case) -> dict:
     record = {"m": int(task.A.shape[0]), "n": int(task.A.shape[1]), "A": task.A_source}
     limit, names = None, None
     if method == "al":
-        trainer = _al_trainer(config, hidden, budget, al_checkpoint(folder, config["setting"], dataset, ratio))
-        network, info = _train_al(trainer, Y_train, task.S_train)
-        record.update(hidden=hidden, budget=budget, train_seconds=info["wall_seconds"], al=info)
+        ridge = _start_ridge(config, task, Y_train, Y_val)
+        trainer = _al_trainer(config, hidden, ridge, budget, al_checkpoint(folder, config["setting"], dataset, ratio))
+        network, info = _train_al(trainer, Y_train, task.S_train, Y_val, task.S_val)
+        record.update(hidden=list(hidden), budget=budget, train_seconds=info["wall_seconds"], al=info,
+                      init=config["init"], start_ridge=ridge)
         recover = _network_recovery(network)
     elif method == "al_init":
-        record.update(hidden=hidden, train_seconds=0.0, note="He first layer, ridge output layer (the AL start)")
-        recover = _network_recovery(_al_start(_al_trainer(config, hidden), Y_train, task.S_train))
+        ridge = _start_ridge(config, task, Y_train, Y_val)
+        record.update(hidden=list(hidden), train_seconds=0.0, start_ridge=ridge, note=START_NOTE[config["init"]])
+        recover = _network_recovery(_al_start(_al_trainer(config, hidden, ridge), Y_train, task.S_train))
     elif method == "adam":
         from validation.baselines.adam import train_adam
 
@@ -364,17 +426,27 @@ def cs_case(case: Case) -> dict:
         # Adam recomputes identically and is not charged for either, excluded)
         adam_budget = float(case.settings["al_seconds"])
         start = time.perf_counter()
-        trained = train_adam(Y_train.T, task.S_train.T, hidden=(hidden,), seed=seed, time_budget=adam_budget,
-                             record_every=min(0.5, adam_budget / 100),
-                             weight_decay=config["al_mu"])  # the AL trainer's objective
-        record.update(hidden=hidden, budget=adam_budget, train_seconds=time.perf_counter() - start,
+        trained = train_adam(Y_train.T, task.S_train.T, Y_val.T, task.S_val.T, hidden=hidden, seed=seed,
+                             time_budget=adam_budget, record_every=max(0.5, adam_budget / 100),
+                             init=config["init"], ridge=_start_ridge(config, task, Y_train, Y_val),
+                             weight_decay=config["al_mu"])  # the AL trainer's start and objective
+        record.update(hidden=list(hidden), budget=adam_budget, train_seconds=time.perf_counter() - start,
                       epochs=trained["epochs"], history=_loss_history(trained["history"]))
         recover = _network_recovery(trained["network"])
     elif method == "ridge":
         start = time.perf_counter()
-        model, alpha = fit_ridge(Y_train, task.S_train, Y_val, task.S_val, config["values"]["ridge_grid"])
-        record.update(train_seconds=time.perf_counter() - start, alpha=alpha)
+        model, alpha, relative = fit_ridge(Y_train, task.S_train, Y_val, task.S_val, config["values"]["ridge_grid"])
+        record.update(train_seconds=time.perf_counter() - start, alpha=alpha, relative_alpha=relative)
         recover = model.predict
+    elif evaluator.kind == "csgm":  # lasso, lasso_dct: CSGM's LASSO, no parameter to choose
+        basis = task.basis if method == "lasso_dct" else None
+        record.update(train_seconds=0.0, alpha=CSGM["lasso_alpha"], basis="DCT" if basis is not None else "pixel",
+                      solver="sklearn.linear_model.Lasso")
+
+        def recover(Y, basis=basis):
+            return lasso_csgm(task.A, Y, CSGM["lasso_alpha"], basis)
+
+        limit = config["values"]["lasso_csgm_test"]
     else:  # lasso
         values = config["values"]
         solver = SparseRecovery(task.A, task.basis, solver=config["lasso_solver"])
@@ -396,7 +468,7 @@ def cs_case(case: Case) -> dict:
             limit = values["lasso_mnist_test"]
         else:
             names = [k for k in values["lasso_images"] if k in evaluator.data] or list(evaluator.data)[:1]
-    if evaluator.kind == "mnist":
+    if evaluator.kind in ("mnist", "csgm"):
         scores, examples = evaluator.mnist(task, recover, limit)
     else:
         scores, examples = evaluator.images(task, recover, names)
@@ -429,45 +501,70 @@ def plan(args, out=print) -> tuple[dict, list[tuple[str, int]], list[str]]:
     """
     name = "quick" if args.quick else "full"
     setting = dict(SETTINGS[name])
+    csgm = args.protocol == "csgm"
     if args.budget is not None:
-        setting["budget_mnist"] = setting["budget_images"] = float(args.budget)
-    for option, key in ((args.mnist_ms, "mnist_ms"), (args.image_ratios, "image_ratios")):
+        setting["budget_mnist"] = setting["budget_images"] = setting["budget_csgm"] = float(args.budget)
+    for option, key in ((args.mnist_ms, "csgm_ms" if csgm else "mnist_ms"), (args.image_ratios, "image_ratios")):
         if option:  # parsed by options.positive_ints
             setting[key] = tuple(option)
             if key == "image_ratios" and not set(setting[key]) <= set(ds.PHI_ROWS):
                 raise ProblemError(f"--image-ratios must be among {sorted(ds.PHI_ROWS)} (percent), got "
                                    f"{','.join(map(str, option))!r}.")
-    datasets = args.datasets.split(",")
+    datasets = (args.datasets or ("mnist" if csgm else "mnist,images")).split(",")
     for dataset in datasets:
         if dataset not in ("mnist", "images"):
             raise ProblemError(f"Unknown dataset {dataset!r}; choose from mnist, images (comma-separated).")
-    methods = args.methods.split(",")
+    if csgm and "images" in datasets:
+        raise ProblemError("--protocol csgm is a protocol for MNIST; run the images without it "
+                           "(--datasets images), or drop images from --datasets.")
+    methods = (args.methods or ",".join(m for m in METHODS if csgm or m != "lasso_dct")).split(",")
     for method in methods:
         if method not in METHODS:
             raise ProblemError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    if "lasso_dct" in methods and not csgm:
+        raise ProblemError("`lasso_dct` belongs to --protocol csgm (its `lasso` is in the pixel basis); the images' "
+                           "`lasso` is in the DCT basis already.")
     if "adam" in methods and "al" not in methods:
         raise ProblemError("`adam` is trained for the wall time of the AL run; include `al` in --methods.")
 
     def folder(path):  # absolute: a case may run in a process with another working folder
         return None if path is None else os.path.abspath(path)
 
-    config = {"setting": name, "seed": args.seed, "noise": args.noise, "mnist_dir": folder(args.mnist_dir),
+    noise = args.noise if args.noise is not None else (CSGM["noise"] if csgm else 0.0)
+    config = {"setting": name, "protocol": args.protocol, "seed": args.seed, "noise": noise,
+              "init": args.init, "hidden": list(args.hidden) if args.hidden else None,
+              "mnist_dir": folder(args.mnist_dir),
               "set11_dir": folder(args.set11_dir), "phi_dir": folder(args.phi_dir),
               "mnist_matrix": "gaussian 1/m (train_data.mnist_cs_matrix)", "al_rho": args.al_rho,
               "al_mu": DEFAULT_MU, "lasso_solver": args.lasso_solver, "smooth": args.smooth,
-              "values": {k: v for k, v in setting.items() if k not in ("mnist_ms", "image_ratios")}}
+              "values": {k: v for k, v in setting.items() if k not in ("mnist_ms", "csgm_ms", "image_ratios")}}
     config = json.loads(json.dumps(config))  # tuples -> lists, as they come back from the store
     cells = []
-    if "mnist" in datasets:
+    if "mnist" in datasets and csgm:
+        data = _csgm_mnist.__wrapped__(config["mnist_dir"], setting["csgm_train"], CSGM["test"])  # not cached
+        out(f"[mnist-csgm] {data.source}; 10 % of the training images validate; A i.i.d. N(0,1), noise std "
+            f"{noise} per measurement; metric: per-pixel MSE over the {CSGM['test']} test images (and its PSNR)")
+        cells += [("mnist-csgm", m) for m in setting["csgm_ms"]]
+    elif "mnist" in datasets:
         data = ds.load_mnist(args.mnist_dir, n_train=setting["mnist_train"], n_test=setting["mnist_test"])
         out(f"[mnist] {data.source}")
         cells += [(data.name, m) for m in setting["mnist_ms"]]
     if "images" in datasets:
         set11 = _set11(config["set11_dir"], setting["set11"])
-        out(f"[images] test: Set11 {sorted(set11)}; train: {setting['image_blocks']} random 33x33 blocks of "
-            f"skimage.data {', '.join(ds.TRAINING_PHOTOS)} (camera excluded)")
+        for ratio in setting["image_ratios"]:  # a missing or corrupt matrix is refused before any cell runs
+            ds.sampling_matrix(ratio, phi_dir=config["phi_dir"], rng=np.random.default_rng(0))
+        out(f"[images] test: Set11 {sorted(set11)}; train: {setting['image_blocks']} of the 33x33 patches on a "
+            f"stride-{ds.PATCH_STRIDE} grid of skimage.data {', '.join(ds.TRAINING_PHOTOS)} (camera excluded) and "
+            f"scikit-learn's {', '.join(ds.SAMPLE_IMAGES)}, in 8 orientations; validation: "
+            f"{setting['image_val_blocks']} patches of 10 % of the grid positions, held out")
         cells += [("images", ratio) for ratio in setting["image_ratios"]]
     return config, cells, methods
+
+
+def study_name(config: dict) -> str:
+    """The study of a configuration in the store: ``cs_quick``, ``cs_full``, and ``cs_*_csgm`` for the CSGM
+    protocol (its own table: its MNIST cells are another experiment)."""
+    return f"cs_{config['setting']}" + ("_csgm" if config["protocol"] == "csgm" else "")
 
 
 def cell_case(config: dict, dataset: str, ratio: int, method: str, folder: str, **extra) -> Case:
@@ -510,11 +607,12 @@ def run_experiment(args, out=print) -> Outcome:
     first ``al``, ``al_init``, ``ridge`` and ``lasso``, then ``adam`` for the seconds each stored AL loop used.
     ``args.store`` and ``args.checkpoint_dir`` are the checked paths."""
     config, cells, methods = plan(args, out)
-    study, folder, setting = f"cs_{config['setting']}", args.checkpoint_dir, config["setting"]
+    study, folder, setting = study_name(config), args.checkpoint_dir, config["setting"]
     if args.fresh:
         dropped = drop_study(args.store, study)
         for path in glob.glob(os.path.join(folder, "al", f"{setting}_*.npz")):
-            os.remove(path)  # AL checkpoints of dropped cells: never resumed by other settings
+            if ("_mnist-csgm_" in os.path.basename(path)) == (config["protocol"] == "csgm"):
+                os.remove(path)  # AL checkpoints of dropped cells: never resumed by other settings
         out(f"--fresh: dropped {dropped} stored {study} cells")
     _refuse_other_settings(args.store, study, config)
 
@@ -581,7 +679,7 @@ def format_tables(records: dict) -> str:
     for dataset in sorted({r["dataset"] for r in rows}):
         ratios = sorted({r["ratio"] for r in rows if r["dataset"] == dataset})
         label = "m" if dataset != "images" else "ratio %"
-        images = dataset == "images"
+        images, csgm = dataset == "images", dataset == "mnist-csgm"
         header = ["method"] + [f"{label}={ratio}" for ratio in ratios] + ["train s", "recover s/item", "items"]
         table = []
         for method in _ordered_methods(rows, dataset):
@@ -591,7 +689,10 @@ def format_tables(records: dict) -> str:
                 if score is None:
                     line.append("-")
                     continue
-                line.append(f"{score['psnr']:.2f}" + (f"/{score['ssim']:.3f}" if images else ""))
+                if csgm:
+                    line.append(f"{score['mse']:.4f}/{score['psnr']:.2f}")
+                else:
+                    line.append(f"{score['psnr']:.2f}" + (f"/{score['ssim']:.3f}" if images else ""))
                 trains.append(record.get("train_seconds", 0.0))
                 recs.append(record["recovery_seconds_per_item"])
                 items.append(str(record["items"]))
@@ -599,7 +700,8 @@ def format_tables(records: dict) -> str:
                      "/".join(sorted(set(items), key=int)) or "-"]
             table.append(line)
         widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
-        metric = "PSNR dB / SSIM (mean over Set11 images)" if images else "PSNR dB (mean over test digits)"
+        metric = ("PSNR dB / SSIM (mean over Set11 images)" if images else
+                  "per-pixel MSE / its PSNR dB (over the test digits)" if csgm else "PSNR dB (mean over test digits)")
         lines.append(f"\n== {dataset}: {metric}; train s and recovery s/item averaged over ratios ==")
         lines.append(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
         lines.append("-+-".join("-" * w for w in widths))
@@ -611,9 +713,11 @@ def format_tables(records: dict) -> str:
         al = [r for r in rows if r["dataset"] == dataset and r["method"] == "al"]
         for r in sorted(al, key=lambda r: r["ratio"]):
             info = r["al"]
+            val = (f", val loss {info['init_val_loss']:.4f} -> {info['final_val_loss']:.4f}"
+                   if info.get("final_val_loss") is not None else "")
             lines.append(f"  AL {label}={r['ratio']}: {info['iterations']} outer its, stop {info['stop_reason']}, "
-                         f"train loss {info['init_train_loss']:.4f} -> {info['final_train_loss']:.4f} "
-                         f"(fraction of variance), violation {info['final_violation']:.2e}, "
+                         f"train loss {info['init_train_loss']:.4f} -> {info['final_train_loss']:.4f}{val} "
+                         f"(fractions of variance), violation {info['final_violation']:.2e}, "
                          f"rho {info['final_rho']:.3g}")
     return "\n".join(lines)
 
@@ -636,24 +740,34 @@ def training_figures(records: dict, directory: str, svg: bool = False) -> list[s
                      key=lambda r: (r["dataset"], r["ratio"])):
         dataset, ratio = al["dataset"], al["ratio"]
         cell = {r["method"]: r for r in records.values() if r["dataset"] == dataset and r["ratio"] == ratio}
-        curves = [figures.history_curve("AL", al["al"]["history"], "train_loss")]
-        metric = figures.Metric("test PSNR (dB" + (", mean over Set11 images)" if dataset == "images" else
-                                                   ", mean over test digits)"))
-        metric.points.append(("AL", al["al"]["history"][-1]["seconds"], al["psnr"]))
+        runs = [("AL", al["al"]["history"], al)]
         if cell.get("adam", {}).get("history"):
-            curves.append(figures.history_curve("Adam", cell["adam"]["history"], "train_loss"))
-            metric.points.append(("Adam", cell["adam"]["history"][-1]["seconds"], cell["adam"]["psnr"]))
-        for method, label in (("al_init", "AL start (He + ridge output)"), ("ridge", "ridge (linear)"),
-                              ("lasso", "LASSO")):
+            runs.append(("Adam", cell["adam"]["history"], cell["adam"]))
+        validated = all(row.get("val_loss") is not None for _, history, _ in runs for row in history[:1])
+        curves = [figures.history_curve(label, history, "val_loss" if validated else "train_loss")
+                  for label, history, _ in runs]
+        if validated:  # the training loss beside it, thin: overfitting shows as the two curves parting
+            curves += [figures.history_curve(f"{label} (train)", history, "train_loss", thin=True)
+                       for label, history, _ in runs]
+        metric = figures.Metric("test PSNR (dB" + (", mean over Set11 images)" if dataset == "images" else
+                                                   ", of the per-pixel MSE)" if dataset == "mnist-csgm" else
+                                                   ", mean over test digits)"))
+        for label, history, record in runs:
+            metric.points.append((label, history[-1]["seconds"], record["psnr"]))
+        start = "AL start (= ridge, as a ReLU net)" if al.get("init") == "pairs" else "AL start"
+        for method, label in (("al_init", start), ("ridge", "ridge (linear)"), ("lasso", "LASSO"),
+                              ("lasso_dct", "LASSO (DCT)")):
             if method in cell:
                 items = f", {cell[method]['items']} test items" if method == "lasso" else ""
                 metric.references[label + items] = cell[method]["psnr"]
         kind = "m" if dataset != "images" else "ratio (%)"
         figure = figures.comparison_figure(
-            curves, problem=f"cs {dataset}, {kind} = {ratio}, MLP {al['m']}->{al['hidden']}->{al['n']}",
+            curves, problem=f"cs {dataset}, {kind} = {ratio}, MLP "
+            f"{'->'.join(map(str, [al['m'], *np.atleast_1d(al['hidden']).tolist(), al['n']]))}",
             budget=al["budget"], threads=None, metric=metric, detail="Adam given the seconds the AL loop used",
-            references={"AL start (He + ridge output)": al["al"]["init_train_loss"]},
-            ylabel="training loss (fraction of target variance)")
+            references={start: al["al"]["init_val_loss" if validated else "init_train_loss"]},
+            ylabel=("validation loss (thick) and training loss (thin)" if validated else "training loss")
+            + " (fraction of target variance)")
         paths += figures.write(figure, os.path.join(directory, f"cs_{dataset}_{ratio}_training.png"), svg=svg)
     return paths
 
@@ -719,7 +833,7 @@ def plot(records: dict, config: dict, folder: str, directory: str, svg: bool = F
             for axis in axes.ravel():
                 axis.axis("off")
         else:
-            shape = (28, 28) if dataset == "mnist" else (8, 8)
+            shape = (8, 8) if dataset == "digits" else (28, 28)
             first = next(iter(loaded.values()))["original"]
             size = (1.1 * len(first), 1.2 * (len(loaded) + 1))
             figure, axes = plt.subplots(len(loaded) + 1, len(first), figsize=size, squeeze=False)
@@ -746,6 +860,14 @@ def _mnist_ms(text: str) -> tuple[int, ...]:
     if max(values) > 784:
         raise argparse.ArgumentTypeError(f"must be at most the 784 pixels of an MNIST digit (more measurements than "
                                          f"pixels is not compressed sensing): choose m <= 784, got {text!r}")
+    return values
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    """``--hidden``: 1 to 3 positive widths."""
+    values = options.positive_ints(text)
+    if not 1 <= len(values) <= 3:
+        raise argparse.ArgumentTypeError(f"give 1 to 3 hidden layers (comma-separated He units), got {text!r}")
     return values
 
 
@@ -791,8 +913,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="reduced setting: one ratio per dataset, less data (1.5-5 min on 2 cores, "
                              "depending on load); used by the tests")
-    parser.add_argument("--datasets", default="mnist,images", help="comma-separated: mnist, images")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="normalised",
+                        help="MNIST protocol: 'normalised' (A with variance 1/m, noiseless, first 8000 train / last "
+                             "2000 test) or 'csgm' (Bora et al., ICML 2017: A i.i.d. N(0,1), noise std 0.1, the first "
+                             "300 t10k images as test, m in 10..750, per-pixel MSE, LASSO alpha 0.1 in the pixel and "
+                             "DCT bases); csgm is MNIST only and is stored as its own study")
+    parser.add_argument("--datasets", default=None,
+                        help="comma-separated: mnist, images (default both; mnist with --protocol csgm)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of " + ", ".join(METHODS) + " (default all; lasso_dct only "
+                             "with --protocol csgm)")
+    parser.add_argument("--init", choices=INITS, default="pairs",
+                        help="start of the AL and Adam networks: 'pairs' = the ridge decoder as a ReLU network "
+                             "(units ReLU(y), ReLU(-y), output weights [P, -P]) plus the He units with zero output "
+                             "weights, so the start equals ridge; 'ridge' = He network with a ridge output layer")
+    parser.add_argument("--hidden", type=_hidden, default=None,
+                        help="He units per hidden layer, 1 to 3 layers, e.g. 512 or 512,512 (with --init pairs each "
+                             "layer also holds the 2m pair units); default per dataset and setting")
     parser.add_argument("--mnist-dir", default=None,
                         help="folder with the MNIST IDX files (default mnist/ of the data folder: $UNRELU_DATA, "
                              "else ../shared/data beside a checkout; without it the bundled 8x8 digits)")
@@ -811,8 +948,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="initial relative penalty of the AL method")
     parser.add_argument("--lasso-solver", type=_installed_cvxpy_solver, default="SCS",
                         help="CVXPY solver of the LASSO (an installed one)")
-    parser.add_argument("--noise", type=options.nonnegative_float, default=0.0,
-                        help="std of Gaussian measurement noise e (>= 0)")
+    parser.add_argument("--noise", type=options.nonnegative_float, default=None,
+                        help="std of Gaussian measurement noise e (>= 0; default 0, or 0.1 with --protocol csgm)")
     parser.add_argument("--smooth", action="store_true", help="add METHOD+smooth rows (TV denoising) for images")
     parser.add_argument("--seed", type=options.seed, default=0)
     parser.add_argument("--checkpoint-dir", default=os.path.join("results", "cs"),

@@ -24,7 +24,8 @@ from formulation.results import ProblemError
 __all__ = [
     "DATA_ENV", "data_root", "Dataset", "read_idx", "load_mnist", "load_digits_fallback",
     "TRAINING_PHOTOS", "training_photos", "load_set11", "sampling_matrix", "image_to_blocks",
-    "blocks_to_image", "sample_blocks", "BLOCK", "IMAGE_RATIOS", "PHI_ROWS",
+    "blocks_to_image", "training_patches", "Patches", "SAMPLE_IMAGES", "PATCH_STRIDE", "BLOCK", "IMAGE_RATIOS",
+    "PHI_ROWS",
 ]
 
 #: Environment variable that names the data folder (with ``mnist/``, ``set11/``, ``cs_phi/``).
@@ -176,8 +177,10 @@ def default_mnist_dir() -> str | None:
 
 
 def load_mnist(mnist_dir: str | os.PathLike | None = None, *, n_train: int = 8000, n_test: int = 2000,
-               allow_fallback: bool = True) -> Dataset:
-    """MNIST digits from the 10k IDX split: the first ``n_train`` for training, the last ``n_test`` for test.
+               allow_fallback: bool = True, test_first: bool = False) -> Dataset:
+    """MNIST digits from the 10k IDX split: the first ``n_train`` for training, the last ``n_test`` for test
+    (with ``test_first``: the first ``n_test`` for test, the next ``n_train`` for training, as the CSGM
+    protocol takes its test images).
 
     Parameters
     ----------
@@ -227,6 +230,10 @@ def load_mnist(mnist_dir: str | os.PathLike | None = None, *, n_train: int = 800
             raise ProblemError(f"{labels_path!r} has shape {labels.shape} but the images file has "
                                f"{images.shape[0]} images; the two files do not belong together.")
     flat = images.reshape(images.shape[0], -1).astype(np.float64) / 255.0
+    if test_first:
+        return Dataset(name="mnist", train=flat[n_test:n_test + n_train], test=flat[:n_test], image_shape=(28, 28),
+                       source=f"MNIST t10k split from {images_path} (first {n_test} test, next {n_train} train)",
+                       test_labels=None if labels is None else labels[:n_test])
     return Dataset(name="mnist", train=flat[:n_train], test=flat[-n_test:], image_shape=(28, 28),
                    source=f"MNIST t10k split from {images_path} (first {n_train} train, last {n_test} test)",
                    test_labels=None if labels is None else labels[-n_test:])
@@ -249,8 +256,16 @@ def load_digits_fallback(reason: str = "", test_fraction: float = 0.2) -> Datase
 
 
 # ============================================================================ natural images
-def training_photos(names=TRAINING_PHOTOS) -> dict[str, np.ndarray]:
-    """Grayscale float ``[0, 1]`` versions of bundled ``skimage.data`` photographs (no ``camera``)."""
+#: Photographs of ``sklearn.datasets.load_sample_images`` added to the training photos (file stems).
+SAMPLE_IMAGES = ("china", "flower")
+#: Stride (pixels) of the grid of training patches: every ``BLOCK × BLOCK`` patch at these steps is used.
+PATCH_STRIDE = 14
+
+
+def training_photos(names=TRAINING_PHOTOS, sample_images: bool = True) -> dict[str, np.ndarray]:
+    """Grayscale float ``[0, 1]`` versions of bundled ``skimage.data`` photographs (no ``camera``) and, with
+    ``sample_images``, of scikit-learn's two sample photographs (keys ``sklearn-china``, ``sklearn-flower``).
+    All of them ship inside the packages: no download."""
     import skimage.data
     from skimage.color import rgb2gray, rgba2rgb
     from skimage.util import img_as_float
@@ -264,31 +279,65 @@ def training_photos(names=TRAINING_PHOTOS) -> dict[str, np.ndarray]:
             image = rgba2rgb(image)
         image = rgb2gray(image) if image.ndim == 3 else img_as_float(image)
         photos[name] = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
+    if sample_images:
+        from sklearn.datasets import load_sample_images
+
+        bunch = load_sample_images()
+        for filename, image in zip(bunch.filenames, bunch.images):
+            stem = os.path.splitext(os.path.basename(filename))[0]
+            photos[f"sklearn-{stem}"] = np.clip(rgb2gray(image), 0.0, 1.0)
     return photos
 
 
-def sample_blocks(photos: dict[str, np.ndarray], count: int, rng: np.random.Generator,
-                  block: int = BLOCK, augment: bool = True) -> np.ndarray:
-    """``count`` random ``block × block`` patches (rows of length ``block²``) from ``photos``.
+@dataclass
+class Patches:
+    """Training and validation patches (rows of length ``block²``) and how they were cut."""
 
-    Patches are drawn uniformly over all positions of all photos (larger photos give more), and
-    with ``augment`` flipped / rotated by a random element of the dihedral group.
+    train: np.ndarray
+    val: np.ndarray
+    info: dict
+
+
+def training_patches(photos: dict[str, np.ndarray], rng: np.random.Generator, *, train_count: int | None = None,
+                     val_count: int | None = None, stride: int = PATCH_STRIDE, block: int = BLOCK,
+                     val_fraction: float = 0.1) -> Patches:
+    """Every ``block × block`` patch of ``photos`` on a grid of step ``stride``, in its 8 orientations (the
+    dihedral group: 90° rotations, each also flipped), split by position.
+
+    A random ``val_fraction`` of the grid positions (seeded by ``rng``) is held out for validation, so the
+    orientations of one patch never straddle the split. ``train_count`` / ``val_count`` subsample each side
+    without replacement (``None``: all of it); ``info`` says how many patches were available and used.
     """
+    if stride < 1 or block < 1:
+        raise ProblemError(f"stride={stride} and block={block} must be positive.")
     names = sorted(photos)
-    sizes = np.array([(photos[k].shape[0] - block + 1) * (photos[k].shape[1] - block + 1) for k in names], float)
-    which = rng.choice(len(names), size=count, p=sizes / sizes.sum())
-    out = np.empty((count, block * block))
-    for index, k in enumerate(which):
-        image = photos[names[k]]
-        i = rng.integers(0, image.shape[0] - block + 1)
-        j = rng.integers(0, image.shape[1] - block + 1)
-        patch = image[i:i + block, j:j + block]
-        if augment:
-            patch = np.rot90(patch, int(rng.integers(4)))
-            if rng.integers(2):
-                patch = patch[:, ::-1]
-        out[index] = patch.ravel()
-    return out
+    positions = []
+    for index, name in enumerate(names):
+        height, width = photos[name].shape
+        rows, cols = np.arange(0, height - block + 1, stride), np.arange(0, width - block + 1, stride)
+        grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
+        positions.append(np.column_stack([np.full(len(grid), index), grid]))
+    positions = np.concatenate(positions)
+    if len(positions) < 2:
+        raise ProblemError(f"The training photos hold {len(positions)} patch position(s) of {block}x{block}; "
+                           "add larger photos.")
+    order = rng.permutation(len(positions))
+    held = max(1, int(round(val_fraction * len(positions))))
+    sides = {"val": positions[order[:held]], "train": positions[order[held:]]}
+    out, info = {}, {"photos": names, "stride": stride, "orientations": 8, "positions": len(positions)}
+    for side, count in (("train", train_count), ("val", val_count)):
+        pool = len(sides[side]) * 8
+        chosen = np.arange(pool) if count is None or count >= pool else np.sort(rng.choice(pool, count, replace=False))
+        patches = np.empty((len(chosen), block * block))
+        for row, item in enumerate(chosen):
+            k, i, j = sides[side][item // 8]
+            patch = photos[names[k]][i:i + block, j:j + block]
+            transform = item % 8
+            patch = np.rot90(patch, transform % 4)
+            patches[row] = (patch[:, ::-1] if transform >= 4 else patch).ravel()
+        out[side] = patches
+        info[f"{side}_available"], info[f"{side}_used"] = pool, len(chosen)
+    return Patches(out["train"], out["val"], info)
 
 
 def default_set11_dir() -> str | None:
@@ -326,6 +375,9 @@ def load_set11(set11_dir: str | os.PathLike | None = None) -> dict[str, np.ndarr
             image = skimage.io.imread(path)
         except Exception as exc:  # imageio / tifffile raise many types
             raise ProblemError(f"Set11 image {path!r} could not be read ({exc}); replace the file.") from exc
+        if image.ndim not in (2, 3) or min(image.shape[:2], default=0) < 1:
+            raise ProblemError(f"Set11 image {path!r} could not be read (it decodes to an array of shape "
+                               f"{image.shape}, not an image); replace the file.")
         if image.ndim == 3:
             image = rgb2gray(image[..., :3])
         images[os.path.splitext(name)[0]] = np.asarray(img_as_float(image), dtype=np.float64)
@@ -338,10 +390,16 @@ def sampling_matrix(ratio: int, n: int = BLOCK * BLOCK, *, phi_dir: str | os.Pat
 
     ``phi_0_{ratio}_{n}.mat`` (key ``phi``, as distributed with ISTA-Net) from ``phi_dir``
     (default ``cs_phi/`` of the data folder, :func:`data_root`) when present; otherwise a Gaussian matrix with
-    orthonormal rows drawn from ``rng`` with ``m = PHI_ROWS[ratio]`` (or ``round(ratio n / 100)``).
+    orthonormal rows drawn from ``rng`` with ``m = PHI_ROWS[ratio]`` (or ``round(ratio n / 100)``). An explicit
+    ``phi_dir`` without the file is an error (a fallback would silently change the experiment).
     """
     directory = _data_dir("cs_phi") if phi_dir is None else os.fspath(phi_dir)
     path = os.path.join(directory or "cs_phi", f"phi_0_{ratio}_{n}.mat")
+    if phi_dir is not None and not os.path.isfile(path):
+        where = "does not exist" if not os.path.isdir(directory) else "has no such file"
+        raise ProblemError(f"No sampling matrix {path!r}: the --phi-dir folder {where}. Pass the folder that holds "
+                           f"the ISTA-Net matrices phi_0_{{R}}_{n}.mat, or omit --phi-dir for a seeded Gaussian matrix "
+                           "(whose numbers are not comparable with published tables).")
     if directory is not None and os.path.isfile(path):
         import scipy.io
 

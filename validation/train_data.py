@@ -42,6 +42,15 @@ def mnist_cs_matrix(m: int, n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng([seed, m]).normal(0.0, 1.0 / np.sqrt(m), size=(m, n))
 
 
+def csgm_matrix(m: int, n: int, seed: int = 0) -> np.ndarray:
+    """The sampling matrix of the CSGM protocol (Bora et al., ICML 2017, as in their code): ``m × n`` with
+    i.i.d. ``N(0, 1)`` entries, not normalised, seeded by ``(seed, m, 1)``. CSGM writes ``y = x A`` with
+    ``A ∈ R^{n×m}``; this is its transpose, ``y = A x``."""
+    if not 1 <= m <= n:
+        raise ProblemError(f"m={m} measurements of a signal of length n={n}: compressed sensing needs 1 <= m <= n.")
+    return np.random.default_rng([seed, m, 1]).standard_normal((m, n))
+
+
 def mnist_cs(m: int = 100, n_train: int = 8000, n_val: int = 2000, *, seed: int = 0,
              directory: str | None = None) -> dict:
     """Compressed-sensing pairs ``(y = A s, s)``; ``A`` is :func:`mnist_cs_matrix` (the task of ``unrelu cs`` too).

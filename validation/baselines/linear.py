@@ -11,7 +11,7 @@ import numpy as np
 
 from formulation.results import ProblemError, SolverNotFound
 
-__all__ = ["ridge", "fit_ridge", "SparseRecovery"]
+__all__ = ["ridge", "fit_ridge", "lasso_csgm", "SparseRecovery"]
 
 
 def ridge(inputs: np.ndarray, targets: np.ndarray, relative_alpha: float):
@@ -25,26 +25,51 @@ def ridge(inputs: np.ndarray, targets: np.ndarray, relative_alpha: float):
 
 
 def fit_ridge(Y: np.ndarray, S: np.ndarray, Y_val: np.ndarray, S_val: np.ndarray, grid: int = 9):
-    """Linear recovery ``ŝ = W y + b`` by :func:`ridge`, the penalty chosen on ``(Y_val, S_val)``.
+    """Linear recovery ``ŝ = W y + b`` by :func:`ridge` on ``(Y, S)``, the penalty chosen on ``(Y_val, S_val)``.
 
     The relative penalties are ``logspace(-6, 2, grid)``; the error is the MSE of predictions
-    clipped to ``[0, 1]`` (signals are images). The chosen model is refitted on train + validation.
+    clipped to ``[0, 1]`` (signals are images). The model is the one fitted on the training pair (not
+    refitted with the validation pair), so the AL method's ``init="pairs"`` start with the same relative
+    penalty is this very decoder.
 
     Returns
     -------
     model : sklearn.linear_model.Ridge
     alpha : float
+    relative : float
+        ``alpha`` relative to the data (:func:`ridge`'s ``relative_alpha``).
     """
-    from sklearn.linear_model import Ridge
-
     best = None
     for relative in np.logspace(-6, 2, grid):
         model, alpha = ridge(Y, S, relative)
         error = float(np.mean((np.clip(model.predict(Y_val), 0, 1) - S_val) ** 2))
         if best is None or error < best[0]:
-            best = (error, alpha)
-    alpha = best[1]
-    return Ridge(alpha=alpha).fit(np.vstack([Y, Y_val]), np.vstack([S, S_val])), float(alpha)
+            best = (error, model, alpha, float(relative))
+    return best[1], float(best[2]), best[3]
+
+
+def lasso_csgm(A: np.ndarray, Y: np.ndarray, alpha: float = 0.1, basis: np.ndarray | None = None) -> np.ndarray:
+    r"""The LASSO of CSGM's scripts (Bora et al., ICML 2017): ``sklearn.linear_model.Lasso(alpha)`` with its
+    defaults, fitted per measurement vector to ``(A Ψ, y)``,
+
+    .. math::  \min_{c, b}\ \tfrac{1}{2m}\|A\Psi c + b - y\|_2^2 + \alpha\|c\|_1,\qquad \hat s = \Psi c,
+
+    ``Ψ`` the identity (pixel basis) or ``basis`` (e.g. the 2-D DCT); recoveries clipped to ``[0, 1]``.
+    ``Y`` holds one measurement vector per row; returns one recovery per row.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso
+
+    M = A if basis is None else A @ basis
+    out = np.empty((Y.shape[0], A.shape[1]))
+    for row, y in enumerate(Y):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            c = Lasso(alpha=alpha).fit(M, y).coef_
+        out[row] = c if basis is None else basis @ c
+    return np.clip(out, 0.0, 1.0)
 
 
 class SparseRecovery:
