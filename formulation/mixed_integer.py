@@ -83,6 +83,10 @@ class Bounds:
     seconds: float = 0.0
     lp_solves: int = 0
     failures: list[str] = field(default_factory=list)
+    #: One record per stage that produced these bounds (``interval``, ``lp``, ``obbt``): its ``seconds``,
+    #: ``solves``, the hidden ``unstable`` count and ``mean_width`` after it, and for ``obbt`` the solves that
+    #: stopped at a limit (``hit_limit``, with the bound each reached in ``limits``).
+    stages: list[dict] = field(default_factory=list)
 
     def hidden_counts(self) -> dict[str, int]:
         """Numbers of stably active (``l ≥ 0``), stably inactive (``u ≤ 0``) and unstable hidden units."""
@@ -92,6 +96,16 @@ class Bounds:
             inactive += int(np.sum(up <= 0))
             unstable += int(np.sum((lo < 0) & (up > 0)))
         return {"active": active, "inactive": inactive, "unstable": unstable}
+
+    def stage_record(self, stage: str, seconds: float, solves: int, **extra) -> dict:
+        """The record of one stage (see ``stages``) as these bounds stand after it."""
+        return {"stage": stage, "seconds": seconds, "solves": solves, "unstable": self.hidden_counts()["unstable"],
+                "mean_width": self.mean_width(), **extra}
+
+    def contains(self, Z: list[np.ndarray], slack: float = 0.0) -> bool:
+        """Whether every pre-activation ``Z[l]`` (shape ``(n_l, N)``) lies within these bounds, to ``slack``."""
+        return all(np.all(z >= lo[:, None] - slack) and np.all(z <= up[:, None] + slack)
+                   for z, lo, up in zip(Z, self.lower, self.upper))
 
     def mean_width(self) -> float:
         """Mean of ``u − l`` over the hidden units (the output layer is left out)."""
@@ -135,7 +149,9 @@ def interval_bounds(network: ReluNetwork, lower, upper) -> Bounds:
         uppers.append(up)
         if index < network.depth - 1:
             a, b = np.maximum(lo, 0.0), np.maximum(up, 0.0)
-    return Bounds(lowers, uppers, "interval", time.perf_counter() - start, 0)
+    bounds = Bounds(lowers, uppers, "interval", time.perf_counter() - start, 0)
+    bounds.stages = [bounds.stage_record("interval", bounds.seconds, 0)]
+    return bounds
 
 
 class BoundLP:
@@ -309,6 +325,9 @@ class MixedIntegerModel:
         self.unit_x = np.zeros(0, dtype=int)
         self.unit_lower = np.zeros(0)
         self.unit_upper = np.zeros(0)
+        #: Per unstable unit, ``z = wᵀ v[inputs] + b`` as ``(inputs, w, b)`` when ``z`` is an affine map of
+        #: bounded variables (a network layer), else None; used by :meth:`ideal_cuts`.
+        self.unit_affine: list[tuple[np.ndarray, np.ndarray, float] | None] = []
         self.c = np.zeros(0)
         self.c0 = 0.0
         self.F: sps.csr_matrix | None = None
@@ -340,8 +359,9 @@ class MixedIntegerModel:
     def add_ub(self, index, coefficient, rhs: float) -> None:
         self._ub_rows.append((np.asarray(index, int).ravel(), np.asarray(coefficient, float).ravel(), float(rhs)))
 
-    def add_relu(self, z: int, x: int, lower: float, upper: float) -> None:
-        """Rectify ``x = ReLU(z)`` given ``lower ≤ z ≤ upper``: stable units need no binary."""
+    def add_relu(self, z: int, x: int, lower: float, upper: float, affine=None) -> None:
+        """Rectify ``x = ReLU(z)`` given ``lower ≤ z ≤ upper``: stable units need no binary. ``affine`` =
+        ``(inputs, w, b)`` when ``z = wᵀ v[inputs] + b`` (kept for :meth:`ideal_cuts`)."""
         self.lb[z] = max(self.lb[z], lower)
         self.ub[z] = min(self.ub[z], upper)
         if upper <= 0:  # stably inactive
@@ -355,6 +375,7 @@ class MixedIntegerModel:
             self.unit_x = np.append(self.unit_x, x)
             self.unit_lower = np.append(self.unit_lower, lower)
             self.unit_upper = np.append(self.unit_upper, upper)
+            self.unit_affine.append(affine)
 
     def finish(self, c, c0: float = 0.0, F=None, g=None, sense: str = "min") -> MixedIntegerModel:
         self.c = np.asarray(c, float)
@@ -388,6 +409,41 @@ class MixedIntegerModel:
     @property
     def requires(self) -> str:
         return "MILP" if self.F is None else "MIQP"
+
+    def ideal_cuts(self, v: np.ndarray, d: np.ndarray, tolerance: float = 1e-6) -> list[tuple]:
+        r"""Most violated inequality of the ideal formulation of each single ReLU at ``(v, d)`` (Anderson et al.,
+        "Strong mixed-integer programming formulations for trained neural networks", 2020).
+
+        For a unit ``x = ReLU(wᵀy + b)`` whose inputs lie in the box ``L ≤ y ≤ U`` (their variable bounds), with
+        ``L̆_i, Ŭ_i`` = ``L_i, U_i`` where ``w_i ≥ 0`` and ``U_i, L_i`` otherwise, every ``I`` gives the valid row
+
+        .. math::
+
+            x \le \sum_{i \in I} w_i (y_i - L̆_i (1 - d)) + \Big(b + \sum_{i \notin I} w_i Ŭ_i\Big) d;
+
+        the most violated one takes ``i ∈ I`` iff ``w_i (y_i − L̆_i (1 − d)) < w_i Ŭ_i d``. Returns rows
+        ``(columns, coefficients, rhs)`` meaning ``coefficients · [v, d][columns] ≤ rhs``, for the units where
+        the row is violated by more than ``tolerance·(1 + |rhs|)``.
+        """
+        cuts = []
+        for k, affine in enumerate(self.unit_affine):
+            if affine is None:
+                continue
+            inputs, w, b = affine
+            y, dk, x = v[inputs], float(d[k]), float(v[self.unit_x[k]])
+            L, U = self.lb[inputs], self.ub[inputs]
+            if not (np.all(np.isfinite(L)) and np.all(np.isfinite(U))):
+                continue
+            Lb, Ub = np.where(w >= 0, L, U), np.where(w >= 0, U, L)
+            chosen = w * (y - Lb * (1.0 - dk)) < w * Ub * dk
+            slope = b + float(np.sum(w[chosen] * Lb[chosen])) + float(np.sum(w[~chosen] * Ub[~chosen]))
+            rhs = -float(np.sum(w[chosen] * Lb[chosen]))
+            value = x - float(w[chosen] @ y[chosen]) - slope * dk
+            if value > rhs + tolerance * (1.0 + abs(rhs)):
+                columns = np.concatenate([[self.unit_x[k]], inputs[chosen], [self.n + k]])
+                coefficients = np.concatenate([[1.0], -w[chosen], [-slope]])
+                cuts.append((columns.astype(int), coefficients, rhs))
+        return cuts
 
     # ---------------------------------------------------------------- evaluation
     def objective(self, v: np.ndarray) -> float:
@@ -438,14 +494,32 @@ class BinaryForm:
     def __init__(self, model: MixedIntegerModel):
         self.mi = model
         self.requires = model.requires
-        start = time.perf_counter()
-        self.v = cp.Variable(model.n, name="v")
-        self.d = cp.Variable(model.n_binary, boolean=True, name="d") if model.n_binary else None
-        self.model = self._build()
-        self.build_time = time.perf_counter() - start
+        self.build_time = 0.0
+        self._problem = None
+
+    @property
+    def model(self) -> cp.Problem:
+        """The CVXPY problem, built on first use (a backend that reads ``mi`` directly never builds it)."""
+        if self._problem is None:
+            start = time.perf_counter()
+            self._v = cp.Variable(self.mi.n, name="v")
+            self._d = cp.Variable(self.mi.n_binary, boolean=True, name="d") if self.mi.n_binary else None
+            self._problem = self._build()
+            self.build_time = time.perf_counter() - start
+        return self._problem
+
+    @property
+    def v(self) -> cp.Variable:
+        self.model  # noqa: B018 - builds the CVXPY problem and its variables on first use
+        return self._v
+
+    @property
+    def d(self) -> cp.Variable | None:
+        self.model  # noqa: B018 - builds the CVXPY problem and its variables on first use
+        return self._d
 
     def _build(self) -> cp.Problem:
-        m, v = self.mi, self.v
+        m, v = self.mi, self._v
         constraints = []
         finite_lb, finite_ub = np.isfinite(m.lb), np.isfinite(m.ub)
         if finite_lb.any():
@@ -459,7 +533,7 @@ class BinaryForm:
         if A_ub.shape[0]:
             constraints.append(A_ub @ v <= b_ub)
         if m.n_binary:
-            z, x, d = v[m.unit_z], v[m.unit_x], self.d
+            z, x, d = v[m.unit_z], v[m.unit_x], self._d
             constraints += [x >= z, x <= z - cp.multiply(m.unit_lower, 1 - d), x <= cp.multiply(m.unit_upper, d)]
         expression = m.c @ v + m.c0
         if m.F is not None:
@@ -517,7 +591,8 @@ def _encode_network(model: MixedIntegerModel, network: ReluNetwork, inputs: np.n
         for j in range(W.shape[0]):
             # z_j - W_j x = b_j
             model.add_eq(np.concatenate([[z[j]], x]), np.concatenate([[1.0], -W[j]]), b[j])
-            model.add_relu(int(z[j]), int(xs[j]), float(lo[j]), float(up[j]))
+            model.add_relu(int(z[j]), int(xs[j]), float(lo[j]), float(up[j]),
+                           affine=(np.asarray(x, int), W[j].copy(), float(b[j])))
         x = xs
     return x
 
@@ -561,6 +636,27 @@ class _NetworkProblem:
         """The input block ``c`` of a model point, clipped to the box so that its forward pass is a point
         of the problem (a solver may return ``c`` outside the box by its feasibility tolerance)."""
         return np.clip(self.model.unpack(v)["c"], self.box_lower, self.box_upper)
+
+    def start_point(self, c) -> dict[str, np.ndarray]:
+        """A point ``{"v": ..., "d": ...}`` of version (i) from the input ``c`` (clipped to the box) by a float64
+        forward pass: ``c``, every ``Z_l`` and ``X_l``, ``d = 1[z > 0]``, and the problem's own extra
+        variables (:meth:`_extra_start`). A starting solution for the MI solvers."""
+        c = np.clip(np.asarray(c, dtype=float).ravel(), self.box_lower, self.box_upper)
+        v = np.zeros(self.model.n)
+        v[self.model.blocks["c"][0]] = c
+        x = c
+        for layer in range(self.network.depth - 1):
+            z = self.network.weights[layer] @ x + self.network.biases[layer]
+            # a bound is sound for every input of the box, so clipping only removes rounding noise
+            z = np.clip(z, self.bounds.lower[layer], self.bounds.upper[layer])
+            x = np.maximum(z, 0.0)
+            v[self.model.blocks[f"Z{layer + 1}"][0]] = z
+            v[self.model.blocks[f"X{layer + 1}"][0]] = x
+        self._extra_start(v, c)
+        return {"v": v, "d": round_activations(self.model, v)}
+
+    def _extra_start(self, v: np.ndarray, c: np.ndarray) -> None:
+        """Fill the problem's own variables of a start point (none by default)."""
 
     def _last_hidden_error(self, tolerance: float) -> np.ndarray:
         return _hidden_error(self.network, self.bounds, self.box_lower, self.box_upper, tolerance)
@@ -631,6 +727,10 @@ class GenerativeRecovery(_NetworkProblem):
             F = sps.lil_matrix((A.shape[0], model.n))
             F[:, last] = M
             self.model = model.finish(np.zeros(model.n), F=F, g=-offset)
+
+    def _extra_start(self, v: np.ndarray, c: np.ndarray) -> None:
+        if self.loss == "l1":
+            v[self.model.blocks["t"][0]] = np.abs(self.A @ self.output(c) - self.y)
 
     def evaluate(self, c: np.ndarray) -> float:
         """``||A G(c) − y||`` (l1 or squared l2) by a float64 forward pass."""

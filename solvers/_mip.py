@@ -194,6 +194,9 @@ class MipBackend(Backend):
         """
         return self.feasibility_tolerance(settings)
 
+    #: Whether :meth:`solve` takes a starting point ``start={"v": ..., "d": ...}`` (handed to the solver).
+    takes_start: bool = False
+
     #: Whether the solver stops by itself at ``time_limit``. Where it does not (ECOS_BB), :meth:`solve` runs it
     #: in a forked child process that is killed at the limit (:func:`solve_with_deadline`).
     native_time_limit: bool = True

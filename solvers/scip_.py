@@ -14,13 +14,14 @@ A quadratic objective ``||F v − g||²`` becomes ``min c^T v + q`` with ``q ≥
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
 
 from formulation.results import ProblemError, Solution, SolutionStatus, SolverError, TerminationCondition
 from solvers._base import BILINEAR, MILP, MIQP
-from solvers._mip import MipBackend
+from solvers._mip import INTEGRALITY_TOL, MipBackend
 
 INSTALL = "pip install pyscipopt"
 
@@ -65,6 +66,7 @@ class BackendSCIP(MipBackend):
     name = "SCIP"
     capabilities = frozenset({MILP, MIQP, BILINEAR})
     install = INSTALL
+    takes_start = True
     RAW_STATUS = RAW_STATUS
 
     # ------------------------------------------------------------------ (i) through CVXPY
@@ -84,8 +86,15 @@ class BackendSCIP(MipBackend):
         primal = model.getPrimalbound() if model.getNSols() > 0 else None
         return model.getStatus(), primal, _finite_bound(model), model.getNSols() > 0
 
-    def solve(self, form, *, time_limit: float | None = None, gap: float | None = None, **options) -> Solution:
-        method = self._solve_relaxed if form.requires == BILINEAR else super().solve
+    def solve(self, form, *, time_limit: float | None = None, gap: float | None = None, start=None,
+              **options) -> Solution:
+        """Solve ``form``. With a starting point ``start`` (``{"v": ..., "d": ...}``, a point of the model) a
+        binary form is built directly in PySCIPOpt (:meth:`build_binary`) instead of through CVXPY, and the
+        start is handed to SCIP (``createSol``/``addSol``) before the solve; the relaxed model takes it too."""
+        if form.requires == BILINEAR or start is not None:
+            method = functools.partial(self._solve_relaxed, start=start, binary=form.requires != BILINEAR)
+        else:
+            method = super().solve
         try:
             return method(form, time_limit=time_limit, gap=gap, **options)
         except SolverError:
@@ -98,13 +107,20 @@ class BackendSCIP(MipBackend):
 
     # ------------------------------------------------------------------ (ii) directly
     @staticmethod
-    def build_relaxed(mi, *, cuts: bool = False) -> tuple[pyscipopt.Model, list, list]:
+    def build_binary(mi) -> tuple[pyscipopt.Model, list, list]:
+        """Version (i) of a ``MixedIntegerModel`` directly in PySCIPOpt: binary ``d`` and the big-M rows
+        ``x ≥ z``, ``x ≤ z − l(1 − d)``, ``x ≤ u d`` (a quadratic objective as ``q ≥ ||F v − g||²``)."""
+        return BackendSCIP.build_relaxed(mi, binary=True)
+
+    @staticmethod
+    def build_relaxed(mi, *, cuts: bool = False, binary: bool = False) -> tuple[pyscipopt.Model, list, list]:
         """The PySCIPOpt model of ``x = d z`` with sign constraints for a ``MixedIntegerModel``.
 
         ``cuts`` adds the big-M rows with continuous ``d`` (valid for the relaxed set: ``0 < d < 1``
         forces ``z = x = 0``); off by default so that the relaxed model is exactly (U) with ``d ∈ [0,1]``.
+        ``binary`` builds version (i) instead: ``d ∈ {0, 1}`` and the big-M rows only.
         """
-        model = pyscipopt.Model(mi.name + "-relaxed")
+        model = pyscipopt.Model(mi.name + ("-binary" if binary else "-relaxed"))
         model.hideOutput()
         inf = model.infinity()
         v = [model.addVar(name=f"v{i}", vtype="C",
@@ -117,12 +133,15 @@ class BackendSCIP(MipBackend):
                 model.addCons(expression == rhs[r] if kind == "eq" else expression <= rhs[r])
         d = []
         for k, (zi, xi, lo, up) in enumerate(zip(mi.unit_z, mi.unit_x, mi.unit_lower, mi.unit_upper)):
-            dk = model.addVar(name=f"d{k}", vtype="C", lb=0.0, ub=1.0)
+            dk = model.addVar(name=f"d{k}", vtype="B" if binary else "C", lb=0.0, ub=1.0)
             z, x = v[zi], v[xi]
-            model.addCons(x == dk * z, name=f"x=dz_{k}")
-            model.addCons(dk * z >= 0, name=f"dz>=0_{k}")
-            model.addCons(z - dk * z <= 0, name=f"(1-d)z<=0_{k}")
-            if cuts:
+            if binary:
+                model.addCons(x >= z)
+            else:
+                model.addCons(x == dk * z, name=f"x=dz_{k}")
+                model.addCons(dk * z >= 0, name=f"dz>=0_{k}")
+                model.addCons(z - dk * z <= 0, name=f"(1-d)z<=0_{k}")
+            if cuts or binary:
                 model.addCons(x <= z - lo * (1 - dk))
                 model.addCons(x <= up * dk)
             d.append(dk)
@@ -139,11 +158,29 @@ class BackendSCIP(MipBackend):
         model.setObjective(objective + mi.c0, "minimize" if mi.sense == "min" else "maximize")
         return model, v, d
 
-    def _solve_relaxed(self, form, *, time_limit=None, gap=None, cuts: bool = False, **options) -> Solution:
+    def _solve_relaxed(self, form, *, time_limit=None, gap=None, cuts: bool = False, start=None, binary=False,
+                       **options) -> Solution:
         mi = form.mi
-        start = time.perf_counter()
-        model, v, d = self.build_relaxed(mi, cuts=cuts)
-        build = time.perf_counter() - start
+        clock = time.perf_counter()
+        model, v, d = self.build_relaxed(mi, cuts=cuts, binary=binary)
+        build = time.perf_counter() - clock
+        accepted = start_objective = None
+        if start is not None:
+            from solvers.highs_ import start_vector  # noqa: PLC0415 - the shared check of a start point
+
+            point = start_vector(mi, start) if binary or start.get("d") is not None else None
+            if point is None:
+                values = np.asarray(start["v"], float).ravel()
+                point = np.concatenate([values, (values[mi.unit_z] > 0).astype(float)])
+            solution = model.createSol()
+            for variable, value in zip([*v, *d], point):
+                model.setSolVal(solution, variable, float(value))
+            if mi.F is not None:  # q = ||F v - g||^2 at the start
+                residual = mi.F @ point[:mi.n] - mi.g
+                q = next(variable for variable in model.getVars() if variable.name == "q")
+                model.setSolVal(solution, q, float(residual @ residual))
+            start_objective = mi.objective(point[:mi.n])
+            accepted = bool(model.addSol(solution, free=True))
         model.setParam("limits/gap", 0.0 if gap is None else gap)
         model.setParam("numerics/feastol", FEASTOL)
         if time_limit is not None:
@@ -165,6 +202,11 @@ class BackendSCIP(MipBackend):
             best = model.getBestSol()
             values = {"v": np.array([model.getSolVal(best, x) for x in v]),
                       "d": np.array([model.getSolVal(best, x) for x in d])}
+        integrality = None
+        if binary and values and mi.n_binary:
+            integrality = mi.violation(values["v"], values["d"])["binary"]
+            if integrality > INTEGRALITY_TOL and termination is TerminationCondition.OPTIMAL:
+                termination = TerminationCondition.INACCURATE
         if termination is TerminationCondition.OPTIMAL and values:
             status = SolutionStatus.OPTIMAL
         else:
@@ -182,7 +224,9 @@ class BackendSCIP(MipBackend):
             bound=dual,
             extras={"raw_status": raw, "claimed_objective": model.getPrimalbound() if values else None,
                     "feasibility_tolerance": float(model.getParam("numerics/feastol")),
-                    "nodes": int(model.getNNodes()), "cuts": cuts},
+                    "integrality_violation": integrality, "direct": True,
+                    "nodes": int(model.getNNodes()), "cuts": cuts, "start_objective": start_objective,
+                    "start_accepted": accepted},
         )
 
 

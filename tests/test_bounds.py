@@ -1,4 +1,5 @@
-"""LP bound tightening (solvers.methods.bounds): sound, never looser than intervals, failures reported."""
+"""Staged bound tightening (solvers.methods.bounds): interval -> LP -> OBBT, sound, each stage inside the one
+before, failures and stopped solves reported."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ import pytest
 import solvers
 from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
-from formulation.results import Solution, SolutionStatus, SolverError, SolverNotFound, TerminationCondition
-from solvers.methods.bounds import TighteningWarning, tighten_bounds
+from formulation.results import (
+    ProblemError,
+    Solution,
+    SolutionStatus,
+    SolverError,
+    SolverNotFound,
+    TerminationCondition,
+)
+from solvers.methods.bounds import TighteningWarning, obbt_bounds, staged_bounds, tighten_bounds
 
 needs_highs = pytest.mark.skipif("HIGHS" not in solvers.available_backends(),
                                  reason="needs HiGHS (pip install highspy)")
@@ -98,4 +106,78 @@ def test_verify_tighten_without_highs_stops_with_the_install_command(capsys):
     with solvers.registry_scope():
         solvers.unregister("HIGHS", reason="highspy is not installed; install it with `pip install highspy`.")
         assert main(["verify", "--instances", "1", "--starts", "0", "--tighten"]) == 2
-    assert "--tighten solves its bound LPs with HiGHS" in capsys.readouterr().err
+    assert "--bounds lp solves its bound problems with HiGHS" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- staged bounds: interval -> LP -> OBBT
+@needs_highs
+@pytest.mark.parametrize("seed", [0, 1])
+def test_obbt_is_sound_and_inside_lp_inside_interval(seed):
+    rng, net, lower, upper = _box_net(seed)
+    interval = staged_bounds(net, lower, upper, "interval")
+    lp = staged_bounds(net, lower, upper, "lp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TighteningWarning)
+        obbt = staged_bounds(net, lower, upper, "obbt", per_neuron_time=2.0)
+    samples = rng.uniform(lower[:, None], upper[:, None], size=(3, 5000))
+    corners = np.array(np.meshgrid(*zip(lower, upper))).reshape(3, -1)
+    Z = net.unrectify(np.hstack([samples, corners])).Z
+    for bounds in (interval, lp, obbt):
+        assert bounds.contains(Z, slack=1e-12)
+    for inner, outer in ((obbt, lp), (lp, interval)):
+        for lo_i, up_i, lo_o, up_o in zip(inner.lower, inner.upper, outer.lower, outer.upper):
+            assert np.all(lo_i >= lo_o) and np.all(up_i <= up_o)
+    assert obbt.mean_width() < lp.mean_width()
+    assert [stage["stage"] for stage in obbt.stages] == ["interval", "lp", "obbt"]
+    assert all(stage["seconds"] >= 0 for stage in obbt.stages) and obbt.stages[-1]["solves"] > 0
+    assert obbt.stages[-1]["unstable"] == obbt.hidden_counts()["unstable"] <= lp.hidden_counts()["unstable"]
+    # the first hidden layer is exact already and the output layer keeps the LP bound
+    np.testing.assert_array_equal(obbt.lower[0], lp.lower[0])
+    np.testing.assert_array_equal(obbt.upper[-1], lp.upper[-1])
+
+
+@needs_highs
+def test_obbt_fixes_stable_units_and_the_problem_loses_their_binaries():
+    net = ReluNetwork.random([3, 10, 10, 10, 1], seed=0)  # measured: LP leaves 30 unstable, OBBT 24
+    lp = staged_bounds(net, -1, 1, "lp")
+    obbt = staged_bounds(net, -1, 1, "obbt", per_neuron_time=0.5)
+    Z = net.unrectify(np.random.default_rng(3).uniform(-1, 1, size=(3, 20000))).Z
+    assert obbt.contains(Z, slack=1e-12)
+    counts = obbt.hidden_counts()
+    assert counts["active"] + counts["inactive"] + counts["unstable"] == 30
+    assert counts["unstable"] < lp.hidden_counts()["unstable"] and counts["active"] + counts["inactive"] > 0
+    problem = mi.OutputBound(net, 1.0, bounds=obbt)
+    assert problem.model.n_binary == counts["unstable"]
+    assert obbt.mean_width() < 0.9 * lp.mean_width()
+
+
+@needs_highs
+def test_a_stopped_obbt_stage_says_so_and_keeps_sound_dual_bounds():
+    net = ReluNetwork.random([8, 32, 32, 1], seed=0)
+    obbt = staged_bounds(net, -1, 1, "obbt", per_neuron_time=0.01)
+    record = obbt.stages[-1]
+    assert record["stage"] == "obbt" and record["per_neuron_time"] == 0.01
+    assert record["hit_limit"] == len(record["limits"]) > 0
+    for limit in record["limits"]:
+        assert limit["termination"] == "time_limit" and "bound" in limit and limit["where"].startswith("layer 2")
+    reached = [limit["bound"] for limit in record["limits"] if limit["bound"] is not None]
+    assert reached  # stopped solves still gave their dual bounds
+    Z = net.unrectify(np.random.default_rng(4).uniform(-1, 1, size=(8, 20000))).Z
+    assert obbt.contains(Z, slack=1e-12)
+
+
+@pytest.mark.parametrize("budget", [0.0, -1.0, float("nan"), "soon"])
+def test_obbt_budget_must_be_positive(budget):
+    _, net, lower, upper = _box_net(0)
+    with pytest.raises(ProblemError, match="per-neuron time budget must be a positive"):
+        staged_bounds(net, lower, upper, "obbt", per_neuron_time=budget)
+    with pytest.raises(ProblemError, match="per-neuron time budget must be a positive"):
+        obbt_bounds(net, lower, upper, per_neuron_time=budget)
+
+
+def test_unknown_stage_and_empty_box_are_refused():
+    _, net, lower, upper = _box_net(0)
+    with pytest.raises(ProblemError, match="Unknown bound stage 'milp'"):
+        staged_bounds(net, lower, upper, "milp")
+    with pytest.raises(ProblemError, match="Input box is empty at coordinate 0"):
+        staged_bounds(net, upper + 1, upper, "obbt")

@@ -313,3 +313,73 @@ def test_long_highs_solves_report_progress(monkeypatch, caplog):
     assert solution.termination is TerminationCondition.TIME_LIMIT
     lines = [record.getMessage() for record in caplog.records if "still solving" in record.getMessage()]
     assert len(lines) >= 2 and "time limit 1 s" in lines[0]
+
+
+# ---------------------------------------------------------------- starting solutions
+def _start_instance():
+    net = ReluNetwork.random([6, 16, 16, 1], seed=0)
+    problem = mi.OutputBound(net, 1.0)
+    inputs = np.random.default_rng(0).uniform(-1, 1, size=(6, 50))
+    best = inputs[:, int(np.argmax(net.forward(inputs)[0]))]
+    return problem, problem.start_point(best), problem.evaluate(best)
+
+
+def test_start_point_is_a_point_of_version_i():
+    problem, start, value = _start_instance()
+    violation = problem.model.violation(start["v"], start["d"], binary=True)
+    assert max(violation.values()) <= 1e-12
+    assert problem.model.objective(start["v"]) == pytest.approx(value, abs=1e-12)
+    net = ReluNetwork.random([3, 5, 2], seed=1)
+    recovery = mi.GenerativeRecovery(net, np.ones((4, 2)), np.zeros(4), 1.0, loss="l1")
+    point = recovery.start_point(np.array([0.2, -0.5, 0.9]))
+    assert max(recovery.model.violation(point["v"], point["d"]).values()) <= 1e-12
+    assert recovery.model.objective(point["v"]) == pytest.approx(recovery.evaluate(np.array([0.2, -0.5, 0.9])))
+
+
+@pytest.mark.skipif("HIGHS" not in solvers.available_backends(), reason="needs HiGHS (pip install highspy)")
+def test_highs_takes_the_start_as_its_first_incumbent():
+    """With no nodes and no heuristics HiGHS finds nothing by itself; given the start, its incumbent is the start."""
+    problem, start, value = _start_instance()
+    limits = {"mip_max_nodes": 0, "mip_heuristic_effort": 0.0}
+    without = solvers.solve(mi.BinaryForm(problem.model), "HIGHS", direct=True, **limits)
+    assert not without.found
+    given = solvers.solve(mi.BinaryForm(problem.model), "HIGHS", start=start, **limits)
+    assert given.found and given.extras["start_accepted"] is True
+    assert given.objective >= value - 1e-9 and given.extras["start_objective"] == pytest.approx(value)
+
+
+@pytest.mark.skipif("SCIP" not in solvers.available_backends(), reason="needs SCIP (pip install pyscipopt)")
+@pytest.mark.parametrize("relaxed", [False, True])
+def test_scip_accepts_the_start_and_never_reports_worse(relaxed):
+    problem, start, value = _start_instance()
+    form = mi.RelaxedForm(problem.model) if relaxed else mi.BinaryForm(problem.model)
+    solution = solvers.solve(form, "SCIP", start=start, scip_params={"limits/nodes": 1})
+    assert solution.extras["start_accepted"] is True and solution.extras["start_objective"] == pytest.approx(value)
+    assert solution.found and solution.objective >= value - 1e-9
+
+
+@pytest.mark.parametrize("backend", ["HIGHS", "SCIP"])
+def test_direct_path_agrees_with_cvxpy(backend):
+    if backend not in solvers.available_backends():
+        pytest.skip(f"needs {backend}")
+    problem, start, _ = _start_instance()
+    through_cvxpy = solvers.solve(mi.BinaryForm(problem.model), backend)
+    with_start = solvers.solve(mi.BinaryForm(problem.model), backend, start=start)
+    assert with_start.status is SolutionStatus.OPTIMAL
+    assert with_start.objective == pytest.approx(through_cvxpy.objective, rel=1e-7, abs=1e-9)
+    assert with_start.bound == pytest.approx(through_cvxpy.bound, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.skipif("HIGHS" not in solvers.available_backends(), reason="needs HiGHS (pip install highspy)")
+def test_ideal_cuts_are_valid_and_keep_the_optimum():
+    net = ReluNetwork.random([4, 8, 8, 1], seed=2)
+    problem = mi.OutputBound(net, 1.0)
+    plain = solvers.solve(mi.BinaryForm(problem.model), "HIGHS", direct=True)
+    cut = solvers.solve(mi.BinaryForm(problem.model), "HIGHS", direct=True, cuts=10)
+    assert cut.extras["ideal_cuts"] > 0
+    assert cut.objective == pytest.approx(plain.objective, rel=1e-7, abs=1e-9)
+    # every forward pass satisfies every row the separation can produce: the rows are valid, not just unviolated
+    inputs = np.random.default_rng(5).uniform(-1, 1, size=(4, 300))
+    for column in inputs.T:
+        point = problem.start_point(column)
+        assert problem.model.ideal_cuts(point["v"], point["d"], tolerance=1e-9) == []

@@ -102,7 +102,7 @@ def test_verify_reports_warnings_instead_of_hiding_them(user_files, capsys, monk
 
     from formulation.results import ConvergenceWarning
 
-    def local_runs_that_warn(problem, starts, rng):
+    def local_runs_that_warn(problem, starts, rng, points=None):
         warnings.warn("L-BFGS-B stopped early", ConvergenceWarning, stacklevel=1)
         return []
 
@@ -260,7 +260,8 @@ def test_huge_box_is_not_proved_and_not_an_error(box_network, tmp_path, capsys):
 def test_stopped_solves_are_never_preserved(tmp_path, capsys):
     """A tiny time limit: unfinished solves give "not proved" (never "NO", never "preserved"), exit 0."""
     out = tmp_path / "limit.json"
-    code = main(["verify", "--instances", "3", "--time-limit", "0.001", "--starts", "0", "--no-adam",
+    # without starting solutions: with one, a solver can prove a tiny instance optimal within 1 ms
+    code = main(["verify", "--instances", "3", "--time-limit", "0.001", "--starts", "0", "--no-adam", "--no-start",
                  "--json", str(out)])
     text = capsys.readouterr().out
     data = json.loads(out.read_text())
@@ -306,3 +307,43 @@ def test_an_unreliable_solve_contradicts_nothing():
     highs = _solve_result("numerics unreliable", (1.697, 1.697), 1.697, 1.697)
     relaxed = _solve_result("proved", (1.5e8, 1.5e8), 1.5e8, 1.5e8)
     assert compare(highs, relaxed)["verdict"] == "not proved"
+
+
+# ---------------------------------------------------------------- staged bounds and starting solutions
+def test_verify_obbt_reports_each_stage_and_its_time(tmp_path, capsys):
+    ReluNetwork.random([3, 10, 10, 10, 1], seed=0).save(tmp_path / "deep.npz")
+    out = tmp_path / "obbt.json"
+    code = main(["verify", "--network", str(tmp_path / "deep.npz"), "--problem", "bound", "--bounds", "obbt",
+                 "--obbt-time", "0.5", "--starts", "1", "--backends", "HIGHS", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "bound stages of instance 0: interval" in text and ", lp " in text and ", obbt " in text
+    assert "starting solutions (best of the local AL points and 1002 sampled forward passes)" in text
+    row = json.loads(out.read_text())["rows"][0]
+    stages = row["bounds"]["stages"]
+    assert [stage["stage"] for stage in stages] == ["interval", "lp", "obbt"]
+    assert all(stage["seconds"] >= 0 and "unstable" in stage for stage in stages)
+    assert stages[-1]["unstable"] == row["binaries"] < stages[0]["unstable"]  # measured: 30 -> 24
+    assert row["verdict"] == "proved equal"
+    assert row["mi"]["HIGHS"]["start_accepted"] is True and row["start"]["objective"] <= row["certified"] + 1e-9
+
+
+def test_verify_bound_options_are_checked_before_any_work(user_files, capsys):
+    net = ["--network", str(user_files / "net.npz"), "--problem", "bound"]
+    err = _run_error(net + ["--tighten", "--bounds", "obbt"], capsys)
+    assert "--tighten is an alias of --bounds lp" in err
+    for budget in ("0", "-1", "nan"):
+        with pytest.raises(SystemExit):
+            main(["verify", *net, "--bounds", "obbt", "--obbt-time", budget])
+        assert "--obbt-time" in capsys.readouterr().err
+
+
+def test_tighten_is_an_alias_of_bounds_lp(user_files, tmp_path, capsys):
+    rows = []
+    for flags in (["--tighten"], ["--bounds", "lp"]):
+        out = tmp_path / f"{flags[-1]}.json"
+        assert main(["verify", "--network", str(user_files / "net.npz"), "--problem", "bound", "--starts", "0",
+                     *flags, "--json", str(out)]) == 0
+        rows.append(json.loads(out.read_text())["rows"][0]["bounds"])
+    assert rows[0]["method"] == rows[1]["method"] == "lp"
+    assert [s["stage"] for s in rows[0]["stages"]] == [s["stage"] for s in rows[1]["stages"]] == ["interval", "lp"]

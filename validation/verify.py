@@ -53,7 +53,7 @@ import solvers
 from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
 from formulation.results import ProblemError, SolutionStatus
-from solvers.methods.bounds import tighten_bounds
+from solvers.methods.bounds import OBBT_TIME, STAGES, staged_bounds
 from solvers.methods.relaxed_al import RelaxedAL
 from validation.baselines.adam import projected_adam
 from validation.options import (
@@ -125,8 +125,11 @@ def default_specs(count: int, seed: int) -> list[dict]:
     return specs
 
 
-def build_instance(spec: dict, *, loss: str, tighten: bool):
-    """The reference problem of ``spec`` (networks and data drawn from ``spec['seed']``)."""
+def build_instance(spec: dict, *, loss: str, tighten: bool = False, bounds: str | None = None,
+                   obbt_time: float = OBBT_TIME):
+    """The reference problem of ``spec`` (networks and data drawn from ``spec['seed']``), with pre-activation
+    bounds of stage ``bounds`` (``interval``, ``lp`` or ``obbt``; ``tighten`` is the old name of ``lp``)."""
+    stage = bounds or ("lp" if tighten else "interval")
     rng = np.random.default_rng(spec["seed"])
     if spec["kind"] == "training":
         X0 = rng.uniform(-1, 1, size=(spec["n0"], spec["samples"]))
@@ -138,14 +141,14 @@ def build_instance(spec: dict, *, loss: str, tighten: bool):
         A = rng.normal(size=(spec["measurements"], spec["widths"][-1]))
         c_true = rng.uniform(-box, box, size=spec["widths"][0])
         y = A @ network.forward(c_true[:, None])[:, 0] + 0.1 * rng.normal(size=A.shape[0])
-        return mi.GenerativeRecovery(network, A, y, box, loss=loss, bounds=_bounds(network, box, tighten))
+        return mi.GenerativeRecovery(network, A, y, box, loss=loss, bounds=_bounds(network, box, stage, obbt_time))
     return mi.OutputBound(network, box, k=int(rng.integers(0, spec["widths"][-1])), sense="max",
-                          bounds=_bounds(network, box, tighten))
+                          bounds=_bounds(network, box, stage, obbt_time))
 
 
-def _bounds(network: ReluNetwork, box: float, tighten: bool) -> mi.Bounds | None:
-    """LP-tightened bounds over ``[-box, box]`` when ``tighten`` (solved with HiGHS), else None (interval)."""
-    return tighten_bounds(network, -box, box, backend="HIGHS") if tighten else None
+def _bounds(network: ReluNetwork, box: float, stage: str, obbt_time: float = OBBT_TIME) -> mi.Bounds:
+    """Bounds over ``[-box, box]`` by the stages up to ``stage`` (LP and OBBT solved with HiGHS)."""
+    return staged_bounds(network, -box, box, stage, per_neuron_time=obbt_time)
 
 
 # ====================================================================== solving
@@ -193,7 +196,7 @@ def _finite(*values) -> list[float]:
     return [float(v) for v in values if v is not None and np.isfinite(v)]
 
 
-def solve_version(problem, backend: str, relaxed: bool, time_limit: float) -> dict:
+def solve_version(problem, backend: str, relaxed: bool, time_limit: float, start: dict | None = None) -> dict:
     """Solve (i) or (ii) of every sign split and judge the result by the forward pass of its points.
 
     Every part keeps the model objective of the returned point (``objective``, NaN without one), the solver's
@@ -208,7 +211,9 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float) -> di
     parts = []
     for p, model in forms(problem):
         form = mi.RelaxedForm(model) if relaxed else mi.BinaryForm(model)
-        solution = solvers.solve(form, backend, time_limit=time_limit)
+        given = start if start is not None and getattr(solvers.get_backend(backend), "takes_start", False) else None
+        solution = (solvers.solve(form, backend, time_limit=time_limit, start=given) if given is not None
+                    else solvers.solve(form, backend, time_limit=time_limit))
         tolerance = _effective_tolerance(solution.extras)
         v = solution.values.get("v") if solution.found else None
         allowance = _allowance(problem, p, tolerance, v)
@@ -217,7 +222,8 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float) -> di
                 "claimed_optimal": solution.status is SolutionStatus.OPTIMAL,
                 "objective": solution.objective, "bound": solution.bound,
                 "effective_tolerance": tolerance, "allowance": allowance,
-                "seconds": solution.solve_time + solution.build_time, "inaccurate": False}
+                "seconds": solution.solve_time + solution.build_time, "inaccurate": False,
+                "start_accepted": solution.extras.get("start_accepted")}
         if forward is not None:
             part["forward_objective"] = forward
             tol = _tolerance(max(abs(x) for x in _finite(forward, solution.objective, solution.bound)), allowance)
@@ -264,6 +270,7 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float) -> di
                                                          if part.get("forward_objective") == incumbent),
         "seconds": sum(part["seconds"] for part in parts), "parts": parts,
         "rounding_ok": all(part.get("rounding_ok", False) for part in parts) if relaxed else None,
+        "start_accepted": parts[0]["start_accepted"] if len(parts) == 1 else None,
     }
 
 
@@ -339,8 +346,9 @@ def compare(mi_result: dict, relaxed: dict) -> dict:
     return {"verdict": verdict, "tolerance": tolerance}
 
 
-def run_local(problem, starts: int, rng: np.random.Generator) -> list[float]:
-    """Forward objective of the AL method from each of ``starts`` random ``θ_0`` (best split for training)."""
+def run_local(problem, starts: int, rng: np.random.Generator, *, points: list | None = None) -> list[float]:
+    """Forward objective of the AL method from each of ``starts`` random ``θ_0`` (best split for training); with a
+    list ``points``, the final input ``c`` of each run on a network problem is appended to it."""
     method = RelaxedAL()
     results = []
     for _ in range(starts):
@@ -351,8 +359,46 @@ def run_local(problem, starts: int, rng: np.random.Generator) -> list[float]:
             results.append(min(values))
         else:
             method.setup(problem)
-            results.append(method.run(problem, method.random_theta(rng)).objective)
+            local = method.run(problem, method.random_theta(rng))
+            results.append(local.objective)
+            if points is not None and "c" in local.theta:
+                points.append(np.asarray(local.theta["c"], float).ravel())
     return results
+
+
+#: Inputs drawn in the box whose forward pass proposes a starting solution.
+START_SAMPLES = 1000
+
+
+def sampled_inputs(problem, count: int = START_SAMPLES, seed: int = 0) -> np.ndarray:
+    """``count`` inputs uniform in the box of a network problem (columns), with its two corners."""
+    rng = np.random.default_rng(seed)
+    draws = rng.uniform(problem.box_lower[:, None], problem.box_upper[:, None], size=(problem.box_lower.size, count))
+    return np.hstack([draws, problem.box_lower[:, None], problem.box_upper[:, None]])
+
+
+def best_start(problem, candidates: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """The input among ``candidates`` (each an input ``c``) with the best forward-pass objective, and that value."""
+    values = [problem.evaluate(np.clip(c, problem.box_lower, problem.box_upper)) for c in candidates]
+    index = int(np.argmax(values) if _maximise(problem) else np.argmin(values))
+    return np.clip(candidates[index], problem.box_lower, problem.box_upper), float(values[index])
+
+
+def _starting_point(problem, local_points: list[np.ndarray]) -> tuple[dict, dict]:
+    """The starting solution handed to the MI solvers: the best of the local method's points and of a forward
+    pass of :data:`START_SAMPLES` sampled inputs; returns ``(start, record)``."""
+    samples = sampled_inputs(problem)
+    outputs = problem.network.forward(samples)
+    if isinstance(problem, mi.OutputBound):
+        values = outputs[problem.k]
+    else:
+        residual = problem.A @ outputs - problem.y[:, None]
+        values = np.sum(np.abs(residual), axis=0) if problem.loss == "l1" else np.sum(residual**2, axis=0)
+    sampled = samples[:, int(np.argmax(values) if _maximise(problem) else np.argmin(values))]
+    c, value = best_start(problem, [sampled, *local_points])
+    source = "sampled forward pass" if value == best_start(problem, [sampled])[1] else "local AL method"
+    return problem.start_point(c), {"objective": value, "source": source, "samples": samples.shape[1],
+                                    "local_points": len(local_points)}
 
 
 def _gap(problem, value: float, optimum: float) -> float:
@@ -390,7 +436,8 @@ def _reason(row: dict, judged: dict, requires: str) -> str:
     return "; ".join(reasons) or "proved optima differ by more than the tolerance, intervals overlap"
 
 
-def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts: int, rng, adam: bool) -> dict:
+def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts: int, rng, adam: bool,
+                    give_start: bool = True) -> dict:
     row = {"spec": spec, "kind": problem.kind}
     if isinstance(problem, mi.TinyTraining):
         row["size"] = f"{problem.X0.shape[0]}-{problem.hidden}-1 N={problem.X0.shape[1]}"
@@ -400,9 +447,9 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
         row["binaries"] = problem.model.n_binary
         row["bounds"] = {"method": problem.bounds.method, "seconds": problem.bounds.seconds,
                          "lp_solves": problem.bounds.lp_solves, "lp_failures": problem.bounds.failures,
-                         "mean_width": problem.bounds.mean_width(),
+                         "mean_width": problem.bounds.mean_width(), "stages": problem.bounds.stages,
                          **problem.bounds.hidden_counts()}
-        if problem.bounds.method == "lp":
+        if problem.bounds.method != "interval":
             interval = mi.interval_bounds(problem.network, problem.box_lower, problem.box_upper)
             row["bounds"]["interval_mean_width"] = interval.mean_width()
             row["bounds"]["interval_unstable"] = interval.hidden_counts()["unstable"]
@@ -411,6 +458,16 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
     if row["binaries"] > LARGE_BINARIES:
         progress.info("instance %s: %d binaries; solves of this size often stop at the time limit (%g s each)",
                       row["size"], row["binaries"], time_limit)
+    # the local method runs first: its best point (or a better sampled one) is the MI solvers' starting solution
+    clock = time.perf_counter()
+    if starts:
+        progress.info("local AL method on the relaxed problem from %d start(s)", starts)
+    local_points: list[np.ndarray] = []
+    row["al"] = run_local(problem, starts, rng, points=local_points) if starts else []
+    row["al_seconds"] = time.perf_counter() - clock
+    start = None
+    if give_start and not isinstance(problem, mi.TinyTraining):
+        start, row["start"] = _starting_point(problem, local_points)
     row["mi"] = {}
     for name in backends:
         backend = solvers.get_backend(name)
@@ -418,10 +475,10 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
             continue
         progress.info("(i) binary %s with %s: %d binaries, %d split(s), time limit %g s each", requires, name,
                       row["binaries"], splits, time_limit)
-        row["mi"][name] = solve_version(problem, name, relaxed=False, time_limit=time_limit)
+        row["mi"][name] = solve_version(problem, name, relaxed=False, time_limit=time_limit, start=start)
         progress.info("(i) %s: %s in %.1f s", name, row["mi"][name]["state"], row["mi"][name]["seconds"])
     progress.info("(ii) relaxed bilinear model with SCIP, time limit %g s per split", time_limit)
-    row["relaxed"] = solve_version(problem, "SCIP", relaxed=True, time_limit=time_limit)
+    row["relaxed"] = solve_version(problem, "SCIP", relaxed=True, time_limit=time_limit, start=start)
     progress.info("(ii) SCIP: %s in %.1f s", row["relaxed"]["state"], row["relaxed"]["seconds"])
     relaxed = row["relaxed"]
     demote_beaten_bounds([*row["mi"].values(), relaxed], _maximise(problem))
@@ -448,11 +505,6 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
     proved_mi = [result for result in row["mi"].values() if result["optimal"]]
     certified = relaxed["objective"] if relaxed["optimal"] else (proved_mi[0]["objective"] if proved_mi else None)
     row["certified"] = certified
-    start = time.perf_counter()
-    if starts:
-        progress.info("local AL method on the relaxed problem from %d start(s)", starts)
-    row["al"] = run_local(problem, starts, rng) if starts else []
-    row["al_seconds"] = time.perf_counter() - start
     if certified is not None and row["al"]:
         gaps = [_gap(problem, value, certified) for value in row["al"]]
         row["al_gaps"] = gaps
@@ -566,17 +618,46 @@ def extra_summary(rows: list[dict]) -> list[str]:
             timing.setdefault(name, []).append(result["seconds"])
         timing.setdefault("SCIP relaxed", []).append(row["relaxed"]["seconds"])
     lines.append("solve time total: " + ", ".join(f"{k} {sum(v):.1f} s" for k, v in timing.items()))
-    tightened = [row["bounds"] for row in rows if row.get("bounds", {}).get("method") == "lp"]
+    tightened = [row["bounds"] for row in rows if row.get("bounds", {}).get("method") in ("lp", "obbt")]
     if tightened:
-        ratio = statistics.mean(b["mean_width"] / b["interval_mean_width"] for b in tightened
-                                if b["interval_mean_width"] > 0)
+        method = tightened[0]["method"].upper()
+        widths = [b["mean_width"] / b["interval_mean_width"] for b in tightened if b["interval_mean_width"] > 0]
+        ratio = statistics.mean(widths) if widths else float("nan")
         removed = sum(b["interval_unstable"] - b["unstable"] for b in tightened)
-        lines.append(f"LP bound tightening: mean hidden width {ratio:.2f}x of interval, {removed} binaries removed, "
-                     f"{sum(b['seconds'] for b in tightened):.1f} s in {sum(b['lp_solves'] for b in tightened)} LPs")
+        lines.append(f"{method} bound tightening: mean hidden width {ratio:.2f}x of interval, {removed} binaries "
+                     f"removed, {sum(b['seconds'] for b in tightened):.1f} s in "
+                     f"{sum(b['lp_solves'] for b in tightened)} solves")
         failed = sum(len(b.get("lp_failures", [])) for b in tightened)
         if failed:
-            lines.append(f"LP bound tightening: {failed} bound LP(s) failed; those units kept their interval bounds "
-                         "(see bounds.lp_failures in --json)")
+            lines.append(f"{method} bound tightening: {failed} bound solve(s) failed; those units kept their bounds "
+                         "of the stage before (see bounds.lp_failures in --json)")
+    for row in rows:
+        stages = row.get("bounds", {}).get("stages", [])
+        if not stages:
+            continue
+        text = ", ".join(f"{stage['stage']} {stage['seconds']:.2f} s ({stage['unstable']} unstable"
+                         + (f", {stage['solves']} solves" if stage["solves"] else "")
+                         + (f", {stage['hit_limit']} stopped at the {stage['per_neuron_time']:g} s budget"
+                            if stage.get("hit_limit") else "") + ")" for stage in stages)
+        lines.append(f"bound stages of instance {row['spec']['id']}: {text}")
+        for stage in stages:
+            if stage.get("hit_limit"):
+                first = stage["limits"][0]
+                reached = "no bound" if first["bound"] is None else f"its dual bound {first['bound']:.6g}"
+                lines.append(f"  {stage['stage']}: {stage['hit_limit']} solve(s) hit their limit and gave their dual "
+                             f"bound (first: {first['where']}, {first['termination']}, {reached}; all in --json)")
+    started = [row for row in rows if row.get("start")]
+    if started:
+        sources = statistics.multimode([row["start"]["source"] for row in started])
+        accepted: dict[str, list[int]] = {}
+        for row in started:
+            for name, result in [*row["mi"].items(), ("SCIP relaxed", row["relaxed"])]:
+                if result.get("start_accepted") is not None:
+                    accepted.setdefault(name, []).append(bool(result["start_accepted"]))
+        taken = ", ".join(f"{name} {sum(flags)}/{len(flags)}" for name, flags in accepted.items())
+        lines.append(f"starting solutions (best of the local AL points and {started[0]['start']['samples']} sampled "
+                     f"forward passes) on {len(started)} instance(s), mostly from the {' / '.join(sources)}; "
+                     f"accepted by {taken or 'no solver'}")
     raised: dict[str, list[str]] = {}
     for row in rows:
         for message in row.get("warnings", []):
@@ -687,9 +768,10 @@ def user_problem(args, rng: np.random.Generator):
             raise ProblemError(f"y from {args.y!r} has shape {y.shape} but A from {args.A!r} has {A.shape[0]} rows: "
                                f"y needs {A.shape[0]} entries.")
         return mi.GenerativeRecovery(network, A, y.ravel(), box, loss=args.loss,
-                                     bounds=_bounds(network, box, args.tighten))
+                                     bounds=_bounds(network, box, args.bounds, args.obbt_time))
     if args.problem == "bound":
-        return mi.OutputBound(network, box, k=args.k, sense=args.sense, bounds=_bounds(network, box, args.tighten))
+        return mi.OutputBound(network, box, k=args.k, sense=args.sense,
+                              bounds=_bounds(network, box, args.bounds, args.obbt_time))
     # training: the user's network is the teacher of a tiny student with its first hidden width
     if network.depth != 2 or network.widths[-1] != 1:
         raise ProblemError(f"--problem training takes a two-layer scalar-output teacher network (n0-m-1); "
@@ -747,10 +829,11 @@ def run_case(case) -> dict:
     settings = case.settings
     spec = case.problem
     with single_threaded(), recorded_warnings() as caught:
-        problem = build_instance(spec, loss=settings["loss"], tighten=settings["tighten"])
+        problem = build_instance(spec, loss=settings["loss"], tighten=settings["tighten"],
+                                 bounds=settings.get("bounds"), obbt_time=settings.get("obbt_time", OBBT_TIME))
         row = verify_instance(spec, problem, backends=settings["backends"], time_limit=settings["time_limit"],
                               starts=settings["starts"], rng=np.random.default_rng([case.seed, spec["id"]]),
-                              adam=settings["adam"])
+                              adam=settings["adam"], give_start=settings.get("start", True))
     row["warnings"] = [f"{category.__name__}: {message}" for category, message in caught]
     return {"row": json_text(row), "verdict": row["verdict"], "rel_diff": row["rel_diff"]}
 
@@ -759,8 +842,10 @@ def _run_default_set(args, backends) -> tuple[list[dict], list[str], list[str]]:
     """The embedded instances through the study runner: stored as they finish, resumable."""
     from validation.runner import Case, Study, default_store, read_results, run_study
 
-    settings = {"loss": args.loss, "tighten": args.tighten, "time_limit": args.time_limit, "starts": args.starts,
-                "adam": not args.no_adam, "backends": backends}
+    settings = {"loss": args.loss, "tighten": args.bounds == "lp", "time_limit": args.time_limit,
+                "starts": args.starts, "adam": not args.no_adam, "backends": backends}
+    if args.bounds == "obbt" or args.no_start:  # settings added later: absent keys keep older stores' case ids
+        settings.update({"bounds": args.bounds, "obbt_time": args.obbt_time, "start": not args.no_start})
     cases = [Case(problem=spec, backend="+".join(backends), settings=settings, seed=args.seed)
              for spec in default_specs(args.instances, args.seed)]
     study = Study("verify", cases, run="validation.verify:run_case", figures=CASE_FIGURES)
@@ -786,14 +871,26 @@ def _run_default_set(args, backends) -> tuple[list[dict], list[str], list[str]]:
     return [row for row in rows if row is not None], failures, timeouts
 
 
+def resolve_bounds(args) -> None:
+    """Settle ``args.bounds`` from ``--bounds`` and its alias ``--tighten`` (= lp), and check ``--obbt-time``."""
+    if args.tighten and args.bounds not in (None, "lp"):
+        raise ProblemError(f"--tighten is an alias of --bounds lp; it contradicts --bounds {args.bounds}. "
+                           "Give one of them.")
+    args.bounds = args.bounds or ("lp" if args.tighten else "interval")
+    args.tighten = args.bounds == "lp"
+    if not (np.isfinite(args.obbt_time) and args.obbt_time > 0):
+        raise ProblemError(f"--obbt-time must be a positive number of seconds per neuron, got {args.obbt_time}.")
+
+
 def _run(args) -> int:
+    resolve_bounds(args)
     backends = installed_mi_backends(args.backends)
-    if args.tighten:
+    if args.bounds != "interval":
         try:
             solvers.get_backend("HIGHS")
         except solvers.SolverNotFound as exc:
-            raise solvers.SolverNotFound(f"--tighten solves its bound LPs with HiGHS; run without --tighten or "
-                                         f"install it. {exc}") from exc
+            raise solvers.SolverNotFound(f"--bounds {args.bounds} solves its bound problems with HiGHS; run with "
+                                         f"--bounds interval or install it. {exc}") from exc
     if args.instances < 1:
         raise ProblemError(f"--instances must be at least 1, got {args.instances}.")
     # every output is checked before any work, so that a finished run is never lost to a bad path
@@ -812,7 +909,8 @@ def _run(args) -> int:
                                f"add one that does (SCIP takes MILP and MIQP).")
         with recorded_warnings() as caught:
             rows = [verify_instance(spec, problem, backends=backends, time_limit=args.time_limit, starts=args.starts,
-                                    rng=np.random.default_rng([args.seed, spec["id"]]), adam=not args.no_adam)]
+                                    rng=np.random.default_rng([args.seed, spec["id"]]), adam=not args.no_adam,
+                                    give_start=not args.no_start)]
         rows[0]["warnings"] = [f"{category.__name__}: {message}" for category, message in caught]
     else:
         rows, failures, timeouts = _run_default_set(args, backends)
@@ -854,7 +952,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=seed, default=0, help="seed of the instance set and the local starts")
     parser.add_argument("--time-limit", type=time_limit, default=30.0,
                         help="seconds per MI / global solve (default 30)")
-    parser.add_argument("--tighten", action="store_true", help="LP-based bound tightening (HiGHS) instead of interval")
+    parser.add_argument("--bounds", choices=STAGES, default=None,
+                        help="pre-activation bounds: interval arithmetic, then LP tightening, then per-neuron MILP "
+                             "tightening (OBBT); each stage starts from the one before (default interval)")
+    parser.add_argument("--tighten", action="store_true", help="alias of --bounds lp")
+    parser.add_argument("--obbt-time", type=positive_float, default=OBBT_TIME, metavar="SECONDS",
+                        help=f"--bounds obbt: time budget of each per-neuron MILP (default {OBBT_TIME:g} s); a solve "
+                             "stopped at it gives its dual bound, still sound")
+    parser.add_argument("--no-start", action="store_true",
+                        help="do not hand the best local-method or sampled point to the MI solvers as a start")
     parser.add_argument("--loss", choices=("l1", "l2"), default="l1", help="recovery loss: l1 (MILP) or l2 (MIQP)")
     parser.add_argument("--starts", type=nonnegative_int, default=5,
                         help="random starts of the AL method and Adam (default 5)")
