@@ -884,6 +884,12 @@ def resolve_bounds(args) -> None:
 
 def _run(args) -> int:
     resolve_bounds(args)
+    if args.scaling:
+        if args.network:
+            raise ProblemError("--scaling runs its own random networks; it does not take --network.")
+        return run_scaling(args)
+    if args.quick:
+        raise ProblemError("--quick is an option of --scaling; add --scaling or leave it out.")
     backends = installed_mi_backends(args.backends)
     if args.bounds != "interval":
         try:
@@ -969,6 +975,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-adam", action="store_true", help="skip the Adam baseline of the training problems")
     parser.add_argument("--json", default="", help="write every result to this JSON file")
     parser.add_argument("--plot", default="", help="write plots (PNG) to this directory")
+    scaling = parser.add_argument_group("scaling study")
+    scaling.add_argument("--scaling", action="store_true",
+                         help="time to proved optimality (or gap at --time-limit) of output bounds of random 8-...-1 "
+                              "networks of 2-3 hidden layers, 16 to 256 hidden units, per bound stage and solver "
+                              "(and OMLT + HiGHS where installed); each configuration stops after its first size "
+                              "not closed; resumable (--store)")
+    scaling.add_argument("--quick", action="store_true", help="--scaling on two small networks (well under a minute)")
     study = parser.add_argument_group("running the embedded set as a resumable study")
     study.add_argument("--store", default="",
                        help="SQLite results store; finished instances are kept and skipped on a rerun "
@@ -991,3 +1004,288 @@ def add_parser(subparsers) -> None:
     user.add_argument("--weight-bound", type=nonnegative_float, default=0.0,
                       help="training: |W1|,|b1| bound (default: the teacher's largest first-layer entry)")
     parser.set_defaults(func=run)
+
+
+# ====================================================================== scaling study
+#: (bound stage, solver) of every configuration of the scaling study; "SCIP relaxed" is version (ii), and
+#: "OMLT+HIGHS" the optional peer (its own interval bounds), run only where OMLT is installed.
+SCALING_CONFIGS = [(stage, solver) for stage in STAGES for solver in ("HIGHS", "SCIP", "SCIP relaxed")]
+OMLT_CONFIG = ("omlt", "OMLT+HIGHS")
+#: Hidden units in all, per number of hidden layers (n0 = 8 inputs, equal widths, one output, box [-1, 1]).
+#: Each configuration runs a series in increasing size and stops after the first size it does not close.
+SCALING_SERIES = {2: (16, 32, 48, 64, 96, 128, 256), 3: (24, 48, 96)}
+SCALING_QUICK = {2: (8, 16)}
+SCALING_INPUTS = 8
+SCALING_FIGURES = {"closed": "INTEGER", "state": "TEXT", "binaries": "INTEGER", "bounds_s": "REAL",
+                   "solve_s": "REAL", "total_s": "REAL", "incumbent": "REAL", "bound": "REAL", "gap": "REAL",
+                   "hit_limit": "INTEGER", "result": "TEXT"}
+SCALING_TIMING = ("bounds_s", "solve_s", "total_s")
+
+
+def scaling_problem(depth: int, units: int) -> dict:
+    """The network of one point of the scaling study: ``8-w-...-w-1`` with ``depth`` hidden layers of
+    ``w = units // depth``, He weights seeded by ``(depth, units)``."""
+    width = units // depth
+    return {"depth": depth, "units": width * depth, "widths": [SCALING_INPUTS, *([width] * depth), 1],
+            "seed": 1000 * depth + units, "box": 1.0, "k": 0, "sense": "max"}
+
+
+def _cached_bounds(spec: dict, stage: str, obbt_time: float, cache: str | None) -> mi.Bounds:
+    """Bounds of stage ``stage`` for the network of ``spec``, kept in ``cache`` (a folder) so that the three
+    solvers of one stage share one computation; the stage records keep the seconds of that computation."""
+    network = ReluNetwork.random(spec["widths"], seed=spec["seed"])
+    key = json_text({"widths": spec["widths"], "seed": spec["seed"], "box": spec["box"], "stage": stage,
+                     "obbt_time": obbt_time if stage == "obbt" else None})
+    path = None
+    if cache:
+        import hashlib
+
+        os.makedirs(cache, exist_ok=True)
+        path = os.path.join(cache, hashlib.sha256(key.encode()).hexdigest()[:20] + ".json")
+        if os.path.exists(path):
+            with open(path) as handle:
+                stored = json.load(handle)
+            return mi.Bounds([np.array(x) for x in stored["lower"]], [np.array(x) for x in stored["upper"]],
+                             stored["method"], stored["seconds"], stored["solves"], stored["failures"],
+                             stored["stages"])
+    bounds = staged_bounds(network, -spec["box"], spec["box"], stage, per_neuron_time=obbt_time)
+    if path:
+        with atomic_open(path, "w") as handle:
+            handle.write(json_text({"lower": [x.tolist() for x in bounds.lower],
+                                    "upper": [x.tolist() for x in bounds.upper], "method": bounds.method,
+                                    "seconds": bounds.seconds, "solves": bounds.lp_solves,
+                                    "failures": bounds.failures, "stages": bounds.stages}))
+    return bounds
+
+
+def run_scaling_case(case) -> dict:
+    """Runner entry point of the scaling study: one network, one bound stage, one solver."""
+    spec, settings = case.problem, case.settings
+    network = ReluNetwork.random(spec["widths"], seed=spec["seed"])
+    time_limit = settings["time_limit"]
+    with single_threaded(), recorded_warnings() as caught:
+        if case.backend == OMLT_CONFIG[1]:
+            from validation.baselines import omlt
+
+            peer = omlt.output_bound(network, -spec["box"], spec["box"], k=spec["k"], time_limit=time_limit)
+            forward = (float(network.forward(peer["point"][:, None])[spec["k"], 0])
+                       if peer["point"] is not None else None)
+            # its incumbent is judged by the forward pass of its input, as ours are
+            consistent = forward is not None and peer["objective"] is not None and \
+                abs(forward - peer["objective"]) <= _tolerance(abs(forward), 1e-6 * (1 + abs(forward)))
+            result = {"state": "proved" if peer["proved"] and consistent else
+                      ("inaccurate" if peer["proved"] else f"stopped: {peer['termination']}"),
+                      "objective": float("nan") if forward is None else forward, "bound": peer["bound"],
+                      "seconds": peer["build_s"] + peer["solve_s"], "build_s": peer["build_s"],
+                      "termination": peer["termination"]}
+            binaries, bounds_s, hit_limit = peer["binaries"], 0.0, 0
+        else:
+            bounds = _cached_bounds(spec, settings["bounds"], settings["obbt_time"], settings.get("cache"))
+            problem = mi.OutputBound(network, spec["box"], k=spec["k"], sense=spec["sense"], bounds=bounds)
+            start = problem.start_point(best_start(problem, list(sampled_inputs(problem).T))[0])
+            relaxed = case.backend == "SCIP relaxed"
+            result = solve_version(problem, "SCIP" if relaxed else case.backend, relaxed=relaxed,
+                                   time_limit=time_limit, start=start)
+            result["stages"] = bounds.stages
+            binaries, bounds_s = problem.model.n_binary, bounds.seconds
+            hit_limit = sum(stage.get("hit_limit", 0) for stage in bounds.stages)
+    result["warnings"] = [f"{category.__name__}: {message}" for category, message in caught]
+    incumbent, bound = result["objective"], result["bound"]
+    gap = (bound - incumbent) if bound is not None and np.isfinite(incumbent) else None
+    return {"closed": int(result["state"] == "proved"), "state": result["state"], "binaries": int(binaries),
+            "bounds_s": float(bounds_s), "solve_s": float(result["seconds"]),
+            "total_s": float(bounds_s + result["seconds"]),
+            "incumbent": float(incumbent) if np.isfinite(incumbent) else None,
+            "bound": None if bound is None else float(bound), "gap": gap, "hit_limit": int(hit_limit),
+            "result": json_text(result)}
+
+
+def _scaling_configs() -> list[tuple[str, str]]:
+    from validation.baselines import omlt
+
+    configs = list(SCALING_CONFIGS)
+    if omlt.available():
+        configs.append(OMLT_CONFIG)
+    else:
+        print(f"OMLT peer not installed: its column is left out ({omlt.INSTALL})")
+    return configs
+
+
+def run_scaling(args) -> int:
+    """``verify --scaling``: every configuration over its series of sizes, stored as each case finishes."""
+    from validation.runner import Case, Study, default_store, read_results, run_study
+
+    series = SCALING_QUICK if args.quick else SCALING_SERIES
+    time_limit = args.time_limit
+    name = "verify_scaling_quick" if args.quick else "verify_scaling"
+    store = args.store or default_store(name)
+    json_path = output_file(args.json, "--json") if args.json else ""
+    plot_dir = output_directory(args.plot, "--plot") if args.plot else ""
+    output_file(store, "--store")
+    configs = _scaling_configs()
+    settings = {"time_limit": time_limit, "obbt_time": args.obbt_time, "cache": store + ".bounds"}
+    started = time.perf_counter()
+    rows, failures = [], []
+    for depth, sizes in series.items():
+        alive = list(configs)
+        for units in sizes:
+            if not alive:
+                break
+            spec = scaling_problem(depth, units)
+            cases = [Case(problem=spec, backend=solver, settings={**settings, "bounds": stage}, seed=0)
+                     for stage, solver in alive]
+            study = Study(name, cases, run="validation.verify:run_scaling_case", figures=SCALING_FIGURES,
+                          timing=SCALING_TIMING)
+            run_study(study, store=store, workers=args.workers, scheduler=args.scheduler,
+                      case_timeout=args.case_timeout or max(600.0, 4 * time_limit))
+            stored = {row["case_id"]: row for row in read_results(store, name)}
+            still = []
+            for case, config in zip(cases, alive):
+                row = stored.get(case.case_id)
+                if row is None:
+                    continue
+                record = {"depth": depth, "units": spec["units"], "widths": spec["widths"], "stage": config[0],
+                          "solver": config[1], "status": row["status"], "message": row["message"],
+                          **{key: row.get(key) for key in SCALING_FIGURES if key != "result"}}
+                if row["status"] == "ok":
+                    record["result"] = json.loads(row["result"])
+                else:
+                    failures.append(f"{'-'.join(map(str, spec['widths']))} {config[0]} {config[1]}: "
+                                    f"{row['status']}: {row['message']}")
+                rows.append(record)
+                if row["status"] == "ok" and row["closed"]:
+                    still.append(config)
+            alive = still
+    elapsed = time.perf_counter() - started
+    print(format_scaling(rows, configs))
+    for line in scaling_summary(rows, configs, time_limit):
+        print(line)
+    print(f"wall time {elapsed:.1f} s")
+    if json_path:
+        document = {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "time_limit": time_limit,
+                    "series": {str(k): list(v) for k, v in series.items()}, "wall_seconds": elapsed,
+                    "configs": [list(config) for config in configs], "rows": rows, "failures": failures,
+                    "largest_closed": largest_closed(rows, configs)}
+        with atomic_open(json_path, "w") as handle:
+            handle.write(json_text(document, indent=1))
+        print(f"wrote {json_path}")
+    if plot_dir:
+        print(f"wrote {write_scaling_plot(rows, configs, plot_dir, time_limit)}")
+    for line in failures:
+        print(f"FAILED {line}")
+    return 1 if failures else 0
+
+
+def read_scaling(store: str, *, quick: bool = False) -> list[dict]:
+    """The stored rows of the scaling study (each with its network's depth, units, stage and solver)."""
+    from validation.runner import read_results
+
+    rows = []
+    for row in read_results(store, "verify_scaling_quick" if quick else "verify_scaling", missing_ok=True):
+        problem, settings = json.loads(row["problem"]), json.loads(row["settings"])
+        rows.append({"depth": problem["depth"], "units": problem["units"], "stage": settings["bounds"],
+                     "solver": row["backend"], "status": row["status"],
+                     **{key: row[key] for key in SCALING_FIGURES if key != "result"}})
+    return rows
+
+
+def _label(config) -> str:
+    return f"{config[1]} ({config[0]})" if config[0] != "omlt" else config[1]
+
+
+def _scaling_cell(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    if row["status"] != "ok":
+        return row["status"]
+    if row["closed"]:
+        return f"{row['total_s']:.1f} s"
+    if row["incumbent"] is None or row["bound"] is None:
+        return f"not proved ({row['state']})"
+    return f"gap {row['bound'] - row['incumbent']:.3g} ({row['incumbent']:.4g}/{row['bound']:.4g})"
+
+
+def format_scaling(rows: list[dict], configs) -> str:
+    """One line per network, one column per configuration: time to proved optimality (bounds + solve) or the
+    gap at the limit (incumbent/bound), and the binaries left after each bound stage."""
+    networks = sorted({(row["depth"], row["units"]) for row in rows})
+    header = ["network", "units", *[f"bin {stage}" for stage in (*STAGES, "omlt")], *[_label(c) for c in configs]]
+    lines = []
+    for depth, units in networks:
+        mine = [row for row in rows if (row["depth"], row["units"]) == (depth, units)]
+        binaries = {row["stage"]: row["binaries"] for row in mine if row["binaries"] is not None}
+        lines.append(["-".join(map(str, mine[0]["widths"])), str(units),
+                      *[str(binaries.get(stage, "-")) for stage in (*STAGES, "omlt")],
+                      *[_scaling_cell(next((row for row in mine if (row["stage"], row["solver"]) == config), None))
+                        for config in configs]])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
+    return "\n".join(out + [" | ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines])
+
+
+def largest_closed(rows: list[dict], configs) -> dict[str, dict]:
+    """Per configuration and depth, the largest number of hidden units it closed (proved optimal)."""
+    result = {}
+    for config in configs:
+        for depth in sorted({row["depth"] for row in rows}):
+            closed = [row["units"] for row in rows if (row["stage"], row["solver"]) == config
+                      and row["depth"] == depth and row.get("closed")]
+            result.setdefault(_label(config), {})[str(depth)] = max(closed) if closed else 0
+    return result
+
+
+def scaling_summary(rows: list[dict], configs, time_limit: float) -> list[str]:
+    lines = [f"largest size closed (proved optimal) within {time_limit:g} s, hidden units per depth:"]
+    for label, per_depth in largest_closed(rows, configs).items():
+        lines.append(f"  {label}: " + ", ".join(f"depth {d}: {u}" for d, u in per_depth.items()))
+    # (i) against (ii) per network, with the three verdicts
+    for depth, units in sorted({(row["depth"], row["units"]) for row in rows}):
+        mine = {(row["stage"], row["solver"]): row for row in rows
+                if (row["depth"], row["units"]) == (depth, units) and row.get("result")}
+        relaxed = [row["result"] for (stage, solver), row in mine.items() if solver == "SCIP relaxed"]
+        binary = [row["result"] for (stage, solver), row in mine.items() if solver in ("HIGHS", "SCIP")]
+        if not relaxed or not binary:
+            continue
+        best_relaxed = _restored(max(relaxed, key=lambda result: result["state"] == "proved"))
+        verdicts = [compare(_restored(result), best_relaxed)["verdict"] for result in binary if "interval" in result]
+        if verdicts:
+            counts = {verdict: verdicts.count(verdict) for verdict in VERDICTS if verdicts.count(verdict)}
+            lines.append(f"  {depth} hidden layers, {units} units: (i) against (ii): "
+                         + ", ".join(f"{verdict} {count}" for verdict, count in counts.items()))
+    return lines
+
+
+def _restored(result: dict) -> dict:
+    """A stored result with its certified interval's missing ends (JSON null) back to ``±inf``."""
+    lo, hi = result["interval"]
+    return {**result, "interval": [-np.inf if lo is None else lo, np.inf if hi is None else hi]}
+
+
+def write_scaling_plot(rows: list[dict], configs, directory: str, time_limit: float) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"interval": "o", "lp": "s", "obbt": "^", "omlt": "x"}
+    colours = {"HIGHS": "C0", "SCIP": "C1", "SCIP relaxed": "C2", "OMLT+HIGHS": "C3"}
+    for config in configs:
+        mine = [row for row in rows if (row["stage"], row["solver"]) == config and row["status"] == "ok"]
+        closed = [(row["binaries"], row["total_s"]) for row in mine if row["closed"]]
+        stopped = [(row["binaries"], row["total_s"]) for row in mine if not row["closed"]]
+        if closed:
+            ax.scatter(*zip(*closed), marker=markers[config[0]], color=colours[config[1]], label=_label(config), s=28)
+        if stopped:
+            ax.scatter(*zip(*stopped), marker=markers[config[0]], facecolors="none", edgecolors=colours[config[1]],
+                       s=40)
+    ax.axhline(time_limit, color="k", lw=0.6, ls="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("binaries after bound tightening")
+    ax.set_ylabel("bounds + solve time [s] (hollow: not proved at the limit)")
+    ax.legend(fontsize=7, ncol=2)
+    path = os.path.join(directory, "scaling_time_vs_binaries.png")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
