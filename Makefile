@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench scnn clean
+.PHONY: demo test lint bench scnn omlt clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(STAMP)
 # optional pyscnn peer (validation/baselines/scnn.py); --no-deps: its requirements would pull torchvision and a CUDA torch
 scnn: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps pyscnn linalg_backends opt_einsum
+
+# optional OMLT peer of `unrelu verify --scaling` (validation/baselines/omlt.py); the tests never need it
+omlt: $(STAMP)
+	$(BIN)/pip install --quiet omlt pyomo
 
 clean:
 	rm -rf $(VENV) results *.egg-info
