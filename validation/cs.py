@@ -113,7 +113,7 @@ SETTINGS = {
         "csgm_ms": CSGM["ms"], "csgm_train": 10000 - CSGM["test"], "csgm_hidden": (1000,), "budget_csgm": 60.0,
         "lasso_csgm_test": CSGM["test"],
         "image_ratios": (1, 4, 10, 25, 40), "image_blocks": 60000, "image_val_blocks": 6000, "image_hidden": (512,),
-        "budget_images": 240.0, "set11": None, "lasso_images": ("cameraman",), "lasso_image_val": 6,
+        "budget_images": 180.0, "set11": None, "lasso_images": ("cameraman",), "lasso_image_val": 6,
         "lasso_kappas": (0.03, 0.01, 0.003), "ridge_grid": 9, "al_max_iters": 100000,
     },
     "quick": {
