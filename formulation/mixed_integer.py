@@ -759,7 +759,8 @@ class GenerativeRecovery(_NetworkProblem):
 
 
 class OutputBound(_NetworkProblem):
-    r"""Output bound ``max`` (or ``min``) of ``e_kᵀ G(c)`` over the input box (MILP).
+    r"""Output bound ``max`` (or ``min``) of ``e_kᵀ G(c)`` (or of ``aᵀ G(c)`` for a ``direction`` ``a``, e.g. a
+    logit gap ``e_t − e_label``) over the input box (MILP).
 
     A sound bound is the solver's dual bound, never its incumbent (DESIGN §5).
     """
@@ -767,24 +768,33 @@ class OutputBound(_NetworkProblem):
     kind = "bound"
 
     def __init__(self, network: ReluNetwork, box=1.0, *, k: int = 0, sense: str = "max",
-                 bounds: Bounds | None = None):
+                 bounds: Bounds | None = None, direction=None):
         super().__init__(network, box, bounds=bounds)
         n_out = network.widths[-1]
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < n_out:
-            raise ProblemError(f"Output index k={k!r} is out of range: the network has {n_out} outputs (0..{n_out-1}).")
-        self.k, self.sense = int(k), sense
+        if direction is None:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < n_out:
+                raise ProblemError(f"Output index k={k!r} is out of range: the network has {n_out} outputs "
+                                   f"(0..{n_out-1}).")
+            direction = np.zeros(n_out)
+            direction[int(k)] = 1.0
+        else:  # a linear function of the outputs, e.g. a logit gap e_t − e_label
+            direction = as_float_array("direction", direction, ndim=1)
+            check_shape("direction", direction, (n_out,), f"The network has {n_out} outputs.")
+            k = int(np.argmax(np.abs(direction)))
+        self.k, self.sense, self.direction = int(k), sense, direction
         model, c, last = self._start(f"bound-{sense}")
         cost = np.zeros(model.n)
-        cost[last] = network.weights[-1][self.k]
-        self.model = model.finish(cost, c0=float(network.biases[-1][self.k]), sense=sense)
+        cost[last] = direction @ network.weights[-1]
+        self.model = model.finish(cost, c0=float(direction @ network.biases[-1]), sense=sense)
 
     def evaluate(self, c: np.ndarray) -> float:
-        return float(self.output(c)[self.k])
+        return float(self.direction @ self.output(c))
 
     def allowance(self, tolerance: float, c: np.ndarray | None = None) -> float:
         """First-order distance between model objective and forward-pass objective of a point whose rows,
-        bounds and integrality hold to ``tolerance``: ``|w_k|ᵀ E`` (:func:`_hidden_error`)."""
-        return float(np.abs(self.network.weights[-1][self.k]) @ self._last_hidden_error(tolerance))
+        bounds and integrality hold to ``tolerance``: ``|aᵀ W_L|ᵀ E`` (:func:`_hidden_error`, ``a`` the
+        direction, ``e_k`` by default)."""
+        return float(np.abs(self.direction @ self.network.weights[-1]) @ self._last_hidden_error(tolerance))
 
 
 class TinyTraining:

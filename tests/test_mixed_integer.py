@@ -383,3 +383,18 @@ def test_ideal_cuts_are_valid_and_keep_the_optimum():
     for column in inputs.T:
         point = problem.start_point(column)
         assert problem.model.ideal_cuts(point["v"], point["d"], tolerance=1e-9) == []
+
+
+@pytest.mark.skipif("HIGHS" not in solvers.available_backends(), reason="needs HiGHS (pip install highspy)")
+def test_output_bound_of_a_direction_is_a_logit_gap():
+    net = ReluNetwork.random([4, 6, 6, 3], seed=7)
+    direction = np.array([-1.0, 0.0, 1.0])
+    problem = mi.OutputBound(net, (np.zeros(4), np.ones(4)), direction=direction)
+    inputs = np.random.default_rng(1).uniform(0, 1, size=(4, 500))
+    gaps = direction @ net.forward(inputs)
+    assert problem.evaluate(inputs[:, 0]) == pytest.approx(gaps[0])
+    solution = solvers.solve(mi.BinaryForm(problem.model), "HIGHS")
+    assert solution.status is SolutionStatus.OPTIMAL and solution.objective >= gaps.max() - 1e-9
+    assert problem.evaluate(problem.input_of(solution.values["v"])) == pytest.approx(solution.objective, abs=1e-7)
+    with pytest.raises(ProblemError, match="direction"):
+        mi.OutputBound(net, 1.0, direction=np.ones(2))

@@ -104,3 +104,11 @@ def test_empty_box_is_refused():
     network = ReluNetwork.random([3, 4, 1], seed=0)
     with pytest.raises(verify.ProblemError, match="Input box is empty"):
         verify.staged_bounds(network, np.ones(3), -np.ones(3), "obbt")
+
+
+def test_mnist_logit_gap_skips_with_a_reason_without_the_data(monkeypatch, capsys):
+    import validation.datasets
+
+    monkeypatch.setattr(validation.datasets, "default_mnist_dir", lambda: None)
+    assert main(["verify", "--mnist"]) == 0
+    assert "MNIST logit gap skipped: no MNIST folder" in capsys.readouterr().out

@@ -390,7 +390,7 @@ def _starting_point(problem, local_points: list[np.ndarray]) -> tuple[dict, dict
     samples = sampled_inputs(problem)
     outputs = problem.network.forward(samples)
     if isinstance(problem, mi.OutputBound):
-        values = outputs[problem.k]
+        values = problem.direction @ outputs
     else:
         residual = problem.A @ outputs - problem.y[:, None]
         values = np.sum(np.abs(residual), axis=0) if problem.loss == "l1" else np.sum(residual**2, axis=0)
@@ -884,6 +884,8 @@ def resolve_bounds(args) -> None:
 
 def _run(args) -> int:
     resolve_bounds(args)
+    if args.mnist:
+        return run_mnist(args)
     if args.scaling:
         if args.network:
             raise ProblemError("--scaling runs its own random networks; it does not take --network.")
@@ -982,6 +984,13 @@ def add_parser(subparsers) -> None:
                               "(and OMLT + HiGHS where installed); each configuration stops after its first size "
                               "not closed; resumable (--store)")
     scaling.add_argument("--quick", action="store_true", help="--scaling on two small networks (well under a minute)")
+    mnist = parser.add_argument_group("MNIST logit gap (OMLT's notebook problem)")
+    mnist.add_argument("--mnist", action="store_true",
+                       help="784-50-50-10 trained on the first 8,000 t10k images: max logit(label+1) - logit(label) "
+                            "over the L-inf ball around a test image, (i) against (ii), OMLT + HiGHS beside it")
+    mnist.add_argument("--epsilon", type=positive_float, default=MNIST_EPSILON,
+                       help=f"radius of the L-inf ball (default {MNIST_EPSILON:g}), intersected with [0, 1]")
+    mnist.add_argument("--image", type=nonnegative_int, default=0, help="index among the 2,000 test images")
     study = parser.add_argument_group("running the embedded set as a resumable study")
     study.add_argument("--store", default="",
                        help="SQLite results store; finished instances are kept and skipped on a rerun "
@@ -1289,3 +1298,89 @@ def write_scaling_plot(rows: list[dict], configs, directory: str, time_limit: fl
     save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# ====================================================================== MNIST logit gap (OMLT's notebook problem)
+MNIST_WIDTHS = (784, 50, 50, 10)
+MNIST_EPSILON = 0.05
+
+
+def mnist_network(store_dir: str, seed: int = 0, seconds: float = 60.0) -> tuple[ReluNetwork, dict]:
+    """A 784-50-50-10 network trained with Adam (squared loss on one-hot targets) on the first 8,000 images of
+    the t10k split, kept in ``store_dir`` (trained once); returns it with its test accuracy on the last 2,000.
+    Raises ``ProblemError`` when the MNIST folder is absent (no fallback: the problem is MNIST's)."""
+    from validation.baselines.adam import train_adam
+    from validation.datasets import _MNIST_TEST, _find, default_mnist_dir, load_mnist, read_idx
+
+    data = load_mnist(allow_fallback=False)
+    labels = read_idx(_find(default_mnist_dir(), _MNIST_TEST[1])).astype(int)
+    train_labels, test_labels = labels[:8000], labels[-2000:]
+    path = os.path.join(store_dir, f"mnist_784_50_50_10_seed{seed}.npz")
+    info = {"source": data.source, "path": path}
+    if os.path.exists(path):
+        network = ReluNetwork.load(path)
+    else:
+        onehot = np.eye(10)[train_labels].T
+        started = time.perf_counter()
+        trained = train_adam(data.train.T, onehot, hidden=MNIST_WIDTHS[1:-1], seed=seed, time_budget=seconds,
+                             standardize=False, init="ridge", dtype="float32", threads=1)
+        network = trained["network"]
+        info["train_seconds"] = time.perf_counter() - started
+        os.makedirs(store_dir, exist_ok=True)
+        network.save(path)
+    info["test_accuracy"] = float(np.mean(np.argmax(network.forward(data.test.T), axis=0) == test_labels))
+    return network, {**info, "test": data.test, "test_labels": test_labels}
+
+
+def run_mnist(args) -> int:
+    """``verify --mnist``: max logit(label+1) − logit(label) over the L∞ ball of radius ``--epsilon`` around a test
+    image (within [0, 1]), solved to proven optimality, (i) against (ii), with OMLT + HiGHS beside it."""
+    from validation.datasets import default_mnist_dir
+
+    folder = default_mnist_dir()
+    if folder is None or not os.path.isdir(folder):
+        print(f"MNIST logit gap skipped: no MNIST folder ({folder or 'no data folder'}); it needs the t10k files.")
+        return 0
+    json_path = output_file(args.json, "--json") if args.json else ""
+    store_dir = os.path.dirname(args.store) if args.store else "results"
+    network, info = mnist_network(store_dir or ".", seed=args.seed)
+    image, label = info["test"][args.image], int(info["test_labels"][args.image])
+    target = (label + 1) % 10
+    lower, upper = np.clip(image - args.epsilon, 0.0, 1.0), np.clip(image + args.epsilon, 0.0, 1.0)
+    direction = np.zeros(10)
+    direction[target], direction[label] = 1.0, -1.0
+    print(f"network 784-50-50-10 ({info['path']}), test accuracy {info['test_accuracy']:.4f} on the last 2,000 "
+          f"t10k images; test image {args.image} (label {label}), epsilon {args.epsilon:g}: "
+          f"max logit({target}) - logit({label})")
+    clock = time.perf_counter()
+    bounds = staged_bounds(network, lower, upper, args.bounds, per_neuron_time=args.obbt_time)
+    problem = mi.OutputBound(network, (lower, upper), direction=direction, sense="max", bounds=bounds)
+    spec = {"id": 0, "kind": "bound", "mnist_image": args.image, "label": label, "target": target,
+            "epsilon": args.epsilon}
+    backends = installed_mi_backends(args.backends or "HIGHS")
+    row = verify_instance(spec, problem, backends=backends, time_limit=args.time_limit, starts=args.starts,
+                          rng=np.random.default_rng(args.seed), adam=False, give_start=not args.no_start)
+    ours = time.perf_counter() - clock
+    print(format_table([row], backends))
+    for line in extra_summary([row]):
+        print(line)
+    print(f"ours: bounds {bounds.seconds:.1f} s + solves, {ours:.1f} s in all (AL starts included)")
+    document = {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "network": info["path"],
+                "test_accuracy": info["test_accuracy"], "row": row, "ours_seconds": ours}
+    from validation.baselines import omlt
+
+    if omlt.available():
+        peer = omlt.logit_gap(network, lower, upper, target=target, label=label, time_limit=args.time_limit)
+        forward = None if peer["point"] is None else float(direction @ network.forward(peer["point"][:, None])[:, 0])
+        print(f"OMLT + HiGHS: {peer['termination']}, objective {peer['objective']} (forward pass of its input "
+              f"{forward}), bound {peer['bound']}, {peer['binaries']} binaries, build {peer['build_s']:.1f} s, "
+              f"solve {peer['solve_s']:.1f} s")
+        document["omlt"] = {**{k: v for k, v in peer.items() if k != "point"}, "forward": forward}
+    else:
+        print(f"OMLT peer not installed ({omlt.INSTALL})")
+    print(summary_line([row]))
+    if json_path:
+        with atomic_open(json_path, "w") as handle:
+            handle.write(json_text(document, indent=1))
+        print(f"wrote {json_path}")
+    return 1 if row["verdict"] == "contradicted" else 0
