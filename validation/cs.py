@@ -2,35 +2,44 @@ r"""``unrelu cs``: the compressed-sensing application of DESIGN §6.
 
 Measurements ``y = A s (+ e)`` of signals ``s ∈ R^n`` with an ``m × n`` sampling matrix ``A``:
 
-* **MNIST** (28×28, ``n = 784``), ``m ∈ {25, 50, 100, 200}``, ``A`` Gaussian with variance ``1/m``
-  (seeded; :func:`validation.train_data.mnist_cs_matrix`, the task of ``bench train`` too); without
-  the MNIST files, scikit-learn's 8×8 digits at the same ratios ``m/n`` (said in the output).
+* **MNIST** (28×28, ``n = 784``), two protocols. ``--protocol normalised``: ``m ∈ {25, 50, 100, 200}``,
+  ``A`` Gaussian with variance ``1/m`` (seeded; :func:`validation.train_data.mnist_cs_matrix`, the task of
+  ``bench train`` too), noiseless; without the MNIST files, scikit-learn's 8×8 digits at the same ratios
+  ``m/n`` (said in the output). ``--protocol csgm`` (:data:`CSGM`; Bora et al., ICML 2017, as in their
+  code): ``A`` i.i.d. N(0, 1), noise std 0.1, the first 300 t10k images as the test set, per-pixel MSE.
 * **Natural images**, block CS on 33×33 blocks (``n = 1089``) at ratios 1, 4, 10, 25, 40 %, with
-  the ISTA-Net matrices ``phi_0_{R}_1089.mat`` when present. Training blocks come from
-  ``skimage.data`` photographs (not ``camera``, which is Set11's cameraman); the test set is Set11,
-  each image cut into blocks (zero-padded to a multiple of 33), recovered block by block and
-  reassembled.
+  the ISTA-Net matrices ``phi_0_{R}_1089.mat`` when present. Training patches: every patch on a
+  stride-14 grid of bundled photographs (``skimage.data`` without ``camera``, which is Set11's
+  cameraman, and scikit-learn's two sample images) in 8 orientations, 10 % of the positions held out
+  (:func:`validation.datasets.training_patches`); the test set is Set11, each image cut into blocks
+  (zero-padded to a multiple of 33), recovered block by block and reassembled.
 
 Methods, on the same data and the same ``A``:
 
 ``al``
-    MLP ``y ↦ s`` with one hidden ReLU layer trained by the augmented-Lagrangian method
-    (:class:`solvers.methods.al_trainer.ALTrainer`) within a wall-clock budget.
+    MLP ``y ↦ s`` with 1-3 hidden ReLU layers trained by the augmented-Lagrangian method
+    (:class:`solvers.methods.al_trainer.ALTrainer`, options :data:`AL_OPTIONS`) within a wall-clock
+    budget. With ``--init pairs`` (default) it starts at the ridge decoder written as a ReLU network,
+    ``P y = P ReLU(y) − P ReLU(−y)``, beside He units with zero output weights
+    (:meth:`ALTrainer.initial_network`).
 ``al_init``
-    The AL method's starting network (He first layer, ridge output layer), so that the AL
-    method's own gain is visible.
+    The AL method's starting network, so that the AL method's own gain is visible (with ``--init
+    pairs`` it equals ``ridge``).
 ``adam``
     The same MLP from the same start trained by ``torch.optim.Adam`` for the wall time the AL
     loop actually used after the common initialisation (:func:`validation.baselines.adam.train_adam`; its
     evaluation pauses are not charged either).
 ``ridge``
-    Linear recovery ``ŝ = W y + b``, the ridge parameter chosen on a validation split
-    (:func:`validation.baselines.linear.fit_ridge`).
+    Linear recovery ``ŝ = W y + b`` fitted on the training pairs, the ridge parameter chosen on the
+    validation pairs (:func:`validation.baselines.linear.fit_ridge`); with noise, this is the LMMSE
+    decoder fitted on training pairs.
 ``lasso``
     Sparse recovery ``min ½||A Ψ c − y||² + λ||c||₁``, ``ŝ = Ψ c``, in CVXPY (one DPP model built
     once per ``A``; ``Ψ`` the orthonormal 2-D DCT for image blocks, the identity for MNIST), with
     ``λ = κ ||(AΨ)ᵀy||_∞`` and ``κ`` chosen on a validation split. Slow, so it recovers a subset
-    of the test items (reported; :class:`validation.baselines.linear.SparseRecovery`).
+    of the test items (reported; :class:`validation.baselines.linear.SparseRecovery`). Under
+    ``--protocol csgm``, ``lasso`` and ``lasso_dct`` are CSGM's instead: scikit-learn's ``Lasso(alpha=0.1)``
+    in the pixel and the 2-D DCT basis (:func:`validation.baselines.linear.lasso_csgm`).
 
 Optional ``--smooth`` adds ``METHOD+smooth`` rows for images: total-variation denoising
 (``skimage.restoration.denoise_tv_chambolle``) of the reassembled image, which removes block
