@@ -707,7 +707,7 @@ def format_tables(records: dict) -> str:
                     line.append("-")
                     continue
                 if csgm:
-                    line.append(f"{score['mse']:.4f}/{score['psnr']:.2f}")
+                    line.append(f"{score['mse']:.3g}/{score['psnr']:.2f}")
                 else:
                     line.append(f"{score['psnr']:.2f}" + (f"/{score['ssim']:.3f}" if images else ""))
                 trains.append(record.get("train_seconds", 0.0))
@@ -783,8 +783,7 @@ def training_figures(records: dict, directory: str, svg: bool = False) -> list[s
             f"{'->'.join(map(str, [al['m'], *np.atleast_1d(al['hidden']).tolist(), al['n']]))}",
             budget=al["budget"], threads=None, metric=metric, detail="Adam given the seconds the AL loop used",
             references={start: al["al"]["init_val_loss" if validated else "init_train_loss"]},
-            ylabel=("validation loss (thick) and training loss (thin)" if validated else "training loss")
-            + " (fraction of target variance)")
+            ylabel=("loss: validation (thick), training (thin)" if validated else "training loss"))
         paths += figures.write(figure, os.path.join(directory, f"cs_{dataset}_{ratio}_training.png"), svg=svg)
     return paths
 
