@@ -783,7 +783,7 @@ def training_figures(records: dict, directory: str, svg: bool = False) -> list[s
             f"{'->'.join(map(str, [al['m'], *np.atleast_1d(al['hidden']).tolist(), al['n']]))}",
             budget=al["budget"], threads=None, metric=metric, detail="Adam given the seconds the AL loop used",
             references={start: al["al"]["init_val_loss" if validated else "init_train_loss"]},
-            ylabel=("loss: validation (thick), training (thin)" if validated else "training loss"))
+            ylabel=("loss/variance: validation (thick), train (thin)" if validated else "training loss/variance"))
         paths += figures.write(figure, os.path.join(directory, f"cs_{dataset}_{ratio}_training.png"), svg=svg)
     return paths
 
