@@ -1286,9 +1286,10 @@ def write_scaling_plot(rows: list[dict], configs, directory: str, time_limit: fl
         stopped = [(row["binaries"], row["total_s"]) for row in mine if not row["closed"]]
         if closed:
             ax.scatter(*zip(*closed), marker=markers[config[0]], color=colours[config[1]], label=_label(config), s=28)
-        if stopped:
-            ax.scatter(*zip(*stopped), marker=markers[config[0]], facecolors="none", edgecolors=colours[config[1]],
-                       s=40)
+        if stopped:  # hollow markers ("x" has no face: drawn thin instead)
+            hollow = ({"facecolors": "none", "edgecolors": colours[config[1]]} if markers[config[0]] != "x"
+                      else {"color": colours[config[1]], "linewidths": 0.6})
+            ax.scatter(*zip(*stopped), marker=markers[config[0]], s=40, **hollow)
     ax.axhline(time_limit, color="k", lw=0.6, ls="--")
     ax.set_yscale("log")
     ax.set_xlabel("binaries after bound tightening")
