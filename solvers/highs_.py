@@ -56,6 +56,8 @@ class BackendHIGHS(MipBackend):
     capabilities = frozenset({LP, MILP})
     install = INSTALL
     takes_start = True
+    #: ``solve(BinaryForm, relax=True)`` solves the LP relaxation (``d ∈ [0, 1]``) directly (used for LP bounds)
+    takes_relax = True
 
     # HiGHS's model status as CVXPY reports it -> why it stopped. Its MIP "optimal" means within mip_rel_gap.
     # CVXPY folds HiGHS's time, iteration, solution and objective limits into "user_limit"; :meth:`_raw`
@@ -69,14 +71,14 @@ class BackendHIGHS(MipBackend):
         cp.settings.INFEASIBLE_OR_UNBOUNDED: TerminationCondition.INFEASIBLE_OR_UNBOUNDED,  # kUnboundedOrInfeasible
     }
 
-    def solve(self, form, *, start=None, direct: bool = False, **options):
+    def solve(self, form, *, start=None, direct: bool = False, relax: bool = False, **options):
         """Solve ``form``; with a starting point ``start`` (``{"v": ..., "d": ...}``, a point of version (i)) or
         ``direct=True`` the MILP is passed to highspy directly (:func:`highs_model`, no CVXPY compilation) and
         the start is given to HiGHS by ``setSolution`` before the solve."""
         if form.requires == LP:  # HiGHS's defaults (feasibility 1e-7): bound LPs add their own margin
             return solve_model(self.name, form, options)
-        if start is not None or direct:
-            return self._solve_direct(form, start=start, **options)
+        if start is not None or direct or relax:
+            return self._solve_direct(form, start=start, relax=relax, **options)
         return super().solve(form, **options)
 
     # HiGHS's own model status (highspy) -> why it stopped, for the direct path.
@@ -94,12 +96,16 @@ class BackendHIGHS(MipBackend):
     }
 
     def _solve_direct(self, form, *, start=None, time_limit: float | None = None, gap: float | None = None,
-                      cuts: int = 0, **options) -> Solution:
+                      cuts: int = 0, relax: bool = False, **options) -> Solution:
         if not self.accepts(form):
             raise SolverNotFound(f"Backend {self.name!r} cannot take a {form.requires} problem.")
         mi = form.mi
         start_clock = time.perf_counter()
         highs = highs_model(mi)
+        if relax and mi.n_binary:  # the LP relaxation: d in [0, 1] (for a single unit, the triangle of (z, x))
+            binaries = np.arange(mi.n, mi.n + mi.n_binary, dtype=np.int32)
+            highs.changeColsIntegrality(mi.n_binary, binaries,
+                                        np.array([highspy.HighsVarType.kContinuous] * mi.n_binary))
         build = time.perf_counter() - start_clock
         settings = self._settings(None if time_limit is None else max(time_limit - build, 1e-3), gap, options)
         settings["mip_improving_solution_save"] = True  # to tell whether the start became the first incumbent
@@ -133,7 +139,7 @@ class BackendHIGHS(MipBackend):
             column = np.asarray(highs.getSolution().col_value, dtype=float)
             if column.size == mi.n + mi.n_binary and np.all(np.isfinite(column)):
                 values = {"v": column[:mi.n], "d": column[mi.n:]}
-        if values and mi.n_binary:
+        if values and mi.n_binary and not relax:
             integrality = mi.violation(values["v"], values["d"])["binary"]
             if integrality > INTEGRALITY_TOL and termination is TerminationCondition.OPTIMAL:
                 termination = TerminationCondition.INACCURATE
@@ -143,7 +149,7 @@ class BackendHIGHS(MipBackend):
             status = SolutionStatus.FEASIBLE if values else SolutionStatus.NO_SOLUTION
         # HiGHS's dual bound is in the model's own sense and includes the objective offset c0
         dual = float(info.mip_dual_bound)
-        bound = dual if np.isfinite(dual) and abs(dual) < highspy.kHighsInf else None
+        bound = dual if np.isfinite(dual) and abs(dual) < highspy.kHighsInf and not relax else None
         if termination is TerminationCondition.OPTIMAL and bound is None and values:
             bound = form.objective(values)
         accepted = None
@@ -160,7 +166,7 @@ class BackendHIGHS(MipBackend):
                     "feasibility_tolerance": self.feasibility_tolerance(settings),
                     "integrality_tolerance": self.integrality_tolerance(settings), "enforced_time_limit": False,
                     "direct": True, "start_objective": start_objective, "start_accepted": accepted,
-                    "ideal_cuts": added,
+                    "ideal_cuts": added, "relaxed_lp": relax,
                     "settings": {k: v for k, v in settings.items() if k != "output_flag"}},
         )
 

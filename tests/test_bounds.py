@@ -181,3 +181,16 @@ def test_unknown_stage_and_empty_box_are_refused():
         staged_bounds(net, lower, upper, "milp")
     with pytest.raises(ProblemError, match="Input box is empty at coordinate 0"):
         staged_bounds(net, upper + 1, upper, "obbt")
+
+
+@needs_highs
+def test_lp_stage_from_the_relaxed_milp_equals_the_triangle_lp(monkeypatch):
+    """HiGHS solves the LP stage as the LP relaxation (d in [0, 1]) of the big-M model, which projects onto the
+    triangle of BoundLP: the two paths give the same bounds."""
+    _, net, lower, upper = _box_net(1)
+    direct = tighten_bounds(net, lower, upper)
+    monkeypatch.setattr(type(solvers.get_backend("HIGHS")), "takes_relax", False)
+    through_boundlp = tighten_bounds(net, lower, upper)
+    assert direct.lp_solves == through_boundlp.lp_solves == 2 * (8 + 6 + 2)
+    for a, b in zip([*direct.lower, *direct.upper], [*through_boundlp.lower, *through_boundlp.upper]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)

@@ -90,6 +90,13 @@ def tighten_bounds(network: ReluNetwork, lower, upper, *, backend: str = "HIGHS"
     lowers, uppers = [interval.lower[0].copy()], [interval.upper[0].copy()]
     solves, failures = 0, []
     for layer in range(1, network.depth):
+        if getattr(chosen, "takes_relax", False):  # the LP relaxation of the MILP model, straight to the solver
+            new_lo, new_up, count = _lp_layer(network, box_lower, box_upper, lowers, uppers, layer, chosen.name,
+                                              margin, failures, options)
+            solves += count
+            lowers.append(new_lo)
+            uppers.append(new_up)
+            continue
         lp = BoundLP(network, box_lower, box_upper, lowers, uppers, layer)
         new_lo, new_up = lp.interval_lower.copy(), lp.interval_upper.copy()
         for unit in range(lp.units):
@@ -121,6 +128,47 @@ def tighten_bounds(network: ReluNetwork, lower, upper, *, backend: str = "HIGHS"
     bounds = Bounds(lowers, uppers, "lp", time.perf_counter() - start, solves, failures)
     bounds.stages = [*interval.stages, bounds.stage_record("lp", bounds.seconds, solves, failures=len(failures))]
     return bounds
+
+
+def _lp_layer(network, box_lower, box_upper, lowers, uppers, layer, backend, margin, failures, options):
+    """LP bounds of layer ``layer`` from the LP relaxation (``d ∈ [0, 1]``) of the big-M model of the layers
+    before it, which for every earlier unit is the triangle of :class:`BoundLP`; solved by a backend that
+    takes ``relax=True``. Returns ``(lower, upper, solves)``; a failed LP keeps the interval bound."""
+    W, bias = network.weights[layer], network.biases[layer]
+    prev_lo, prev_up = np.maximum(lowers[layer - 1], 0.0), np.maximum(uppers[layer - 1], 0.0)
+    Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
+    interval_lo, interval_up = Wp @ prev_lo - Wm @ prev_up + bias, Wp @ prev_up - Wm @ prev_lo + bias
+    new_lo, new_up = interval_lo.copy(), interval_up.copy()
+    truncated = ReluNetwork(network.weights[:layer + 1], network.biases[:layer + 1])
+    problem = OutputBound(truncated, (box_lower, box_upper), k=0,
+                          bounds=Bounds(lowers[:layer] + [interval_lo], uppers[:layer] + [interval_up]))
+    model, last = problem.model, problem.model.blocks[f"X{layer}"][0]
+    solves = 0
+    for unit in range(W.shape[0]):
+        for sense in ("min", "max"):
+            cost = np.zeros(model.n)
+            cost[last] = W[unit]
+            model.finish(cost, c0=float(bias[unit]), sense=sense)
+            where = f"layer {layer + 1} unit {unit} {'lower' if sense == 'min' else 'upper'} bound"
+            try:
+                solution = solvers.solve(BinaryForm(model), backend, relax=True, **options)
+            except SolverError as exc:
+                failures.append(f"{where}: {exc}")
+                continue
+            solves += 1
+            if solution.status is not SolutionStatus.OPTIMAL or solution.bound is None:
+                failures.append(f"{where}: {backend} stopped with {solution.termination.value}")
+                continue
+            value = solution.bound
+            if sense == "min":
+                new_lo[unit] = max(interval_lo[unit], value - margin * (1 + abs(value)))
+            else:
+                new_up[unit] = min(interval_up[unit], value + margin * (1 + abs(value)))
+    bad = new_up < new_lo
+    for unit in np.flatnonzero(bad):
+        failures.append(f"layer {layer + 1} unit {unit}: LP bounds cross ({new_lo[unit]:.3g} > {new_up[unit]:.3g})")
+    new_lo[bad], new_up[bad] = interval_lo[bad], interval_up[bad]
+    return new_lo, new_up, solves
 
 
 def _check_budget(per_neuron_time) -> float:
