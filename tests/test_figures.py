@@ -243,14 +243,37 @@ def test_cs_training_figure(tmp_path, drawn):
     lines = _lines(loss)
     np.testing.assert_allclose(lines["AL"].get_xdata(), np.linspace(0, 2, 9))
     np.testing.assert_allclose(lines["Adam"].get_ydata(), [0.17 - 0.04 * s for s in np.linspace(0, 2, 5)])
-    np.testing.assert_allclose(lines["AL start (He + ridge output)"].get_ydata(), [0.17, 0.17])
+    np.testing.assert_allclose(lines["AL start"].get_ydata(), [0.17, 0.17])
     assert "training loss" in loss.get_ylabel()
     points = _lines(metric)
     assert points["AL"].get_xydata().tolist() == [[2.0, 20.5]]
     assert points["Adam"].get_xydata().tolist() == [[2.0, 21.5]]
-    for label, value in (("ridge (linear)", 19.7), ("LASSO, 5 test items", 18.0),
-                         ("AL start (He + ridge output)", 19.8)):
+    for label, value in (("ridge (linear)", 19.7), ("LASSO, 5 test items", 18.0), ("AL start", 19.8)):
         np.testing.assert_allclose(points[label].get_ydata(), [value, value])
+
+
+def test_cs_training_figure_with_validation_curves(tmp_path, drawn):
+    """Runs with validation pairs: the validation loss thick, the training loss thin, the pairs start named."""
+    from validation.cs import training_figures
+
+    records = _cs_records()
+    del records["mnist/200/al"]
+    al, adam = records["mnist/100/al"], records["mnist/100/adam"]
+    al["init"] = "pairs"
+    al["al"]["init_val_loss"] = 0.2
+    for row in al["al"]["history"]:
+        row["val_loss"] = 0.2 - 0.01 * row["seconds"]
+    for row in adam["history"]:
+        row["val_loss"] = 0.2 - 0.03 * row["seconds"]
+    png = str(tmp_path / "cs_mnist_100_training.png")
+    assert training_figures(records, str(tmp_path)) == [png]
+    loss, metric = drawn[png].axes
+    lines = _lines(loss)
+    np.testing.assert_allclose(lines["AL"].get_ydata(), [0.2 - 0.01 * s for s in np.linspace(0, 2, 9)])
+    np.testing.assert_allclose(lines["Adam (train)"].get_ydata(), [0.17 - 0.04 * s for s in np.linspace(0, 2, 5)])
+    assert lines["AL (train)"].get_linewidth() < lines["AL"].get_linewidth()
+    np.testing.assert_allclose(lines["AL start (= ridge, as a ReLU net)"].get_ydata(), [0.2, 0.2])
+    assert "validation" in loss.get_ylabel()
 
 
 def test_cs_plot_folder_is_checked_before_work(tmp_path, capsys):
