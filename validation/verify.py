@@ -10,7 +10,13 @@ For every instance (a seeded random network with fixed weights, or the user's ``
 4. round the relaxed solution, ``d̂ = 1[z > 0]``, and check it is feasible for (i) with the same
    objective (re-checked by a float64 forward pass);
 5. run the local AL method on the relaxed problem from K random starts (and Adam for training), and
-   report their gaps to the certified optimum.
+   report their gaps to the certified optimum; it runs before the MI solves, and the best of its points
+   and of 1,002 sampled forward passes is handed to HiGHS and SCIP as a starting solution (``--no-start``).
+
+Pre-activation bounds come in stages (``--bounds interval|lp|obbt``, ``--tighten`` = ``lp``): interval
+arithmetic, LP over the triangle relaxation, then per-neuron MILPs of the earlier layers (OBBT, ``--obbt-time``
+seconds each, dual bounds only); each stage's time is printed and stored. ``--scaling`` runs the scaling
+study (bound stage × solver, and OMLT + HiGHS where installed) and ``--mnist`` OMLT's MNIST logit-gap problem.
 
 Every result is judged by the float64 forward pass of the point it returns (input or weights clipped to
 their box), never by the solver's claim: its certified interval is ``[forward value, bound]`` (max) or
