@@ -33,6 +33,26 @@ progress = logging.getLogger("unrelu.progress")
 PROGRESS_EVERY = 30.0
 
 
+def judge_point(mi, values: dict, termination: TerminationCondition, binary: bool = True):
+    """Our own check of a point a mixed-integer backend returned, as ``(termination, status, integrality)``.
+
+    A solver's integrality tolerance on a big-M model can buy a lower "optimum" with a fractional ``d``: with
+    ``binary`` the point's largest distance of ``d`` from {0, 1} is measured, and above
+    :data:`INTEGRALITY_TOL` an "optimal" termination becomes ``INACCURATE``; such a point is never reported
+    optimal. ``values`` is ``{}`` when the solver has no incumbent.
+    """
+    integrality = None
+    if binary and values and mi.n_binary:
+        integrality = mi.violation(values["v"], values["d"])["binary"]
+        if integrality > INTEGRALITY_TOL and termination is TerminationCondition.OPTIMAL:
+            termination = TerminationCondition.INACCURATE
+    if termination is TerminationCondition.OPTIMAL and values:
+        status = SolutionStatus.OPTIMAL
+    else:
+        status = SolutionStatus.FEASIBLE if values else SolutionStatus.NO_SOLUTION
+    return termination, status, integrality
+
+
 def _child_solve(write_fd: int, problem: cp.Problem, solver: str, settings: dict) -> None:
     """In a forked child: solve, send the status, value, iterations and variable values, exit."""
     try:
@@ -254,19 +274,7 @@ class MipBackend(Backend):
         values = form.variable_values() if has_point else {}
         if values and not all(np.all(np.isfinite(x)) for x in values.values()):
             values = {}
-        integrality = None
-        if values and form.mi.n_binary:
-            # our own check of the returned point: a solver's integrality tolerance on a big-M model can
-            # buy a lower "optimum" with a fractional d; such a point is never reported optimal
-            integrality = form.mi.violation(values["v"], values["d"])["binary"]
-            if integrality > INTEGRALITY_TOL and termination is TerminationCondition.OPTIMAL:
-                termination = TerminationCondition.INACCURATE
-        if termination is TerminationCondition.OPTIMAL and values:
-            status = SolutionStatus.OPTIMAL
-        elif values:
-            status = SolutionStatus.FEASIBLE
-        else:
-            status = SolutionStatus.NO_SOLUTION
+        termination, status, integrality = judge_point(form.mi, values, termination)
         # the solver's numbers omit CVXPY's constant offset and are in minimise sense
         sign = 1.0 if form.mi.sense == "min" else -1.0
         bound = None

@@ -11,10 +11,10 @@ import cvxpy as cp
 import numpy as np
 import scipy.sparse as sps
 
-from formulation.results import ProblemError, Solution, SolutionStatus, SolverNotFound, TerminationCondition
+from formulation.results import ProblemError, Solution, SolverNotFound, TerminationCondition
 from solvers._base import LP, MILP
 from solvers._cvxpy import solve_model
-from solvers._mip import INTEGRALITY_TOL, MipBackend, progress_lines
+from solvers._mip import MipBackend, judge_point, progress_lines
 
 INSTALL = "pip install highspy"
 
@@ -134,19 +134,12 @@ class BackendHIGHS(MipBackend):
         raw = highs.getModelStatus().name
         termination = self.DIRECT_STATUS.get(raw, TerminationCondition.ERROR)
         info = highs.getInfo()
-        values, integrality = {}, None
+        values = {}
         if info.primal_solution_status == 2:  # kSolutionStatusFeasible: an incumbent
             column = np.asarray(highs.getSolution().col_value, dtype=float)
             if column.size == mi.n + mi.n_binary and np.all(np.isfinite(column)):
                 values = {"v": column[:mi.n], "d": column[mi.n:]}
-        if values and mi.n_binary and not relax:
-            integrality = mi.violation(values["v"], values["d"])["binary"]
-            if integrality > INTEGRALITY_TOL and termination is TerminationCondition.OPTIMAL:
-                termination = TerminationCondition.INACCURATE
-        if termination is TerminationCondition.OPTIMAL and values:
-            status = SolutionStatus.OPTIMAL
-        else:
-            status = SolutionStatus.FEASIBLE if values else SolutionStatus.NO_SOLUTION
+        termination, status, integrality = judge_point(mi, values, termination, binary=not relax)
         # HiGHS's dual bound is in the model's own sense and includes the objective offset c0
         dual = float(info.mip_dual_bound)
         bound = dual if np.isfinite(dual) and abs(dual) < highspy.kHighsInf and not relax else None

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from formulation.results import ProblemError, Solution, SolutionStatus, SolverError, TerminationCondition
+from formulation.results import ProblemError, Solution, SolverError, TerminationCondition
 from solvers._base import BILINEAR, MILP, MIQP
-from solvers._mip import INTEGRALITY_TOL, MipBackend
+from solvers._mip import MipBackend, judge_point
 
 INSTALL = "pip install pyscipopt"
 
@@ -202,15 +202,7 @@ class BackendSCIP(MipBackend):
             best = model.getBestSol()
             values = {"v": np.array([model.getSolVal(best, x) for x in v]),
                       "d": np.array([model.getSolVal(best, x) for x in d])}
-        integrality = None
-        if binary and values and mi.n_binary:
-            integrality = mi.violation(values["v"], values["d"])["binary"]
-            if integrality > INTEGRALITY_TOL and termination is TerminationCondition.OPTIMAL:
-                termination = TerminationCondition.INACCURATE
-        if termination is TerminationCondition.OPTIMAL and values:
-            status = SolutionStatus.OPTIMAL
-        else:
-            status = SolutionStatus.FEASIBLE if values else SolutionStatus.NO_SOLUTION
+        termination, status, integrality = judge_point(mi, values, termination, binary=binary)
         dual = _finite_bound(model)  # in the model's own sense; the constant c0 is in the objective
         return Solution(
             backend=self.name,
