@@ -1008,7 +1008,9 @@ def add_parser(subparsers) -> None:
     study.add_argument("--case-timeout", type=positive_float, default=None, metavar="SECONDS",
                        help="stop an instance after this long and record it as timeout")
     user = parser.add_argument_group("your own network")
-    user.add_argument("--network", default="", help="network .npz (W1, b1, ..., WL, bL) instead of the random set")
+    user.add_argument("--network", default="",
+                      help="network file instead of the random set: .npz (W1, b1, ..., WL, bL) or .onnx (Gemm or "
+                           "MatMul+Add and Relu nodes); .pt/.pth pickles are refused")
     user.add_argument("--problem", choices=KINDS, default="recovery", help="reference problem for --network")
     user.add_argument("--A", default="", help="measurement matrix A.npy, shape (m, n_L) (recovery)")
     user.add_argument("--y", default="", help="measurements y.npy, shape (m,) (recovery)")
