@@ -45,6 +45,7 @@ from formulation.results import ProblemError
 __all__ = [
     "Bounds",
     "interval_bounds",
+    "affine_interval",
     "BoundLP",
     "check_box",
     "MixedIntegerModel",
@@ -129,6 +130,13 @@ def check_box(network: ReluNetwork, lower, upper) -> tuple[np.ndarray, np.ndarra
     return lower, upper
 
 
+def affine_interval(W: np.ndarray, bias: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""``[l, u]`` of ``z = W x + bias`` over the box ``x ∈ [a, b]``: with ``W = W⁺ − W⁻``,
+    ``l = W⁺a − W⁻b + bias`` and ``u = W⁺b − W⁻a + bias`` (one step of :func:`interval_bounds`)."""
+    Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
+    return Wp @ a - Wm @ b + bias, Wp @ b - Wm @ a + bias
+
+
 def interval_bounds(network: ReluNetwork, lower, upper) -> Bounds:
     r"""Interval arithmetic through the network.
 
@@ -142,9 +150,7 @@ def interval_bounds(network: ReluNetwork, lower, upper) -> Bounds:
     a, b = check_box(network, lower, upper)
     lowers, uppers = [], []
     for index, (W, bias) in enumerate(zip(network.weights, network.biases)):
-        Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
-        lo = Wp @ a - Wm @ b + bias
-        up = Wp @ b - Wm @ a + bias
+        lo, up = affine_interval(W, bias, a, b)
         lowers.append(lo)
         uppers.append(up)
         if index < network.depth - 1:
@@ -192,10 +198,8 @@ class BoundLP:
         start = time.perf_counter()
         self.layer = layer
         W, self.bias = network.weights[layer], network.biases[layer]
-        prev_lo, prev_up = np.maximum(lowers[layer - 1], 0.0), np.maximum(uppers[layer - 1], 0.0)
-        Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
-        self.interval_lower = Wp @ prev_lo - Wm @ prev_up + self.bias
-        self.interval_upper = Wp @ prev_up - Wm @ prev_lo + self.bias
+        self.interval_lower, self.interval_upper = affine_interval(
+            W, self.bias, np.maximum(lowers[layer - 1], 0.0), np.maximum(uppers[layer - 1], 0.0))
         x0 = cp.Variable(network.widths[0])
         constraints = [x0 >= box_lower, x0 <= box_upper]
         x, self._variables = x0, [x0]

@@ -23,6 +23,7 @@ from formulation.mixed_integer import (
     BoundLP,
     Bounds,
     OutputBound,
+    affine_interval,
     check_bound_magnitude,
     check_box,
     interval_bounds,
@@ -135,9 +136,8 @@ def _lp_layer(network, box_lower, box_upper, lowers, uppers, layer, backend, mar
     before it, which for every earlier unit is the triangle of :class:`BoundLP`; solved by a backend that
     takes ``relax=True``. Returns ``(lower, upper, solves)``; a failed LP keeps the interval bound."""
     W, bias = network.weights[layer], network.biases[layer]
-    prev_lo, prev_up = np.maximum(lowers[layer - 1], 0.0), np.maximum(uppers[layer - 1], 0.0)
-    Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
-    interval_lo, interval_up = Wp @ prev_lo - Wm @ prev_up + bias, Wp @ prev_up - Wm @ prev_lo + bias
+    interval_lo, interval_up = affine_interval(W, bias, np.maximum(lowers[layer - 1], 0.0),
+                                               np.maximum(uppers[layer - 1], 0.0))
     new_lo, new_up = interval_lo.copy(), interval_up.copy()
     truncated = ReluNetwork(network.weights[:layer + 1], network.biases[:layer + 1])
     problem = OutputBound(truncated, (box_lower, box_upper), k=0,
@@ -252,6 +252,7 @@ def obbt_bounds(network: ReluNetwork, lower, upper, *, start: Bounds | None = No
                               bounds=Bounds(lowers[:layer + 1], uppers[:layer + 1]))
         model, last = problem.model, problem.model.blocks[f"X{layer}"][0]
         W, bias = network.weights[layer], network.biases[layer]
+        pool_z = truncated.forward(pool)  # this layer's pre-activations of the pool, extended as the pool grows
         for unit in range(W.shape[0]):
             for sense in ("max", "min"):
                 if not (lowers[layer][unit] < 0 < uppers[layer][unit]):
@@ -259,7 +260,7 @@ def obbt_bounds(network: ReluNetwork, lower, upper, *, start: Bounds | None = No
                 cost = np.zeros(model.n)
                 cost[last] = W[unit]
                 model.finish(cost, c0=float(bias[unit]), sense=sense)
-                values = truncated.forward(pool)[unit]
+                values = pool_z[unit]
                 best = pool[:, int(np.argmax(values) if sense == "max" else np.argmin(values))]
                 where = f"layer {layer + 1} unit {unit} {'upper' if sense == 'max' else 'lower'} bound"
                 try:
@@ -270,7 +271,9 @@ def obbt_bounds(network: ReluNetwork, lower, upper, *, start: Bounds | None = No
                     continue
                 solves += 1
                 if solution.found:
-                    pool = np.hstack([pool, problem.input_of(solution.values["v"])[:, None]])
+                    point = problem.input_of(solution.values["v"])[:, None]
+                    pool = np.hstack([pool, point])
+                    pool_z = np.hstack([pool_z, truncated.forward(point)])
                 bound = solution.bound
                 if solution.termination is not TerminationCondition.OPTIMAL:
                     limits.append({"where": where, "termination": solution.termination.value,
