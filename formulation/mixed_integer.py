@@ -738,8 +738,12 @@ class GenerativeRecovery(_NetworkProblem):
 
     def evaluate(self, c: np.ndarray) -> float:
         """``||A G(c) − y||`` (l1 or squared l2) by a float64 forward pass."""
-        residual = self.A @ self.output(c) - self.y
-        return float(np.sum(np.abs(residual))) if self.loss == "l1" else float(residual @ residual)
+        return float(self.evaluate_columns(np.asarray(c, float)[:, None])[0])
+
+    def evaluate_columns(self, C: np.ndarray) -> np.ndarray:
+        """:meth:`evaluate` of every column of ``C`` (inputs as columns), in one forward pass."""
+        residual = self.A @ self.network.forward(C) - self.y[:, None]
+        return np.sum(np.abs(residual), axis=0) if self.loss == "l1" else np.sum(residual**2, axis=0)
 
     def allowance(self, tolerance: float, c: np.ndarray | None = None) -> float:
         r"""How far the model objective of a point that meets every row, bound and integrality only to
@@ -792,7 +796,11 @@ class OutputBound(_NetworkProblem):
         self.model = model.finish(cost, c0=float(direction @ network.biases[-1]), sense=sense)
 
     def evaluate(self, c: np.ndarray) -> float:
-        return float(self.direction @ self.output(c))
+        return float(self.evaluate_columns(np.asarray(c, float)[:, None])[0])
+
+    def evaluate_columns(self, C: np.ndarray) -> np.ndarray:
+        """The objective ``aᵀ G(c)`` of every column of ``C`` (inputs as columns), in one forward pass."""
+        return self.direction @ self.network.forward(C)
 
     def allowance(self, tolerance: float, c: np.ndarray | None = None) -> float:
         """First-order distance between model objective and forward-pass objective of a point whose rows,

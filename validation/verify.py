@@ -394,12 +394,7 @@ def _starting_point(problem, local_points: list[np.ndarray]) -> tuple[dict, dict
     """The starting solution handed to the MI solvers: the best of the local method's points and of a forward
     pass of :data:`START_SAMPLES` sampled inputs; returns ``(start, record)``."""
     samples = sampled_inputs(problem)
-    outputs = problem.network.forward(samples)
-    if isinstance(problem, mi.OutputBound):
-        values = problem.direction @ outputs
-    else:
-        residual = problem.A @ outputs - problem.y[:, None]
-        values = np.sum(np.abs(residual), axis=0) if problem.loss == "l1" else np.sum(residual**2, axis=0)
+    values = problem.evaluate_columns(samples)
     sampled = samples[:, int(np.argmax(values) if _maximise(problem) else np.argmin(values))]
     c, value = best_start(problem, [sampled, *local_points])
     source = "sampled forward pass" if value == best_start(problem, [sampled])[1] else "local AL method"
