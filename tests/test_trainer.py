@@ -108,8 +108,9 @@ def test_diagnostics_match_the_explicit_residuals_and_projected_gradient():
 
 @pytest.mark.parametrize("variant", [dict(mode="restarted"), dict(mode="exact"),
                                      dict(mode="restarted", anderson=5, relaxation=1.5),
-                                     dict(mode="restarted", batch_size=40)],
-                         ids=["restarted", "exact", "restarted-anderson", "restarted-batches"])
+                                     dict(mode="restarted", batch_size=40),
+                                     dict(mode="restarted", restore_best=True)],
+                         ids=["restarted", "exact", "restarted-anderson", "restarted-batches", "restore-best"])
 def test_checkpoint_resume_is_exact(tmp_path, monkeypatch, variant):
     data = teacher_student(N=150, N_val=50, n0=4, teacher_hidden=(8,), seed=4)
     args = (data["X"], data["Y"], data["X_val"], data["Y_val"])
@@ -149,9 +150,61 @@ def test_checkpoint_resume_is_exact(tmp_path, monkeypatch, variant):
                       straight.network.weights + straight.network.biases):
         assert np.array_equal(W1, W2)  # bit for bit
 
+    assert resumed.extras["selected"] == straight.extras["selected"]
+
     # the checkpoint is plain arrays: it loads without pickle
     with np.load(killed, allow_pickle=False) as archive:
         assert "__meta__" in archive.files
+
+
+def _overfitting(seed=3):
+    """Few noisy training samples for a wide network: the validation loss turns up while training goes on."""
+    rng = np.random.default_rng(seed)
+    X, X_val = rng.normal(size=(3, 25)), rng.normal(size=(3, 400))
+    def target(X):
+        return np.tanh(X[:1] - X[1:2]) + 0.5 * X[2:]
+    return X, target(X) + 0.8 * rng.normal(size=(1, 25)), X_val, target(X_val)
+
+
+def test_restore_best_returns_the_iterate_of_least_validation_loss():
+    from solvers.methods.scaling import forward_loss_fraction
+
+    X, Y, X_val, Y_val = _overfitting()
+    last = ALTrainer((40,), max_iters=60, seed=1, nonmonotone=1).fit(X, Y, X_val, Y_val)
+    best = ALTrainer((40,), max_iters=60, seed=1, nonmonotone=1, restore_best=True).fit(X, Y, X_val, Y_val)
+    assert _comparable(best.history) == _comparable(last.history)  # selection changes what is returned, not the run
+    val = [row["val_loss"] for row in best.history]
+    k = int(np.argmin(val))
+    assert 0 < k < len(val) - 1 and val[-1] > val[k]  # the case overfits: the least loss is neither start nor end
+    assert best.extras["selected"] == {"iteration": k, "val_loss": val[k], "rule": "least validation loss"}
+    assert last.extras["selected"]["iteration"] == last.final["iteration"]
+    # the returned networks are those iterates (losses recomputed in original units)
+    assert forward_loss_fraction(best.network, X_val, Y_val) == pytest.approx(val[k], rel=1e-9)
+    assert forward_loss_fraction(last.network, X_val, Y_val) == pytest.approx(val[-1], rel=1e-9)
+
+
+def test_patience_stops_after_that_many_iterations_without_a_new_least_validation_loss():
+    X, Y, X_val, Y_val = _overfitting()
+    result = ALTrainer((40,), max_iters=60, seed=1, nonmonotone=1, patience=5).fit(X, Y, X_val, Y_val)
+    assert result.stop_reason == "early_stopping" and "patience=5" in result.message
+    val = [row["val_loss"] for row in result.history]
+    k = int(np.argmin(val))
+    assert len(val) - 1 - k == 5  # stopped exactly 5 iterations after the least loss
+    assert all(v >= val[k] for v in val[k + 1:])  # ... and none of those 5 went below it
+
+
+def test_early_stopping_needs_validation_data_and_a_positive_patience(tmp_path):
+    X, Y = _tiny()
+    for options in (dict(restore_best=True), dict(patience=3)):
+        with pytest.raises(ProblemError, match="X_val and Y_val"):
+            ALTrainer((4,), max_iters=2, **options).fit(X, Y)
+    with pytest.raises(ProblemError, match="patience"):
+        ALTrainer((4,), patience=0)
+    # a checkpoint written without them is refused with the settings named
+    path = tmp_path / "c.npz"
+    ALTrainer((4,), max_iters=2, checkpoint=path).fit(X, Y, X, Y)
+    with pytest.raises(ProblemError, match="restore_best"):
+        ALTrainer((4,), max_iters=4, checkpoint=path, restore_best=True).fit(X, Y, X, Y)
 
 
 def test_checkpoint_refuses_other_data_or_settings(tmp_path):

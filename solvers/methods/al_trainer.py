@@ -173,7 +173,8 @@ class TrainResult:
         ``objective`` is ``f + (μ/2)Σ||W||²`` at the AL variables, ``kkt``/``violation`` are in the
         standardised problem.
     stop_reason : str
-        ``"converged"``, ``"max_iters"``, ``"time_budget"``, ``"diverged"``, or ``"stalled"`` (restarted mode on
+        ``"converged"``, ``"max_iters"``, ``"time_budget"``, ``"diverged"``, ``"early_stopping"`` (``patience``
+        iterations without a new least validation loss), or ``"stalled"`` (restarted mode on
         the full batch: ``penalty_period`` steps in a row rejected with ``ρ̂`` at ``rho_max``, so no step of
         the sweep lowers the objective any more at the precision of the dtype).
     message : str
@@ -307,6 +308,15 @@ class ALTrainer:
         ``None`` (or a size ``>= N``): full batch. ``"auto"`` (default): batches of
         ``B = max(1000, 2 (n_max + 1))`` samples (``n_max`` the widest layer input) when ``N >= 4B`` and
         Anderson is off, full batch otherwise (:meth:`resolved_batch_size`; measured, README ablation).
+    restore_best : bool
+        Return the iterate of least validation loss (the start, row 0, included) instead of the last one
+        (early stopping on held-out data, as Keras's ``restore_best_weights``); needs ``X_val, Y_val``. The
+        history keeps every row; ``TrainResult.extras["selected"]`` says which iterate was returned.
+        Measured (README, ``unrelu cs`` on Set11): the last iterate fitted the training photos better while
+        its validation loss rose.
+    patience : int or None
+        Stop (``stop_reason="early_stopping"``) when the validation loss has not improved on its least value
+        for this many outer iterations; needs ``X_val, Y_val``. ``None``: never.
     keep_state : bool
         Keep the final AL state and problem in ``TrainResult.extras["state"]`` / ``["problem"]`` (for
         benchmarks and tests). Off by default: they hold about ten arrays of ``n_l × N`` and a copy of
@@ -326,7 +336,8 @@ class ALTrainer:
                  dtype: str | None = None, threads: int | None = None, anderson: int | None = None,
                  relaxation: float | None = None, adaptive_penalty: bool = True, penalty_up: float = 2.0,
                  penalty_down: float = 1.1, rho_min: float = 1e-3, kkt_every: int = 10, nonmonotone: int = 20,
-                 batch_size: int | str | None = "auto", keep_state: bool = False):
+                 batch_size: int | str | None = "auto", restore_best: bool = False, patience: int | None = None,
+                 keep_state: bool = False):
         self.hidden = tuple(check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden))
         if mode not in MODES:
             raise ProblemError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
@@ -419,6 +430,8 @@ class ALTrainer:
                                    f"(got mode={mode!r}, engine={self.engine!r}, anderson={self.anderson}); leave "
                                    "batch_size at 'auto' or None (--batch-size auto or full).")
         self.batch_size = batch_size
+        self.restore_best = bool(restore_best)
+        self.patience = None if patience is None else check_positive_int("patience", patience)
         self.keep_state = bool(keep_state)
         self._fused: FusedSweep | None = None
         self._batch_fused: FusedSweep | None = None
@@ -438,7 +451,8 @@ class ALTrainer:
                 "relaxation": self.relaxation, "adaptive_penalty": self.adaptive_penalty,
                 "nonmonotone": self.nonmonotone,
                 "penalty_up": self.penalty_up, "penalty_down": self.penalty_down, "rho_min": self.rho_min,
-                "kkt_every": self.kkt_every, "batch_size": self.batch_size}
+                "kkt_every": self.kkt_every, "batch_size": self.batch_size, "restore_best": self.restore_best,
+                "patience": self.patience}
 
     def resolved_batch_size(self, N: int, widths: Sequence[int]) -> int | None:
         """Samples per restarted step for ``N`` training samples and layer widths ``widths``; ``None``: full batch.
@@ -627,6 +641,9 @@ class ALTrainer:
         from tqdm import tqdm
 
         X0, Y, X_val, Y_val = self.check_data(X0, Y, X_val, Y_val)
+        if X_val is None and (self.restore_best or self.patience is not None):
+            raise ProblemError("restore_best and patience select by the validation loss: pass X_val and Y_val "
+                               "(held-out samples), or leave restore_best=False and patience=None.")
         scaler = Standardizer.fit(X0, Y, self.standardize)
         Xs, Ys = scaler.x(X0), scaler.y(Y)
         Xv = None if X_val is None else scaler.x(X_val)
@@ -672,6 +689,7 @@ class ALTrainer:
             state = self._state_from_arrays(arrays, meta)
             if accelerator is not None:
                 accelerator.load(arrays)
+            best = self._best_from_checkpoint(meta, arrays, state)
             del arrays
             history = meta["history"]
             loop = dict(meta["loop"])
@@ -682,6 +700,7 @@ class ALTrainer:
             if self.warm_multipliers or self.mode == "restarted":
                 problem.warm_multipliers(state)
             init_train, init_val = losses(network)
+            best = self._best(0, init_val, state)
             first = problem.diagnostics(state)
             history = [self._row(0, problem, state, first, init_train, init_val, alpha, 0.0)]
             loop = {"iteration": 0, "previous_violation": None, "period_violation": None, "growth": 0,
@@ -706,11 +725,13 @@ class ALTrainer:
         if (start_iteration and last["kkt"] is not None and last["violation"] <= self.tol
                 and last["kkt"] <= self.tol):
             stop_reason, message = "converged", "already converged at the checkpoint"
+        elif start_iteration and self.patience is not None and start_iteration - best["iteration"] >= self.patience:
+            stop_reason, message = "early_stopping", "already stopped early at the checkpoint"
         bar = tqdm(total=self.max_iters, initial=min(start_iteration, self.max_iters), desc=f"AL train ({self.mode})",
                    unit="it", disable=(None if self.progress is None else not self.progress), leave=False)
         try:
             iteration = start_iteration
-            while stop_reason != "converged" and iteration < self.max_iters:
+            while stop_reason not in ("converged", "early_stopping") and iteration < self.max_iters:
                 if self.time_budget is not None and loop["elapsed"] >= self.time_budget:
                     stop_reason = "time_budget"
                     message = f"time budget of {self.time_budget:g} s used after {iteration} outer iterations"
@@ -760,6 +781,8 @@ class ALTrainer:
                 bar.set_postfix(loss=f"{train:.3g}", viol=f"{violation:.2g}", rho=f"{state.rho / alpha:.3g}",
                                 refresh=False)
                 clock_origin += time.perf_counter() - pause
+                if val is not None and val < best["val_loss"]:
+                    best = self._best(iteration, val, state)
                 if loop["growth"] >= self.divergence_patience:
                     stop_reason = "diverged"
                     message = (f"diverged: the violation grew for {loop['growth']} consecutive iterations with rho "
@@ -778,13 +801,20 @@ class ALTrainer:
                     stop_reason = "converged"
                     message = (f"converged at outer iteration {iteration}: KKT residual "
                                f"{diag['kkt']:.2e} and violation {violation:.2e} <= {self.tol:g}")
+                elif self.patience is not None and iteration - best["iteration"] >= self.patience:
+                    stop_reason = "early_stopping"
+                    message = (f"stopped early at outer iteration {iteration}: the validation loss has not gone "
+                               f"below {best['val_loss']:.6g} (iteration {best['iteration']}) for "
+                               f"patience={self.patience} iterations")
+                if stop_reason == "early_stopping":
+                    break
                 if self.checkpoint is not None and iteration % self.checkpoint_every == 0:
-                    self._save(state, history, loop, fingerprint, init_train, init_val, accelerator)
+                    self._save(state, history, loop, fingerprint, init_train, init_val, accelerator, best)
                     last_saved = self.checkpoint
         finally:
             bar.close()
         if stop_reason != "diverged" and self.checkpoint is not None:
-            self._save(state, history, loop, fingerprint, init_train, init_val, accelerator)
+            self._save(state, history, loop, fingerprint, init_train, init_val, accelerator, best)
         if batch is not None and stop_reason != "diverged":
             problem.restart(state)  # the batches leave the full state's auxiliaries behind its weights
         if history[-1]["kkt"] is None and stop_reason != "diverged":
@@ -801,12 +831,18 @@ class ALTrainer:
             learned = network if network is not None else self.initial_network(Xs, Ys)
         else:
             learned = state.network()
+        selected = {"iteration": history[-1]["iteration"], "val_loss": history[-1]["val_loss"], "rule": "last"}
+        if self.restore_best and best["W"] is not None:
+            # the least validation loss seen (a diverged run's best iterate precedes its failure)
+            learned = ReluNetwork(best["W"], best["b"])
+            selected = {"iteration": best["iteration"], "val_loss": best["val_loss"], "rule": "least validation loss"}
         network = scaler.unscale_network(learned)
         counts = {key: loop.get(key, 0) for key in ("accepted", "anderson_steps", "rejected")}
         return TrainResult(network=network, history=history, stop_reason=stop_reason, message=message,
                            init_train_loss=init_train, init_val_loss=init_val, state_bytes=state_bytes,
                            standardizer=scaler, iterations=history[-1]["iteration"],
                            extras={"resumed": resumed, "alpha": alpha, "anderson_bytes": anderson_bytes, **counts,
+                                   "selected": selected,
                                    **({"state": state, "problem": problem} if self.keep_state else {})})
 
     # ------------------------------------------------------------------ the two outer iterations
@@ -980,6 +1016,9 @@ class ALTrainer:
             if l < L - 1:
                 for name in ("X", "D", "S", "T", "lam2", "lam3", "lam4"):
                     shapes[f"{name}_{l}"] = (widths[l + 1], N)
+        if self.restore_best and "best_W_0" in arrays:
+            for l in range(L):
+                shapes[f"best_W_{l}"], shapes[f"best_b_{l}"] = (widths[l + 1], widths[l]), (widths[l + 1],)
         if self.mode == "restarted":
             size = sum(widths[l + 1] * (widths[l] + 1) for l in range(L))
             count = min(sum(1 for key in arrays if key.startswith("aa_dx_")), self.anderson)
@@ -995,15 +1034,51 @@ class ALTrainer:
         history = {f"aa_dx_{i}": None for i in range(self.anderson)}
         if self.anderson:
             history["aa_x_prev"] = None
+        if self.restore_best:
+            history["best_W_0"] = None
         shapes = self._expected_arrays(widths, N, history)
         arrays = 8 * sum(int(np.prod(shape)) for shape in shapes.values())
         return max(MAX_NPZ_BYTES, int(1.25 * arrays) + 2**26)
 
-    def _save(self, state, history, loop, fingerprint, init_train, init_val, accelerator=None):
+    def _save(self, state, history, loop, fingerprint, init_train, init_val, accelerator=None, best=None):
         meta = {"settings": self.settings(), "fingerprint": fingerprint, "history": history, "loop": loop,
                 "init_train_loss": init_train, "init_val_loss": init_val, "batch_size": self._resolved_batch}
         extra = accelerator.arrays() if accelerator is not None else {}
+        if best is not None and math.isfinite(best["val_loss"]):
+            meta["best"] = {"iteration": best["iteration"], "val_loss": best["val_loss"]}
+        if best is not None and best["W"] is not None:
+            for index, (W, b) in enumerate(zip(best["W"], best["b"])):
+                extra[f"best_W_{index}"], extra[f"best_b_{index}"] = W, b
         self._save_checkpoint(self.checkpoint, state, meta, extra)
+
+    def _best(self, iteration: int, val_loss: float | None, state: ALState) -> dict:
+        """The iterate of least validation loss so far; its weights are copied only when ``restore_best`` needs
+        them (``patience`` needs the loss and iteration alone)."""
+        keep = self.restore_best and val_loss is not None
+        return {"iteration": iteration, "val_loss": math.inf if val_loss is None else float(val_loss),
+                "W": [W.copy() for W in state.W] if keep else None, "b": [b.copy() for b in state.b] if keep else None}
+
+    def _best_from_checkpoint(self, meta: dict, arrays: dict, state: ALState) -> dict:
+        """The least-validation-loss record of a resumed run (``meta["best"]`` and its ``best_W_l``/``best_b_l``)."""
+        stored = meta.get("best")
+        if not isinstance(stored, dict):
+            if self.restore_best or self.patience is not None:
+                raise ProblemError(f"Checkpoint {self.checkpoint!r} has no record of its best iterate; delete it to "
+                                   "start afresh.")
+            return self._best(0, None, state)
+        try:
+            iteration, val_loss = int(stored["iteration"]), float(stored["val_loss"])
+        except (KeyError, TypeError, ValueError):
+            raise ProblemError(f"Checkpoint {self.checkpoint!r} is damaged: its best-iterate record {stored!r} is not "
+                               "an iteration and a validation loss; delete it to start afresh.") from None
+        L = len(state.W)
+        keep = self.restore_best and all(f"best_W_{l}" in arrays and f"best_b_{l}" in arrays for l in range(L))
+        if self.restore_best and not keep:
+            raise ProblemError(f"Checkpoint {self.checkpoint!r} lacks the weights of its best iterate; delete it to "
+                               "start afresh.")
+        return {"iteration": iteration, "val_loss": val_loss,
+                "W": [np.array(arrays[f"best_W_{l}"], dtype=state.W[l].dtype) for l in range(L)] if keep else None,
+                "b": [np.array(arrays[f"best_b_{l}"], dtype=state.b[l].dtype) for l in range(L)] if keep else None}
 
     @staticmethod
     def _row(iteration, problem, state, diag, train, val, alpha, seconds, objective=None) -> dict:
