@@ -483,6 +483,23 @@ def test_adam_baseline_runs():
     assert out["init_train_loss"] == pytest.approx(start.init_train_loss, rel=1e-9)  # same start
 
 
+def test_adam_restore_best_returns_the_recorded_network_of_least_validation_loss():
+    pytest.importorskip("torch")
+    from solvers.methods.scaling import forward_loss_fraction
+    from validation.baselines.adam import train_adam
+
+    X, Y, X_val, Y_val = _overfitting()
+    out = train_adam(X, Y, X_val, Y_val, hidden=(40,), max_epochs=300, time_budget=60, record_every=0,
+                     batch_size=25, lr=1e-2, restore_best=True)
+    val = [row["val_loss"] for row in out["history"]]
+    k = int(np.argmin(val))
+    assert 0 < k < len(val) - 1 and val[-1] > val[k]  # Adam overfits this case too
+    assert out["selected"] == {"epoch": out["history"][k]["epoch"], "val_loss": val[k], "rule": "least validation loss"}
+    assert forward_loss_fraction(out["network"], X_val, Y_val) == pytest.approx(val[k], rel=1e-9)
+    with pytest.raises(ProblemError, match="X_val and Y_val"):
+        train_adam(X, Y, hidden=(4,), max_epochs=1, restore_best=True)
+
+
 def test_adam_weight_decay_is_the_al_objective():
     """With weight_decay = mu, Adam's loss on the full batch is 2/(α N n_L) times the AL objective."""
     torch = pytest.importorskip("torch")

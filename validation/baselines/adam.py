@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from formulation.network import ReluNetwork
-from formulation.results import SolverNotFound
+from formulation.results import ProblemError, SolverNotFound
 from solvers.methods.al_trainer import ALTrainer
 from solvers.methods.scaling import Standardizer, forward_loss_fraction
 
@@ -76,7 +76,7 @@ def _to_network(model) -> ReluNetwork:
 def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, time_budget: float = 10.0,
                max_epochs: int | None = None, lr: float = 1e-3, batch_size: int = 128, init: str = "ridge",
                ridge: float = 1e-3, standardize: bool = True, record_every: float = 0.5, dtype: str = "float64",
-               threads: int | None = None, weight_decay: float = 0.0) -> dict:
+               threads: int | None = None, weight_decay: float = 0.0, restore_best: bool = False) -> dict:
     """Train with Adam for ``time_budget`` seconds (or ``max_epochs``); samples as columns.
 
     ``dtype`` is the floating type of the model and data (float64 or float32); ``threads`` caps
@@ -87,9 +87,15 @@ def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, ti
 
     Returns ``network`` (original units), ``history`` (rows with ``epoch, seconds, train_loss,
     val_loss`` as fractions of target variance, recorded about every ``record_every`` s),
-    ``epochs`` and ``init_train_loss``. ``init`` and ``ridge`` choose the start as the AL trainer's do
-    (:meth:`ALTrainer.initial_network`), so both methods start from the same network.
+    ``epochs``, ``init_train_loss`` and ``selected`` (the iteration ``epoch`` and ``val_loss`` of the returned
+    network). ``init`` and ``ridge`` choose the start as the AL trainer's do
+    (:meth:`ALTrainer.initial_network`), so both methods start from the same network. ``restore_best``
+    returns the recorded network of least validation loss (the start included; recorded at the end of an
+    epoch, about every ``record_every`` s), as the AL trainer's option of that name does; it needs
+    ``X_val, Y_val``.
     """
+    if restore_best and X_val is None:
+        raise ProblemError("restore_best selects by the validation loss: pass X_val and Y_val (held-out samples).")
     torch = _torch()
     trainer = ALTrainer(hidden, seed=seed, init=init, ridge=ridge, standardize=standardize)
     X0, Y, X_val, Y_val = trainer.check_data(X0, Y, X_val, Y_val)
@@ -105,7 +111,7 @@ def train_adam(X0, Y, X_val=None, Y_val=None, *, hidden=(64,), seed: int = 0, ti
     decay = float(weight_decay) / Ys.size  # Ys is n_L x N
     with torch_threads(threads):
         return _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv, seed, time_budget,
-                          max_epochs, batch_size, record_every, decay)
+                          max_epochs, batch_size, record_every, decay, restore_best)
 
 
 def batch_loss(torch, model, weights, inputs, targets, decay: float):
@@ -115,15 +121,19 @@ def batch_loss(torch, model, weights, inputs, targets, decay: float):
 
 
 def _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv, seed, time_budget, max_epochs,
-               batch_size, record_every, decay) -> dict:
+               batch_size, record_every, decay, restore_best=False) -> dict:
     generator = torch.Generator().manual_seed(seed)
     N = inputs.shape[0]
     weights = [layer.weight for layer in model if isinstance(layer, torch.nn.Linear)]
+    best = {"epoch": None, "val_loss": np.inf, "network": None}
 
     def record(epoch, seconds):
         network = _to_network(model)
-        return {"epoch": epoch, "seconds": seconds, "train_loss": forward_loss_fraction(network, Xs, Ys),
-                "val_loss": None if Xv is None else forward_loss_fraction(network, Xv, Yv)}
+        row = {"epoch": epoch, "seconds": seconds, "train_loss": forward_loss_fraction(network, Xs, Ys),
+               "val_loss": None if Xv is None else forward_loss_fraction(network, Xv, Yv)}
+        if restore_best and row["val_loss"] < best["val_loss"]:
+            best.update(epoch=epoch, val_loss=row["val_loss"], network=network)
+        return row
 
     history = [record(0, 0.0)]
     start = time.perf_counter()
@@ -151,8 +161,14 @@ def _adam_loop(torch, model, optimizer, inputs, targets, scaler, Xs, Ys, Xv, Yv,
             history.append(record(epoch, elapsed))
             start += time.perf_counter() - pause  # evaluation is not charged to the budget
             last_record = elapsed
-    return {"network": scaler.unscale_network(_to_network(model)), "history": history, "epochs": epoch,
-            "init_train_loss": history[0]["train_loss"], "init_val_loss": history[0]["val_loss"]}
+    if restore_best:
+        network, selected = best["network"], {"epoch": best["epoch"], "val_loss": best["val_loss"],
+                                              "rule": "least validation loss"}
+    else:
+        network, selected = _to_network(model), {"epoch": epoch, "val_loss": history[-1]["val_loss"], "rule": "last"}
+    return {"network": scaler.unscale_network(network), "history": history, "epochs": epoch,
+            "init_train_loss": history[0]["train_loss"], "init_val_loss": history[0]["val_loss"],
+            "selected": selected}
 
 
 def full_batch_step_seconds(network: ReluNetwork, X0: np.ndarray, Y: np.ndarray, repeats: int = 5,
