@@ -472,6 +472,26 @@ def test_train_command(tmp_path):
     assert main(["train", "--data", bad, "--quiet"]) == 2
 
 
+def test_train_command_restore_best_and_patience(tmp_path, capsys):
+    from formulation.network import ReluNetwork
+    from solvers.methods.scaling import forward_loss_fraction
+    from validation.cli import main
+
+    X, Y, X_val, Y_val = _overfitting()
+    data = _write(tmp_path / "d.npz", X=X.T, Y=Y.T, X_val=X_val.T, Y_val=Y_val.T)
+    out = tmp_path / "net.npz"
+    code = main(["train", "--data", data, "--hidden", "40", "--iters", "60", "--nonmonotone", "1", "--quiet",
+                 "--restore-best", "--patience", "5", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "stopped early" in printed and "returned: the iterate of least validation loss" in printed
+    returned = printed.split("returned: the iterate of least validation loss")[1]
+    reported = float(returned.split("val loss ")[1].split(")")[0])
+    assert forward_loss_fraction(ReluNetwork.load(str(out)), X_val, Y_val) == pytest.approx(reported, rel=1e-3)
+    no_val = _write(tmp_path / "noval.npz", X=X.T, Y=Y.T)
+    assert main(["train", "--data", no_val, "--quiet", "--restore-best"]) == 2
+    assert "X_val and Y_val" in capsys.readouterr().err
+
+
 def test_adam_baseline_runs():
     pytest.importorskip("torch")
     from validation.baselines.adam import train_adam

@@ -154,6 +154,7 @@ def run(args) -> int:
                         checkpoint_every=args.checkpoint_every, tol=args.tol, rho=args.rho, sweeps=args.sweeps,
                         anderson=args.anderson or None, nonmonotone=args.nonmonotone, dtype=args.dtype,
                         threads=args.threads, engine=args.engine, batch_size=args.batch_size,
+                        restore_best=args.restore_best, patience=args.patience,
                         progress=None if not args.quiet else False)
     n0, nL = data["X"].shape[0], data["Y"].shape[0]
     # before any array of the run is allocated: --hidden 100000 asked for a 74.5 GiB array without this
@@ -179,6 +180,10 @@ def run(args) -> int:
           + f", violation {final['violation']:.2e}, KKT residual "
           + ("-" if final["kkt"] is None else f"{final['kkt']:.2e}") + f", rho {final['rho']:.3g}")
     print(f"stopped: {result.message}" + (" (resumed from checkpoint)" if result.extras.get("resumed") else ""))
+    if args.restore_best:
+        selected = result.extras["selected"]
+        print(f"returned: the iterate of least validation loss, iteration {selected['iteration']} "
+              f"(val loss {selected['val_loss']:.4g})")
     if args.out:
         result.network.save(args.out)
         print(f"wrote network {args.out}")
@@ -236,6 +241,12 @@ def add_parser(subparsers) -> None:
                              "widest layer input + 2) when N >= 4B, full batch otherwise")
     parser.add_argument("--sweeps", type=options.positive_int, default=1,
                         help="block sweeps per outer iteration (default 1)")
+    parser.add_argument("--restore-best", action="store_true",
+                        help="return (and --out) the iterate of least validation loss, the start included, instead of "
+                             "the last one; needs X_val, Y_val in --data (the embedded data has them)")
+    parser.add_argument("--patience", type=options.positive_int, default=None, metavar="K",
+                        help="stop when the validation loss has not gone below its least value for K outer "
+                             "iterations (default: never); needs X_val, Y_val")
     parser.add_argument("--tol", type=options.positive_float, default=1e-6,
                         help="KKT residual and violation tolerance (default 1e-6)")
     parser.add_argument("--checkpoint", default="", help="checkpoint .npz, written atomically; resumed if it exists")
