@@ -61,6 +61,32 @@ def test_fit_predict_attributes_and_the_transpose_at_the_boundary():
     assert model.score(X, y) == pytest.approx(1.0 - model.loss_curve_[-1], abs=1e-12)
 
 
+def test_early_stopping_holds_out_a_split_and_keeps_the_best_iterate():
+    from sklearn.model_selection import train_test_split
+
+    from solvers.methods.scaling import forward_loss_fraction
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 3))
+    y = np.tanh(X[:, 0] - X[:, 1]) + 0.5 * X[:, 2] + 0.8 * rng.normal(size=40)  # noisy: a wide net overfits
+    model = ALRegressor(hidden_layer_sizes=(40,), max_iter=80, random_state=1, dtype="float64", early_stopping=True,
+                        validation_fraction=0.3, n_iter_no_change=5, trainer_options={"nonmonotone": 1}).fit(X, y)
+    curve = model.validation_loss_curve_
+    assert model.stop_reason_ == "early_stopping" and len(curve) == model.n_iter_ + 1
+    assert model.best_iteration_ == int(np.argmin(curve)) == model.n_iter_ - 5
+    # the held-out split is scikit-learn's train_test_split with the int random_state, and the returned
+    # network has the least loss on it
+    _, X_val, _, y_val = train_test_split(X, y[:, None], test_size=12, random_state=1)
+    assert forward_loss_fraction(model.network_, X_val.T, y_val.T) == pytest.approx(min(curve), rel=1e-9)
+    plain = ALRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=1).fit(X, y)
+    assert plain.validation_loss_curve_ is None and plain.best_iteration_ == plain.n_iter_ == 3
+    for fraction in (0.0, 1.0, 0.99):
+        with pytest.raises(ValueError, match="validation_fraction"):
+            ALRegressor(max_iter=2, early_stopping=True, validation_fraction=fraction).fit(X, y)
+    with pytest.raises(ValueError, match="n_iter_no_change"):
+        ALRegressor(max_iter=2, trainer_options={"patience": 3}).fit(X, y)
+
+
 def test_multi_output_and_a_one_column_y():
     X, Y = _teacher(outputs=2)
     model = ALRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, Y)

@@ -66,6 +66,15 @@ class ALRegressor(RegressorMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default None
         Seed of the He initialisation and of the sample batches. An int is the trainer's ``seed`` as is;
         ``None`` or a ``RandomState`` draws one.
+    early_stopping : bool, default False
+        As in scikit-learn's ``MLPRegressor``: hold out ``validation_fraction`` of the samples (split by
+        ``random_state``), stop after ``n_iter_no_change`` outer iterations without a new least validation
+        loss, and keep the iterate of least validation loss, the start included (the trainer's
+        ``restore_best`` and ``patience``).
+    validation_fraction : float, default 0.1
+        Share of the samples held out when ``early_stopping``; in ``(0, 1)``.
+    n_iter_no_change : int, default 10
+        Patience of ``early_stopping``, in outer iterations.
     trainer_options : dict or None, default None
         Any other keyword of :class:`ALTrainer` (e.g. ``{"sweeps": 3}``). ``progress`` and
         ``checkpoint`` are fixed (off).
@@ -84,15 +93,22 @@ class ALRegressor(RegressorMixin, BaseEstimator):
     history_ : list of dict
         The trainer's full history (:data:`~solvers.methods.al_trainer.HISTORY_COLUMNS`).
     stop_reason_ : str
-        ``"converged"``, ``"max_iters"``, ``"time_budget"``, ``"diverged"`` or ``"stalled"``; anything
-        but ``"converged"`` also raises the trainer's ``ConvergenceWarning``.
+        ``"converged"``, ``"max_iters"``, ``"time_budget"``, ``"diverged"``, ``"stalled"`` or (with
+        ``early_stopping``) ``"early_stopping"``; ``"max_iters"``, ``"time_budget"``, ``"diverged"`` and
+        ``"stalled"`` also raise the trainer's ``ConvergenceWarning``.
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping``: the held-out loss (fraction of its variance) after each outer iteration,
+        entry 0 the initialisation; else ``None``.
+    best_iteration_ : int
+        The outer iteration whose weights ``network_`` holds (``n_iter_`` without ``early_stopping``).
     n_features_in_, feature_names_in_ : int, ndarray
         Set by scikit-learn's ``validate_data``.
     """
 
     def __init__(self, hidden_layer_sizes=(64,), *, max_iter=200, time_budget=None, tol=1e-6, mu=DEFAULT_MU,
                  rho=None, mode="restarted", batch_size="auto", init="ridge", dtype=None, threads=None,
-                 random_state=None, trainer_options=None):
+                 random_state=None, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
+                 trainer_options=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.max_iter = max_iter
         self.time_budget = time_budget
@@ -105,6 +121,9 @@ class ALRegressor(RegressorMixin, BaseEstimator):
         self.dtype = dtype
         self.threads = threads
         self.random_state = random_state
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.trainer_options = trainer_options
 
     def __sklearn_tags__(self):
@@ -117,11 +136,12 @@ class ALRegressor(RegressorMixin, BaseEstimator):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _trainer(self) -> ALTrainer:
+    def _trainer(self, seed: int) -> ALTrainer:
         options = dict(self.trainer_options or {})
         own = {"hidden": "hidden_layer_sizes", "seed": "random_state", "max_iters": "max_iter", "progress": None,
                "checkpoint": None, "mode": "mode", "time_budget": "time_budget", "tol": "tol", "mu": "mu",
-               "rho": "rho", "batch_size": "batch_size", "init": "init", "dtype": "dtype", "threads": "threads"}
+               "rho": "rho", "batch_size": "batch_size", "init": "init", "dtype": "dtype", "threads": "threads",
+               "restore_best": "early_stopping", "patience": "n_iter_no_change"}
         clashes = sorted(set(own) & set(options))
         if clashes:
             instead = ", ".join(f"{key} -> {own[key] or '(fixed off)'}" for key in clashes)
@@ -130,23 +150,41 @@ class ALRegressor(RegressorMixin, BaseEstimator):
         hidden = self.hidden_layer_sizes
         if isinstance(hidden, (int, np.integer)) and not isinstance(hidden, bool):
             hidden = (hidden,)
-        return ALTrainer(tuple(hidden), mode=self.mode, seed=self._seed(), max_iters=self.max_iter,
+        stopping = {"restore_best": True, "patience": self.n_iter_no_change} if self.early_stopping else {}
+        return ALTrainer(tuple(hidden), mode=self.mode, seed=seed, max_iters=self.max_iter,
                          time_budget=self.time_budget, tol=self.tol, mu=self.mu, rho=self.rho,
                          batch_size=self.batch_size, init=self.init, dtype=self.dtype, threads=self.threads,
-                         progress=False, checkpoint=None, **options)
+                         progress=False, checkpoint=None, **stopping, **options)
 
     def fit(self, X, y):
         """Fit on ``X`` of shape ``(n_samples, n_features)`` and ``y`` of shape ``(n_samples,)`` or
         ``(n_samples, n_outputs)``; returns ``self``."""
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64, ensure_min_samples=2)
-        trainer = self._trainer()
+        seed = self._seed()
+        trainer = self._trainer(seed)
         self._y_ndim = y.ndim
         Y = y.reshape(len(y), -1)
-        result = trainer.fit(X.T, Y.T)  # samples as columns inside the library
+        validation = ()
+        if self.early_stopping:
+            from sklearn.model_selection import train_test_split
+
+            if not 0.0 < self.validation_fraction < 1.0:
+                raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}.")
+            held = int(np.ceil(self.validation_fraction * len(Y)))
+            if held < 1 or len(Y) - held < 2:
+                raise ValueError(f"early_stopping with validation_fraction={self.validation_fraction} leaves "
+                                 f"{len(Y) - held} training and {held} validation samples of {len(Y)}; it needs at "
+                                 "least 2 and 1: pass more samples or early_stopping=False.")
+            X, X_val, Y, Y_val = train_test_split(X, Y, test_size=held, random_state=seed)
+            validation = (X_val.T, Y_val.T)
+        result = trainer.fit(X.T, Y.T, *validation)  # samples as columns inside the library
         self.network_ = result.network
         self.n_iter_ = int(result.iterations)
         self.history_ = result.history
         self.loss_curve_ = [float(row["train_loss"]) for row in result.history]
+        self.validation_loss_curve_ = ([float(row["val_loss"]) for row in result.history] if self.early_stopping
+                                       else None)
+        self.best_iteration_ = int(result.extras["selected"]["iteration"])
         self.stop_reason_ = result.stop_reason
         return self
 
