@@ -61,6 +61,7 @@ from formulation.network import ReluNetwork
 from formulation.results import ProblemError, SolutionStatus
 from solvers.methods.bounds import OBBT_TIME, STAGES, staged_bounds
 from solvers.methods.relaxed_al import RelaxedAL
+from solvers.methods.relu_bab import relu_bab
 from validation.baselines.adam import projected_adam
 from validation.options import (
     atomic_open,
@@ -280,6 +281,61 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float, start
     }
 
 
+#: The ReLU-split branch and bound (:mod:`solvers.methods.relu_bab`), chosen like a backend (``--backends BAB``);
+#: it is a method on HiGHS's LPs, not a registered backend, and it takes the output-bound problem only.
+BAB = "BAB"
+
+
+def takes(name: str, problem) -> bool:
+    """Whether the MI backend (or :data:`BAB`) ``name`` can solve ``problem``'s version (i)."""
+    if name == BAB:
+        return isinstance(problem, mi.OutputBound)
+    return forms(problem)[0][1].requires in solvers.get_backend(name).capabilities
+
+
+def solve_bab(problem, time_limit: float, start: dict | None = None) -> dict:
+    """Solve an output bound by the ReLU-split branch and bound and report it in the shape of
+    :func:`solve_version`'s result. Its interval is ``[forward value of its best input, safe dual bound]``
+    (max; mirrored for min), so no solver feasibility tolerance enters it (``allowance`` 0); it is proved when
+    no node is left open. The node LP is at once the LP relaxation of (i) and the McCormick relaxation of (ii)
+    after a split of ``z`` at 0, so one proof covers both versions by the same argument: it is reported
+    as a (i) result and compared against SCIP's independent solve of (ii) like any other."""
+    if not isinstance(problem, mi.OutputBound):
+        raise ProblemError(f"{BAB} (ReLU-split branch and bound) solves the output-bound problem only (--problem "
+                           f"bound); this is a {problem.kind} problem. Use HIGHS or SCIP for it.")
+    maximise = _maximise(problem)
+    points = [problem.input_of(start["v"])] if start is not None else []
+    result = relu_bab(problem, time_limit=time_limit, start_points=points)
+    forward = problem.evaluate(result.point) if result.point is not None else None
+    bound = float(result.bound) if np.isfinite(result.bound) else None
+    scale = max([abs(x) for x in _finite(forward, bound)] + [0.0])
+    tol = _tolerance(scale, 0.0)
+    inaccurate = forward is not None and bound is not None and \
+        ((bound < forward - tol) if maximise else (bound > forward + tol))
+    claimed = result.proved
+    state = "proved" if claimed and not inaccurate else ("inaccurate" if claimed else f"stopped: {result.status}")
+    termination = "optimal" if claimed else result.status
+    part = {"p": None, "termination": termination, "status": "optimal" if claimed else
+            ("feasible" if forward is not None else "no_solution"), "claimed_optimal": claimed,
+            "objective": float("nan") if forward is None else forward, "bound": bound, "effective_tolerance": 0.0,
+            "allowance": 0.0, "seconds": result.seconds, "inaccurate": bool(inaccurate), "start_accepted": None}
+    if forward is not None:
+        part["forward_objective"] = forward
+    interval = _interval(forward, bound, maximise)
+    return {
+        "backend": BAB, "claimed_optimal": claimed, "optimal": state == "proved", "state": state,
+        "termination": termination, "objective": float("nan") if forward is None else forward, "bound": bound,
+        "interval": interval, "claimed": forward, "allowance": 0.0, "effective_tolerance": 0.0, "best_p": None,
+        "seconds": result.seconds, "parts": [part], "rounding_ok": None, "start_accepted": None,
+        "nodes": result.nodes,
+        "bab": {"nodes": result.nodes, "open_nodes": result.open_nodes, "max_open": result.max_open,
+                "root_bound": result.root_bound, "pruned": result.pruned, "infeasible": result.infeasible,
+                "lp_solves": result.lp_solves, "tighten_solves": result.tighten_solves,
+                "leaf_gaps": result.leaf_gaps, "gap_tolerance": result.gap_tolerance, **result.extras,
+                "proves": "(i) and (ii) by the same tree (node LP = big-M LP relaxation = McCormick relaxation)"},
+    }
+
+
 def _interval(incumbent: float | None, bound: float | None, maximise: bool) -> list[float]:
     """The certified interval: ``[incumbent, bound]`` (maximise) or ``[bound, incumbent]``, ``±inf`` where missing."""
     infinity = float("inf")
@@ -471,8 +527,14 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
         start, row["start"] = _starting_point(problem, local_points)
     row["mi"] = {}
     for name in backends:
-        backend = solvers.get_backend(name)
-        if requires not in backend.capabilities:
+        if not takes(name, problem):
+            continue
+        if name == BAB:
+            progress.info("(i)+(ii) ReLU-split branch and bound: %d unstable units, time limit %g s", row["binaries"],
+                          time_limit)
+            row["mi"][name] = solve_bab(problem, time_limit, start)
+            progress.info("%s: %s in %.1f s, %d nodes", name, row["mi"][name]["state"], row["mi"][name]["seconds"],
+                          row["mi"][name]["nodes"])
             continue
         progress.info("(i) binary %s with %s: %d binaries, %d split(s), time limit %g s each", requires, name,
                       row["binaries"], splits, time_limit)
@@ -619,6 +681,14 @@ def extra_summary(rows: list[dict]) -> list[str]:
             timing.setdefault(name, []).append(result["seconds"])
         timing.setdefault("SCIP relaxed", []).append(row["relaxed"]["seconds"])
     lines.append("solve time total: " + ", ".join(f"{k} {sum(v):.1f} s" for k, v in timing.items()))
+    for row in rows:
+        bab = row["mi"].get(BAB)
+        if bab is not None:
+            lo, hi = bab["interval"]
+            lines.append(f"{BAB} on instance {row['spec']['id']}: {bab['state']}, interval [{lo:.7g}, {hi:.7g}], "
+                         f"{bab['nodes']} nodes ({bab['bab']['open_nodes']} open), {bab['seconds']:.1f} s; one tree "
+                         "proves (i) and (ii) by the same argument, so it is not an independent check of one "
+                         "against the other")
     tightened = [row["bounds"] for row in rows if row.get("bounds", {}).get("method") in ("lp", "obbt")]
     if tightened:
         method = tightened[0]["method"].upper()
@@ -790,10 +860,14 @@ def installed_mi_backends(requested: str = "") -> list[str]:
     installed = solvers.backends_with(solvers.MILP, solvers.MIQP)
     names = [name.strip() for name in requested.split(",") if name.strip()] if requested else installed
     for index, name in enumerate(names):
+        if name.upper() == BAB:  # the branch and bound method: its LPs need HiGHS
+            solvers.get_backend("HIGHS")
+            names[index] = BAB
+            continue
         backend = solvers.get_backend(name)  # SolverNotFound with the install command
         if not backend.capabilities & {solvers.MILP, solvers.MIQP}:
             raise ProblemError(f"--backends {name}: {backend.name} is not a mixed-integer solver, so it cannot solve "
-                               f"version (i); choose from {', '.join(installed)}.")
+                               f"version (i); choose from {', '.join([*installed, BAB])}.")
         names[index] = backend.name
     if "SCIP" not in solvers.available_backends():
         solvers.get_backend("SCIP")  # the relaxed model needs SCIP: raise with the install hint
@@ -913,7 +987,10 @@ def _run(args) -> int:
         spec = {"id": 0, "kind": args.problem, "seed": args.seed, "file": args.network}
         problem = user_problem(args, np.random.default_rng(args.seed))
         requires = forms(problem)[0][1].requires
-        if not any(requires in solvers.get_backend(name).capabilities for name in backends):
+        if BAB in backends and not takes(BAB, problem):
+            raise ProblemError(f"--backends {BAB}: the ReLU-split branch and bound solves the output-bound problem "
+                               f"only (--problem bound), not --problem {args.problem}; leave {BAB} out for it.")
+        if not any(takes(name, problem) for name in backends):
             raise ProblemError(f"None of the MI backends {', '.join(backends)} takes this {requires} problem; "
                                f"add one that does (SCIP takes MILP and MIQP).")
         with recorded_warnings() as caught:
@@ -974,7 +1051,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--starts", type=nonnegative_int, default=5,
                         help="random starts of the AL method and Adam (default 5)")
     parser.add_argument("--backends", default="",
-                        help="comma-separated MI backends (default: every installed mixed-integer backend)")
+                        help="comma-separated MI backends (default: every installed mixed-integer backend); BAB adds the "
+                             "ReLU-split branch and bound (output-bound problem only; proves (i) and (ii) by one "
+                             "tree)")
     parser.add_argument("--no-adam", action="store_true", help="skip the Adam baseline of the training problems")
     parser.add_argument("--json", default="", help="write every result to this JSON file")
     parser.add_argument("--plot", default="", help="write plots (PNG) to this directory")
@@ -1096,8 +1175,11 @@ def run_scaling_case(case) -> dict:
             problem = mi.OutputBound(network, spec["box"], k=spec["k"], sense=spec["sense"], bounds=bounds)
             start = problem.start_point(best_start(problem, list(sampled_inputs(problem).T))[0])
             relaxed = case.backend == "SCIP relaxed"
-            result = solve_version(problem, "SCIP" if relaxed else case.backend, relaxed=relaxed,
-                                   time_limit=time_limit, start=start)
+            if case.backend == BAB:
+                result = solve_bab(problem, time_limit, start)
+            else:
+                result = solve_version(problem, "SCIP" if relaxed else case.backend, relaxed=relaxed,
+                                       time_limit=time_limit, start=start)
             result["stages"] = bounds.stages
             binaries, bounds_s = problem.model.n_binary, bounds.seconds
             hit_limit = sum(stage.get("hit_limit", 0) for stage in bounds.stages)
