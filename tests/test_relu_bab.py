@@ -1,0 +1,143 @@
+"""The ReLU-split branch and bound (``solvers.methods.relu_bab``) against HiGHS's MILP optimum, its time limit,
+its bad inputs, and ``unrelu verify --backends BAB``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import solvers
+from formulation import mixed_integer as mi
+from formulation.network import ReluNetwork
+from formulation.results import ProblemError, SolutionStatus
+from solvers.methods.bounds import staged_bounds
+from solvers.methods.relu_bab import relu_bab
+from validation import verify
+from validation.cli import main
+
+pytestmark = pytest.mark.skipif("HIGHS" not in solvers.available_backends(),
+                                reason="the branch and bound solves its node LPs with HiGHS (pip install highspy)")
+
+#: (widths, sense, bound stage) of the small networks compared with HiGHS's MILP; every seed below runs each.
+CASES = [([4, 6, 6, 1], "max", "interval"), ([3, 5, 5, 5, 1], "min", "lp"), ([5, 8, 6, 2], "max", "lp")]
+
+
+def _milp_optimum(problem) -> tuple[float, float]:
+    """HiGHS's MILP optimum of version (i) and the agreement tolerance of ``verify`` for it."""
+    solution = solvers.solve(mi.BinaryForm(problem.model), "HIGHS", time_limit=60)
+    assert solution.status is SolutionStatus.OPTIMAL
+    value = problem.evaluate(problem.input_of(solution.values["v"]))
+    allowance = problem.allowance(verify._effective_tolerance(solution.extras))
+    return value, verify._tolerance(abs(value), allowance)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("widths,sense,stage", CASES)
+def test_bab_optimum_equals_the_milp_optimum(widths, sense, stage, seed):
+    network = ReluNetwork.random(widths, seed=seed)
+    problem = mi.OutputBound(network, 1.0, k=widths[-1] - 1, sense=sense,
+                             bounds=staged_bounds(network, -1, 1, stage))
+    result = relu_bab(problem, time_limit=30)
+    optimum, tolerance = _milp_optimum(problem)
+    assert result.proved and result.status == "optimal"
+    assert result.incumbent == pytest.approx(problem.evaluate(result.point), abs=1e-12)  # a forward value
+    assert abs(result.incumbent - optimum) <= tolerance
+    lo, hi = sorted([result.incumbent, result.bound])
+    assert lo - tolerance <= optimum <= hi + tolerance
+    assert hi - lo <= result.gap_tolerance + 1e-12
+
+
+def test_bab_on_a_direction_of_the_outputs():
+    network = ReluNetwork.random([4, 7, 7, 3], seed=5)
+    problem = mi.OutputBound(network, 1.0, direction=[1.0, -1.0, 0.5], sense="max")
+    result = relu_bab(problem, time_limit=30)
+    optimum, tolerance = _milp_optimum(problem)
+    assert result.proved and abs(result.incumbent - optimum) <= tolerance
+
+
+def test_a_tiny_time_limit_is_not_proved_and_its_interval_holds_the_optimum():
+    network = ReluNetwork.random([6, 16, 16, 1], seed=0)
+    problem = mi.OutputBound(network, 1.0, k=0, sense="max")
+    result = relu_bab(problem, time_limit=1e-6, start_points=[np.zeros(6)])
+    optimum, tolerance = _milp_optimum(problem)
+    assert result.status == "time_limit" and not result.proved
+    assert result.incumbent - tolerance <= optimum <= result.bound + tolerance
+    assert result.bound > result.incumbent  # a real gap is left: nothing pretends to be proved
+    assert result.open_nodes >= 1
+
+
+def test_node_limit_and_start_points():
+    network = ReluNetwork.random([6, 16, 16, 1], seed=0)
+    problem = mi.OutputBound(network, 1.0, k=0, sense="max")
+    start = np.ones(6)
+    result = relu_bab(problem, time_limit=30, max_nodes=3, start_points=[start])
+    assert result.status == "node_limit" and result.nodes <= 3 + 2
+    assert result.incumbent >= problem.evaluate(start)
+
+
+@pytest.mark.parametrize("limit", [0, -1.0, float("nan"), float("inf"), "soon", None])
+def test_bad_time_limit(limit):
+    problem = mi.OutputBound(ReluNetwork.random([3, 4, 1], seed=0), 1.0)
+    with pytest.raises(ProblemError, match="positive time limit"):
+        relu_bab(problem, time_limit=limit)
+
+
+def test_other_problems_are_refused_with_what_is_supported():
+    network = ReluNetwork.random([3, 4, 2], seed=0)
+    recovery = mi.GenerativeRecovery(network, np.eye(2), np.zeros(2), 1.0)
+    with pytest.raises(ProblemError, match="output-bound problem"):
+        relu_bab(recovery, time_limit=1)
+    with pytest.raises(ProblemError, match="output-bound problem"):
+        verify.solve_bab(recovery, 1.0)
+    with pytest.raises(ProblemError, match="max_nodes"):
+        relu_bab(mi.OutputBound(network, 1.0), time_limit=1, max_nodes=0)
+
+
+@pytest.fixture
+def network_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "net.npz"
+    ReluNetwork.random([5, 10, 10, 1], seed=3).save(path)
+    return path
+
+
+@pytest.mark.skipif("SCIP" not in solvers.available_backends(), reason="verify needs SCIP for the relaxed model")
+def test_verify_cli_with_bab(network_file, tmp_path, capsys):
+    out = tmp_path / "bab.json"
+    code = main(["verify", "--network", str(network_file), "--problem", "bound", "--backends", "HIGHS,BAB",
+                 "--starts", "1", "--time-limit", "30", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "1 instances: relaxation preserved the optimum (proved equal) on 1/1" in text
+    assert "BAB on instance 0: proved" in text and "not an independent check" in text
+    row = json.loads(out.read_text())["rows"][0]
+    bab, highs = row["mi"]["BAB"], row["mi"]["HIGHS"]
+    assert bab["state"] == "proved" and bab["verdict"] == "proved equal" and bab["nodes"] >= 1
+    assert set(highs) - {"start_accepted"} <= set(bab) | {"parts"}  # the same result shape as a MILP backend
+    assert abs(bab["objective"] - highs["objective"]) <= row["tolerance"]
+
+
+@pytest.mark.skipif("SCIP" not in solvers.available_backends(), reason="verify needs SCIP for the relaxed model")
+def test_verify_cli_refuses_bab_for_other_problems(network_file, tmp_path, capsys):
+    np.save(tmp_path / "A.npy", np.ones((3, 1)))
+    np.save(tmp_path / "y.npy", np.zeros(3))
+    assert main(["verify", "--network", str(network_file), "--problem", "recovery", "--backends", "BAB",
+                 "--A", str(tmp_path / "A.npy"), "--y", str(tmp_path / "y.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "output-bound problem only (--problem bound)" in err
+
+
+@pytest.mark.skipif("SCIP" not in solvers.available_backends(), reason="verify needs SCIP for the relaxed model")
+def test_verify_cli_bab_stopped_is_not_proved(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    ReluNetwork.random([6, 16, 16, 1], seed=0).save(tmp_path / "net.npz")
+    out = tmp_path / "limit.json"
+    code = main(["verify", "--network", str(tmp_path / "net.npz"), "--problem", "bound", "--backends", "BAB",
+                 "--starts", "0", "--time-limit", "0.001", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    bab = json.loads(out.read_text())["rows"][0]["mi"]["BAB"]
+    assert bab["state"].startswith("stopped") and not bab["optimal"] and bab["termination"] != "optimal"
+    assert "proved equal) on 0/1" in text
