@@ -263,6 +263,7 @@ class _NodeLP:
         """``max over the node's box`` of ``costᵀv`` bounded by weak duality with row multipliers ``duals``
         (either sign convention: the smaller of ``±duals``), see the module docstring."""
         best = np.inf
+        self.last_reduced = None
         for sign in (1.0, -1.0):
             y = sign * duals
             # a multiplier on a row side that is infinite is dropped (still a valid multiplier vector)
@@ -275,7 +276,9 @@ class _NodeLP:
             columns = np.where(reduced > 0, reduced * self.col_hi, reduced * self.col_lo)
             total = float(np.sum(rows) + np.sum(columns)) + offset
             scale = float(np.sum(np.abs(rows)) + np.sum(np.abs(columns)) + abs(offset))
-            best = min(best, total + ROUNDING * scale)
+            if total + ROUNDING * scale < best:
+                best = total + ROUNDING * scale
+                self.last_reduced = reduced
         return best
 
     def basis(self):
@@ -343,6 +346,39 @@ def _linear_tighten(network, offsets, lower, upper, center, radius) -> bool:
     return True
 
 
+def _reduced_cost_tighten(lp: _NodeLP, lower, upper, slack: float) -> bool:
+    r"""Bounds of the hidden ``z`` that every point of the node *better than the incumbent* satisfies (in place).
+
+    With the multipliers of the safe bound ``B`` and their reduced costs ``ρ``, every point has
+    ``objective ≤ B − |ρ_j| · dist_j``, ``dist_j`` the distance of ``v_j`` from the column bound where ``ρ_j v_j``
+    is largest. A point above the incumbent ``T`` therefore has ``dist_j < (B − T)/|ρ_j| =: δ_j`` (reduced-cost
+    tightening, as MIP solvers fix variables). On ``z_j``: ``ρ > 0`` gives ``z_j ≥ u_j − δ_j``, ``ρ < 0`` gives
+    ``z_j ≤ l_j + δ_j``. On ``x_j = ReLU(z_j)`` (column ``[0, u_j]``): ``ρ > 0`` gives ``x_j ≥ u_j − δ_j``, so
+    ``z_j ≥ u_j − δ_j`` when that is positive; ``ρ < 0`` gives ``x_j ≤ δ_j``, hence ``z_j ≤ δ_j``. Points cut
+    off are no better than the incumbent, so the final bound ``max(incumbent, node bounds)`` stays sound.
+    Returns False when no point of the node can beat the incumbent."""
+    if slack < 0:
+        return False
+    reduced = lp.last_reduced
+    tiny = 1e-12
+    for columns, is_x in ((lp.zcol, False), (lp.xcol, True)):
+        rho = reduced[columns]
+        col_lo, col_hi = lp.col_lo[columns], lp.col_hi[columns]
+        with np.errstate(divide="ignore"):
+            reach = slack / np.abs(rho)
+        reach = reach * (1 + tiny) + tiny
+        up_side, down_side = rho > tiny, rho < -tiny
+        if is_x:
+            new_lo = np.where(up_side & (col_hi - reach > 0), col_hi - reach, -np.inf)
+            new_hi = np.where(down_side, reach + col_lo, np.inf)
+        else:
+            new_lo = np.where(up_side, col_hi - reach, -np.inf)
+            new_hi = np.where(down_side, col_lo + reach, np.inf)
+        np.maximum(lower, new_lo, out=lower)
+        np.minimum(upper, new_hi, out=upper)
+    return _consistent(lower, upper)
+
+
 def _consistent(lower, upper) -> bool:
     """False when bounds cross beyond rounding; crossings within rounding are closed to one point."""
     crossed = lower > upper
@@ -358,7 +394,8 @@ def _consistent(lower, upper) -> bool:
 
 def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_rel: float = GAP_REL,
              gap_abs: float = GAP_ABS, lp_depth: int = LP_DEPTH, max_nodes: int | None = None,
-             warm_start: bool = True, linear: bool = True, candidates: int = 1) -> BabResult:
+             warm_start: bool = True, linear: bool = True, candidates: int = 1,
+             reduced_costs: bool = True) -> BabResult:
     r"""Maximise (or minimise) the output of an :class:`OutputBound` problem by ReLU-split branch and bound.
 
     Parameters
@@ -494,9 +531,13 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
             counters["no_certificate" if status.startswith("infeasible") else "lp_failures"] += 1
             bound = interval
             values = duals = None
+        lp_bound = bound
         bound = min(bound, interval)
         if values is not None:
             consider(values[:lp.n0, None])
+            if reduced_costs and np.isfinite(best_value) and lp.last_reduced is not None:
+                if not _reduced_cost_tighten(lp, lower, upper, lp_bound - best_value):
+                    return None
         unstable = np.flatnonzero((lower < 0) & (upper > 0))
         if unstable.size == 0:
             return bound, -1, None
