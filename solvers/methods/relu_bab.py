@@ -395,7 +395,7 @@ def _consistent(lower, upper) -> bool:
 def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_rel: float = GAP_REL,
              gap_abs: float = GAP_ABS, lp_depth: int = LP_DEPTH, max_nodes: int | None = None,
              warm_start: bool = True, linear: bool = True, candidates: int = 1,
-             reduced_costs: bool = True) -> BabResult:
+             reduced_costs: bool = True, polish_steps: int = 5) -> BabResult:
     r"""Maximise (or minimise) the output of an :class:`OutputBound` problem by ReLU-split branch and bound.
 
     Parameters
@@ -457,13 +457,32 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
 
     best_value, best_point = -np.inf, None
 
-    def consider(points: np.ndarray) -> None:
+    def consider(points: np.ndarray) -> bool:
+        """Forward passes of ``points`` (columns); True when one of them became the incumbent."""
         nonlocal best_value, best_point
         points = np.clip(points, problem.box_lower[:, None], problem.box_upper[:, None])
         values = sigma * problem.evaluate_columns(points)
         index = int(np.argmax(values))
         if values[index] > best_value:
             best_value, best_point = float(values[index]), points[:, index].copy()
+            return True
+        return False
+
+    def polish(point: np.ndarray) -> None:
+        """Local search for incumbents: the LP over the linear region of ``point``'s activation pattern (every
+        unit fixed to its sign at ``point``, inside the root bounds) is exact, and its optimum is the best input
+        of that region; repeated from that optimum while it improves (at most ``polish_steps`` LPs)."""
+        c = np.clip(point, problem.box_lower, problem.box_upper)
+        for _ in range(polish_steps):
+            Z = network.unrectify(c[:, None]).Z[:-1]
+            active = np.concatenate([z[:, 0] > 0 for z in Z])
+            lp.set_bounds(np.where(active, np.maximum(root_lower, 0.0), root_lower),
+                          np.where(active, root_upper, np.minimum(root_upper, 0.0)))
+            status, _, values, _ = lp.solve(cost, offset)
+            counters["polish"] += 1
+            if values is None or not consider(values[:lp.n0, None]):
+                return
+            c = best_point
 
     starts = [np.asarray(p, dtype=float).ravel() for p in start_points]
     if starts:
@@ -477,7 +496,7 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
         return float(np.maximum(weights, 0) @ np.maximum(upper[sl], 0) - np.maximum(-weights, 0)
                      @ np.maximum(lower[sl], 0)) + offset + ROUNDING * (1 + abs(offset))
 
-    counters = {"lp": 0, "tighten": 0, "pruned": 0, "infeasible": 0, "leaf_gaps": 0, "no_certificate": 0, "strong": 0,
+    counters = {"lp": 0, "tighten": 0, "pruned": 0, "infeasible": 0, "leaf_gaps": 0, "no_certificate": 0, "strong": 0, "polish": 0,
                 "lp_failures": 0}
     closed_bound = -np.inf  # the largest bound of a node closed (pruned, or a leaf that could not be closed)
 
@@ -534,7 +553,9 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
         lp_bound = bound
         bound = min(bound, interval)
         if values is not None:
-            consider(values[:lp.n0, None])
+            if consider(values[:lp.n0, None]) and polish_steps:
+                polish(values[:lp.n0])
+                lp.set_bounds(lower, upper)
             if reduced_costs and np.isfinite(best_value) and lp.last_reduced is not None:
                 if not _reduced_cost_tighten(lp, lower, upper, lp_bound - best_value):
                     return None
@@ -596,6 +617,8 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
     status = "optimal"
     root_bound = np.inf
     if _propagate(network, offsets, root_lower, root_upper, 0):
+        if best_point is not None and polish_steps:
+            polish(best_point)
         evaluated = evaluate(root_lower, root_upper, 0, None)
         nodes += 1
         if evaluated is not None:
@@ -665,4 +688,5 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
         tighten_solves=counters["tighten"], leaf_gaps=counters["leaf_gaps"], gap_tolerance=tolerance(),
         sense=problem.sense,
         extras={"lp_depth": lp_depth, "warm_start": warm_start, "no_certificate": counters["no_certificate"],
-                "lp_failures": counters["lp_failures"], "strong_solves": counters["strong"]})
+                "lp_failures": counters["lp_failures"], "strong_solves": counters["strong"],
+                "polish_solves": counters["polish"]})
