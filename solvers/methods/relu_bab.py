@@ -68,7 +68,8 @@ import numpy as np
 import scipy.sparse as sps
 
 import solvers
-from formulation.mixed_integer import OutputBound, affine_interval
+from formulation.mixed_integer import Bounds, OutputBound, affine_interval
+from formulation.network import ReluNetwork
 from formulation.results import ProblemError
 
 __all__ = ["relu_bab", "BabResult", "GAP_REL", "GAP_ABS", "LP_DEPTH"]
@@ -79,6 +80,10 @@ GAP_REL = 1e-7
 GAP_ABS = 1e-9
 #: Nodes of depth at most this get LP re-tightening of the later layers' bounds (the root always does).
 LP_DEPTH = 2
+#: Seconds per bound of the root tightening of the second hidden layer on by this branch and bound itself
+#: (max and min of each unstable ``z`` over the network truncated after its layer, the bound reached at the
+#: budget kept): much tighter than the LP's bounds, as OBBT with a MILP solver but cheaper.
+ROOT_UNIT_TIME = 0.5
 #: HiGHS's primal and dual feasibility tolerances of the node LPs: a wrong-signed reduced cost of size ε loosens
 #: the safe bound by ε times a column range, so the default 1e-7 would cost ~1e-5 on the networks here.
 LP_TOLERANCE = 1e-9
@@ -392,10 +397,49 @@ def _consistent(lower, upper) -> bool:
     return True
 
 
+def _bab_bounds(problem: OutputBound, lowers: list, uppers: list, unit_time: float, deadline: float) -> dict:
+    """Root bounds of the hidden layers from the second on (in place) by :func:`relu_bab` on the network
+    truncated after each layer: for every unit still unstable, the max of ``z_j`` (then its min unless the max
+    proved ``z_j ≤ 0``), each run stopped at ``unit_time`` seconds and its sound bound kept (OBBT with the
+    branch and bound as its solver; the later layer's interval bound is recomputed from the tightened one)."""
+    network = problem.network
+    clock = time.perf_counter()
+    solves = stopped = 0
+    for k in range(1, network.depth - 1):
+        lo, up = affine_interval(network.weights[k], network.biases[k], np.maximum(lowers[k - 1], 0.0),
+                                 np.maximum(uppers[k - 1], 0.0))
+        lowers[k] = np.maximum(lowers[k], lo)
+        uppers[k] = np.minimum(uppers[k], up)
+        truncated = ReluNetwork(network.weights[:k + 1], network.biases[:k + 1])
+        for unit in range(network.widths[k + 1]):
+            for sense in ("max", "min"):
+                remaining = deadline - time.perf_counter()
+                if not (lowers[k][unit] < 0 < uppers[k][unit]) or remaining <= 0:
+                    break
+                direction = np.zeros(network.widths[k + 1])
+                direction[unit] = 1.0
+                sub = OutputBound(truncated, (problem.box_lower, problem.box_upper), direction=direction, sense=sense,
+                                  bounds=Bounds(lowers[:k + 1], uppers[:k + 1]))
+                result = relu_bab(sub, time_limit=min(unit_time, remaining), root_unit_time=None, polish_steps=0)
+                solves += 1
+                stopped += not result.proved
+                if not np.isfinite(result.bound):
+                    continue
+                if sense == "max":
+                    uppers[k][unit] = min(uppers[k][unit], result.bound)
+                else:
+                    lowers[k][unit] = max(lowers[k][unit], result.bound)
+            if lowers[k][unit] > uppers[k][unit]:  # no input reaches this unit's interval: keep it one point
+                lowers[k][unit] = uppers[k][unit] = 0.5 * (lowers[k][unit] + uppers[k][unit])
+    return {"seconds": time.perf_counter() - clock, "solves": solves, "stopped": stopped,
+            "per_unit_time": unit_time}
+
+
 def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_rel: float = GAP_REL,
              gap_abs: float = GAP_ABS, lp_depth: int = LP_DEPTH, max_nodes: int | None = None,
              warm_start: bool = True, linear: bool = True, candidates: int = 1,
-             reduced_costs: bool = True, polish_steps: int = 5) -> BabResult:
+             reduced_costs: bool = True, polish_steps: int = 5,
+             root_unit_time: float | None = ROOT_UNIT_TIME) -> BabResult:
     r"""Maximise (or minimise) the output of an :class:`OutputBound` problem by ReLU-split branch and bound.
 
     Parameters
@@ -446,6 +490,11 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
     clock = time.perf_counter()
     deadline = clock + limit
     network = problem.network
+    hidden_lower = [lo.astype(float).copy() for lo in problem.bounds.lower[:-1]]
+    hidden_upper = [up.astype(float).copy() for up in problem.bounds.upper[:-1]]
+    tightening = {"seconds": 0.0, "solves": 0, "stopped": 0}
+    if root_unit_time and network.depth > 2:
+        tightening = _bab_bounds(problem, hidden_lower, hidden_upper, float(root_unit_time), deadline)
     sigma = 1.0 if problem.sense == "max" else -1.0
     weights = sigma * (problem.direction @ network.weights[-1])
     offset = sigma * float(problem.direction @ network.biases[-1])
@@ -608,8 +657,8 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
                 best_unit, best_key = int(unit), key
         return best_unit
 
-    root_lower = np.concatenate(problem.bounds.lower[:-1]).astype(float).copy()
-    root_upper = np.concatenate(problem.bounds.upper[:-1]).astype(float).copy()
+    root_lower = np.concatenate(hidden_lower)
+    root_upper = np.concatenate(hidden_upper)
     heap: list = []
     counter = itertools.count()
     nodes = 0
@@ -689,4 +738,5 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
         sense=problem.sense,
         extras={"lp_depth": lp_depth, "warm_start": warm_start, "no_certificate": counters["no_certificate"],
                 "lp_failures": counters["lp_failures"], "strong_solves": counters["strong"],
-                "polish_solves": counters["polish"]})
+                "polish_solves": counters["polish"],
+                "root_tightening": tightening})
