@@ -84,6 +84,9 @@ LP_DEPTH = 2
 #: (max and min of each unstable ``z`` over the network truncated after its layer, the bound reached at the
 #: budget kept): much tighter than the LP's bounds, as OBBT with a MILP solver but cheaper.
 ROOT_UNIT_TIME = 0.5
+#: Re-solves of a node LP after reduced-cost tightening made units stable (the last solve is not tightened, so
+#: the node's LP always matches its stable units).
+RESOLVES = 3
 #: HiGHS's primal and dual feasibility tolerances of the node LPs: a wrong-signed reduced cost of size ε loosens
 #: the safe bound by ε times a column range, so the default 1e-7 would cost ~1e-5 on the networks here.
 LP_TOLERANCE = 1e-9
@@ -351,7 +354,7 @@ def _linear_tighten(network, offsets, lower, upper, center, radius) -> bool:
     return True
 
 
-def _reduced_cost_tighten(lp: _NodeLP, lower, upper, slack: float) -> bool:
+def _reduced_cost_tighten(lp: _NodeLP, reduced: np.ndarray, lower, upper, slack: float) -> bool:
     r"""Bounds of the hidden ``z`` that every point of the node *better than the incumbent* satisfies (in place).
 
     With the multipliers of the safe bound ``B`` and their reduced costs ``ρ``, every point has
@@ -361,10 +364,10 @@ def _reduced_cost_tighten(lp: _NodeLP, lower, upper, slack: float) -> bool:
     ``z_j ≤ l_j + δ_j``. On ``x_j = ReLU(z_j)`` (column ``[0, u_j]``): ``ρ > 0`` gives ``x_j ≥ u_j − δ_j``, so
     ``z_j ≥ u_j − δ_j`` when that is positive; ``ρ < 0`` gives ``x_j ≤ δ_j``, hence ``z_j ≤ δ_j``. Points cut
     off are no better than the incumbent, so the final bound ``max(incumbent, node bounds)`` stays sound.
+    ``reduced`` must come from the LP of this node with the column bounds ``lp`` holds now.
     Returns False when no point of the node can beat the incumbent."""
     if slack < 0:
         return False
-    reduced = lp.last_reduced
     tiny = 1e-12
     for columns, is_x in ((lp.zcol, False), (lp.xcol, True)):
         rho = reduced[columns]
@@ -550,7 +553,14 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
     closed_bound = -np.inf  # the largest bound of a node closed (pruned, or a leaf that could not be closed)
 
     def tighten(lower, upper) -> bool:
-        """LP re-tightening of the unstable units of the second hidden layer on (in place)."""
+        """LP re-tightening of the unstable units of the second hidden layer on (in place); the LP's objective
+        is restored on every way out."""
+        try:
+            return _tighten(lower, upper)
+        finally:
+            lp.set_cost(cost)
+
+    def _tighten(lower, upper) -> bool:
         for k in range(1, len(offsets) - 1):
             lp.set_bounds(lower, upper)
             for unit in range(offsets[k], offsets[k + 1]):
@@ -590,24 +600,33 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
         lp.set_bounds(lower, upper)
         if warm_start:
             lp.set_basis(basis)
-        status, bound, values, duals = lp.solve(cost, offset)
-        counters["lp"] += 1
-        interval = output_interval(lower, upper)
-        if status == "infeasible" and bound == -np.inf:
-            return None
-        if bound is None:  # no optimum or no certificate: the interval bound keeps the node sound
-            counters["no_certificate" if status.startswith("infeasible") else "lp_failures"] += 1
-            bound = interval
-            values = duals = None
-        lp_bound = bound
-        bound = min(bound, interval)
-        if values is not None:
+        bound = np.inf
+        for attempt in range(RESOLVES + 1):
+            status, lp_bound, values, duals = lp.solve(cost, offset)
+            counters["lp"] += 1
+            interval = output_interval(lower, upper)
+            if status == "infeasible" and lp_bound == -np.inf:
+                return None
+            if lp_bound is None:  # no optimum or no certificate: the interval bound keeps the node sound
+                counters["no_certificate" if status.startswith("infeasible") else "lp_failures"] += 1
+                bound = min(bound, interval)
+                values = duals = None
+                break
+            bound = min(bound, lp_bound, interval)
+            reduced = lp.last_reduced  # of this node's LP (polishing below solves other LPs)
             if consider(values[:lp.n0, None]) and polish_steps:
                 polish(values[:lp.n0])
                 lp.set_bounds(lower, upper)
-            if reduced_costs and np.isfinite(best_value) and lp.last_reduced is not None:
-                if not _reduced_cost_tighten(lp, lower, upper, lp_bound - best_value):
-                    return None
+            if not reduced_costs or attempt == RESOLVES or not np.isfinite(best_value):
+                break
+            was_unstable = (lower < 0) & (upper > 0)
+            if not _reduced_cost_tighten(lp, reduced, lower, upper, lp_bound - best_value):
+                return None
+            if np.array_equal(was_unstable, (lower < 0) & (upper > 0)):
+                break
+            # units became stable: the LP solved above relaxed them, so solve the node again with them fixed
+            # (a node whose every unit is fixed must have an exact LP)
+            lp.set_bounds(lower, upper)
         unstable = np.flatnonzero((lower < 0) & (upper > 0))
         if unstable.size == 0:
             return bound, -1, None
