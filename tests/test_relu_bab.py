@@ -141,3 +141,17 @@ def test_verify_cli_bab_stopped_is_not_proved(tmp_path, monkeypatch, capsys):
     bab = json.loads(out.read_text())["rows"][0]["mi"]["BAB"]
     assert bab["state"].startswith("stopped") and not bab["optimal"] and bab["termination"] != "optimal"
     assert "proved equal) on 0/1" in text
+
+
+@pytest.mark.skipif("SCIP" not in solvers.available_backends(), reason="the scaling study needs SCIP")
+def test_scaling_study_with_bab(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert ("lp", verify.BAB) in verify.SCALING_CONFIGS
+    monkeypatch.setattr(verify, "_scaling_configs", lambda: [("lp", verify.BAB)])
+    store, out = tmp_path / "scaling.sqlite", tmp_path / "scaling.json"
+    assert main(["verify", "--scaling", "--quick", "--time-limit", "20", "--store", str(store), "--json", str(out),
+                 "--plot", str(tmp_path / "plots")]) == 0
+    text = capsys.readouterr().out
+    assert "BAB (lp): depth 2: 16" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["closed"] for row in rows] == [1, 1] and all(row["result"]["nodes"] >= 1 for row in rows)
