@@ -155,3 +155,26 @@ def test_scaling_study_with_bab(tmp_path, monkeypatch, capsys):
     assert "BAB (lp): depth 2: 16" in text
     rows = json.loads(out.read_text())["rows"]
     assert [row["closed"] for row in rows] == [1, 1] and all(row["result"]["nodes"] >= 1 for row in rows)
+
+
+def test_the_safe_bound_holds_for_any_multipliers():
+    """Weak duality over the node's box: any row multipliers give an upper bound of the node LP, and HiGHS's
+    own duals give its optimum (so the bound never rests on the solver's claimed value)."""
+    import highspy
+
+    from solvers.methods.relu_bab import _NodeLP
+
+    network = ReluNetwork.random([4, 6, 6, 1], seed=2)
+    problem = mi.OutputBound(network, 1.0)
+    lp = _NodeLP(highspy, network, problem.box_lower, problem.box_upper, network.weights[-1][0],
+                 float(network.biases[-1][0]))
+    lower = np.concatenate(problem.bounds.lower[:-1])
+    upper = np.concatenate(problem.bounds.upper[:-1])
+    lp.set_bounds(lower, upper)
+    status, bound, values, duals = lp.solve(lp.objective, lp.offset)
+    optimum = lp.highs.getInfo().objective_function_value
+    assert status == "optimal" and optimum <= bound <= optimum + 1e-7 * (1 + abs(optimum))
+    assert lp.objective @ values + lp.offset == pytest.approx(optimum, abs=1e-8)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        assert lp.safe_bound(duals + rng.normal(scale=0.3, size=duals.size), lp.objective, lp.offset) >= optimum

@@ -7,12 +7,20 @@ Problem: ``max`` (or ``min``) of ``aᵀ G(c)`` over the input box, ``G`` a ReLU 
 **Node.** A node is a box of pre-activation bounds ``l ≤ z ≤ u`` of every hidden unit. A unit with ``l ≥ 0``
 is *active* (``x = z``), one with ``u ≤ 0`` *inactive* (``x = 0``); the others are unstable. Branching on an
 unstable unit ``j`` makes two children, ``z_j ≥ 0`` (``l_j ← 0``) and ``z_j ≤ 0`` (``u_j ← 0``); then the
-bounds of the later layers are re-tightened under the new fix: interval arithmetic always
-(:func:`formulation.mixed_integer.affine_interval`, intersected with the parent's bounds), and at nodes of depth
-at most ``lp_depth`` also by LP (max and min of every still unstable ``z`` of the second hidden layer on over
-the node LP, each bound the safe dual bound below).
+bounds of the later layers are re-tightened under the new fix, each step intersected with the bounds before:
 
-**Node LP** (the triangle relaxation, solved with HiGHS, warm-started from the previous node's basis):
+* interval arithmetic (:func:`formulation.mixed_integer.affine_interval`) and, at every node, back-substitution
+  of linear ReLU relaxations to the input (:func:`_linear_tighten`, a few small matrix products);
+* at nodes of depth at most ``lp_depth``, by LP: max and min of every still unstable ``z`` of the second
+  hidden layer on over the node LP, each bound the safe dual bound below;
+* after the node LP, reduced-cost tightening (:func:`_reduced_cost_tighten`): bounds that every point *better
+  than the incumbent* satisfies; a unit it makes stable is fixed and the node LP solved again.
+
+Before the search, the root bounds of the second hidden layer on are tightened by this branch and bound itself
+on the network truncated after each layer (max and min of each unstable ``z``, ``root_unit_time`` seconds each,
+the sound bound reached kept; :func:`_bab_bounds`), which is OBBT with this method as its solver.
+
+**Node LP** (the triangle relaxation, solved with HiGHS, warm-started from the parent's final basis):
 
 .. math::
 
@@ -44,8 +52,11 @@ duals ``y`` (any ``y`` will do), with the node's row bounds ``[r_lo, r_hi]`` and
 for every feasible point (weak duality written out for the box; rounding of this sum is covered by an outward
 move of ``1e-12`` of the sum of its absolute terms). A node whose LP HiGHS calls infeasible is dropped only
 when HiGHS's dual ray certifies it the same way (the sum above with ``c = 0`` is negative); otherwise the node
-keeps its interval bound. Incumbents are float64 forward passes of input points (the LP's input at every node
-and the given starting inputs), so they are values of the network, never of a model.
+keeps its interval bound. Incumbents are float64 forward passes of input points (the LP's input at every node,
+the given starting inputs, and a local search that solves the exact LP over the linear region of an improving
+point's activation pattern), so they are values of the network, never of a model. The pre-activation bounds
+the relaxation starts from are those of ``problem.bounds`` (interval arithmetic and LP bounds in floating point,
+as everywhere in this project).
 
 **Search.** Best first on the node bound; a node is pruned when its bound is at most
 ``incumbent + gap_abs + gap_rel·|incumbent|``. Branching: the unstable unit with the largest
