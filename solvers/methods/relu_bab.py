@@ -101,6 +101,9 @@ RESOLVES = 3
 #: HiGHS's primal and dual feasibility tolerances of the node LPs: a wrong-signed reduced cost of size ε loosens
 #: the safe bound by ε times a column range, so the default 1e-7 would cost ~1e-5 on the networks here.
 LP_TOLERANCE = 1e-9
+#: HiGHS options of the node LPs (small LPs re-solved from a nearby basis: no presolve).
+LP_OPTIONS = {"presolve": "off", "primal_feasibility_tolerance": LP_TOLERANCE,
+              "dual_feasibility_tolerance": LP_TOLERANCE}
 #: Relative outward move of the safe bound for the rounding of its own sum.
 ROUNDING = 1e-12
 
@@ -224,8 +227,7 @@ class _NodeLP:
         lp.a_matrix_.value_ = full.data.astype(float)
         highs = highspy.Highs()
         highs.setOptionValue("output_flag", False)
-        for key, value in (("presolve", "off"), ("primal_feasibility_tolerance", LP_TOLERANCE),
-                           ("dual_feasibility_tolerance", LP_TOLERANCE)):
+        for key, value in LP_OPTIONS.items():
             if highs.setOptionValue(key, value) == highspy.HighsStatus.kError:
                 raise ProblemError(f"HiGHS does not take the option {key}={value!r}.")
         highs.passModel(lp)
@@ -273,17 +275,19 @@ class _NodeLP:
             _, has_ray, ray = highs.getDualRay()
             if has_ray:
                 ray = np.asarray(ray, dtype=float)
-                if self.safe_bound(ray, np.zeros(self.ncol), 0.0) < 0:
+                if self.safe_bound(ray, np.zeros(self.ncol), 0.0, signs=(1.0, -1.0)) < 0:
                     return "infeasible", -np.inf, None, None
             return "infeasible (no certificate)", None, None, None
         return status.name, None, None, None
 
-    def safe_bound(self, duals: np.ndarray, cost: np.ndarray, offset: float) -> float:
-        """``max over the node's box`` of ``costᵀv`` bounded by weak duality with row multipliers ``duals``
-        (either sign convention: the smaller of ``±duals``), see the module docstring."""
+    def safe_bound(self, duals: np.ndarray, cost: np.ndarray, offset: float, signs=(1.0,)) -> float:
+        """``max over the node's box`` of ``costᵀv`` bounded by weak duality with row multipliers ``duals``, see
+        the module docstring; any multipliers give a valid bound. HiGHS's row duals of a maximisation are used
+        as they come (``signs=(1,)``: then ``cost − Aᵀy`` are its reduced costs; a test checks the bound meets
+        the LP optimum); a dual ray's sign is not fixed, so it is tried both ways."""
         best = np.inf
         self.last_reduced = None
-        for sign in (1.0, -1.0):
+        for sign in signs:
             y = sign * duals
             # a multiplier on a row side that is infinite is dropped (still a valid multiplier vector)
             y = np.where((y > 0) & ~np.isfinite(self.row_hi), 0.0, y)
