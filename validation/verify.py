@@ -13,6 +13,11 @@ For every instance (a seeded random network with fixed weights, or the user's ``
    report their gaps to the certified optimum; it runs before the MI solves, and the best of its points
    and of 1,002 sampled forward passes is handed to HiGHS and SCIP as a starting solution (``--no-start``).
 
+``--backends BAB`` adds the ReLU-split branch and bound (:mod:`solvers.methods.relu_bab`, output bounds only):
+its node LP is at once the LP relaxation of (i) and the McCormick relaxation of (ii) after a split of ``z`` at 0,
+so its proof covers both versions by one argument; it is judged against SCIP's independent solve of (ii) like
+any (i) result.
+
 Pre-activation bounds come in stages (``--bounds interval|lp|obbt``, ``--tighten`` = ``lp``): interval
 arithmetic, LP over the triangle relaxation, then per-neuron MILPs of the earlier layers (OBBT, ``--obbt-time``
 seconds each, dual bounds only); each stage's time is printed and stored. ``--scaling`` runs the scaling
