@@ -71,9 +71,10 @@ never mixes numbers from two configurations: rerun with the stored options, drop
 ``--checkpoint-dir`` a cell writes to is part of its case too (not of the configuration): cells
 stored for another folder are not shown, and are computed again for this one.
 
-The cells run in two phases: first ``al``, ``al_init`` (the AL start, recomputed deterministically
-without an AL run), ``ridge`` and ``lasso``; then ``adam``, whose case carries the seconds the stored AL
-loop used (so a rerun of a stored AL cell gives the same Adam case). ``--json`` is written from the
+The cells run (dataset, ratio) by (dataset, ratio), each in two phases: first ``al``, ``al_init`` (the AL
+start, recomputed deterministically without an AL run), ``ridge`` and ``lasso``; then at once ``adam``,
+whose case carries the seconds the stored AL loop used (so a rerun of a stored AL cell gives the same Adam
+case), so that AL and Adam of one cell see about the same load on the machine. ``--json`` is written from the
 store: ``{"config": ..., "records": {"DATASET/RATIO/METHOD": record}}``.
 """
 
@@ -635,7 +636,8 @@ class Outcome:
 
 def run_experiment(args, out=print) -> Outcome:
     """Run every cell of the command line that is not in the store, as cases of the study ``cs_SETTING``:
-    first ``al``, ``al_init``, ``ridge`` and ``lasso``, then ``adam`` for the seconds each stored AL loop used.
+    per (dataset, ratio), first ``al``, ``al_init``, ``ridge`` and ``lasso``, then ``adam`` for the seconds its
+    stored AL loop used.
     ``args.store`` and ``args.checkpoint_dir`` are the checked paths."""
     config, cells, methods = plan(args, out)
     study, folder, setting = study_name(config), args.checkpoint_dir, config["setting"]
@@ -651,13 +653,18 @@ def run_experiment(args, out=print) -> Outcome:
         return run_study(Study(study, cases, CASE_FUNCTION, FIGURES, TIMING), store=args.store,
                          workers=args.workers, scheduler=args.scheduler, progress=False if args.no_progress else None)
 
-    cases = [cell_case(config, dataset, ratio, method, folder) for dataset, ratio in cells
-             for method in methods if method != "adam"]
-    summaries, first = [run(cases)], len(cases)
-    rows = {row["case_id"]: row for row in read_results(args.store, study)}
-    failed = []
-    for dataset, ratio in cells if "al" in methods else []:
-        al = rows.get(cell_case(config, dataset, ratio, "al", folder).case_id)
+    # cell by cell, so that a cell's Adam run follows its AL run at once and both see the same load on the
+    # machine (measured: with all AL cells first, a heavier load during the later Adam phase left Adam 2-3
+    # epochs of its 60 s instead of 18)
+    cases, summaries, failed = [], [], []
+    for dataset, ratio in cells:
+        first = [cell_case(config, dataset, ratio, method, folder) for method in methods if method != "adam"]
+        summaries.append(run(first))
+        cases += first
+        if "al" not in methods:
+            continue
+        al = next((row for row in read_results(args.store, study)
+                   if row["case_id"] == cell_case(config, dataset, ratio, "al", folder).case_id), None)
         if al is None or al["status"] != "ok":
             if "adam" in methods:
                 failed.append(f"adam {dataset} {ratio}: not run, its AL cell has no result")
@@ -667,9 +674,9 @@ def run_experiment(args, out=print) -> Outcome:
             os.remove(checkpoint)  # the AL state (GBs for wide layers) is no longer needed once stored
         if "adam" in methods:
             seconds = json.loads(al["details"])["al"]["train_seconds"]
-            cases.append(cell_case(config, dataset, ratio, "adam", folder, al_seconds=seconds))
-    if len(cases) > first:
-        summaries.append(run(cases))
+            adam = cell_case(config, dataset, ratio, "adam", folder, al_seconds=seconds)
+            summaries.append(run([adam]))
+            cases.append(adam)
     wanted = {case.case_id for case in cases}
     records = {}
     for row in read_results(args.store, study):
@@ -995,8 +1002,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true",
                         help="drop the stored cells of this setting (and its AL checkpoints) first")
     parser.add_argument("--workers", type=options.positive_int, default=1,
-                        help="cells run at once in local processes (default 1: the AL and Adam budgets are "
-                             "wall-clock seconds, which cells side by side on few cores share)")
+                        help="methods of one (dataset, ratio) run at once in local processes (AL beside ridge "
+                             "and LASSO; Adam always after its AL cell); default 1: the AL and Adam budgets are "
+                             "wall-clock seconds, which cells side by side on few cores share")
     parser.add_argument("--scheduler", type=options.scheduler_url, metavar="tcp://HOST:PORT", default=None,
                         help="run the cells on this Dask scheduler instead (its workers must see the data folders "
                              "and --checkpoint-dir at the same paths)")
