@@ -402,8 +402,14 @@ def test_cs_resumes_between_cells_and_fresh_starts_again(digits, tmp_path, capsy
     assert main([*arguments, "--methods", "ridge", "--mnist-ms", "50,100"]) == 0
     assert "1 cells run, 1 already stored" in capsys.readouterr().out
     assert len(_rows(store)) == 3
+    # --fresh drops the AL checkpoints of this command's datasets only (another store may be training others)
+    ours, other = tmp_path / "ck" / "al" / "quick_digits_100.npz", tmp_path / "ck" / "al" / "quick_images_25.npz"
+    ours.parent.mkdir(exist_ok=True)
+    ours.write_bytes(b"x")
+    other.write_bytes(b"x")
     assert main([*arguments, "--methods", "ridge", "--fresh"]) == 0
     assert "dropped 3 stored cs_quick cells" in capsys.readouterr().out
+    assert not ours.exists() and other.exists()
     rows = _rows(store)
     assert set(rows) == {("digits", 100, "ridge")} and rows[("digits", 100, "ridge")]["finished_at"] > \
         ridge["finished_at"]

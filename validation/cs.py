@@ -643,8 +643,9 @@ def run_experiment(args, out=print) -> Outcome:
     study, folder, setting = study_name(config), args.checkpoint_dir, config["setting"]
     if args.fresh:
         dropped = drop_study(args.store, study)
-        for path in glob.glob(os.path.join(folder, "al", f"{setting}_*.npz")):
-            if ("_mnist-csgm_" in os.path.basename(path)) == (config["protocol"] == "csgm"):
+        datasets = {dataset for dataset, _ in cells}
+        for dataset in datasets:  # only this command's datasets: another store may be training the others
+            for path in glob.glob(os.path.join(folder, "al", f"{setting}_{glob.escape(dataset)}_*.npz")):
                 os.remove(path)  # AL checkpoints of dropped cells: never resumed by other settings
         out(f"--fresh: dropped {dropped} stored {study} cells")
     _refuse_other_settings(args.store, study, config)
