@@ -793,7 +793,8 @@ def training_figures(records: dict, directory: str, svg: bool = False) -> list[s
                        for label, history, _ in runs]
         metric = figures.Metric("test PSNR (dB" + (", mean over Set11 images)" if dataset == "images" else
                                                    ", of the per-pixel MSE)" if dataset == "mnist-csgm" else
-                                                   ", mean over test digits)"))
+                                                   ", mean over test digits)"),
+                                xlabel="wall-clock time of the returned network (s)")
         for label, history, record in runs:  # at the returned network (the selected one, where selected)
             seconds = (record.get("selected") or record.get("al", {}).get("selected") or history[-1])["seconds"]
             metric.points.append((label, seconds, record["psnr"]))

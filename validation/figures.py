@@ -61,14 +61,16 @@ class Curve:
 class Metric:
     """The final-metric panel of :func:`comparison_figure`.
 
-    ``points``: ``(label, seconds, value)`` of methods at the end of their run; ``references``:
-    label -> value drawn as horizontal lines; ``missing``: legend notes for methods that did not run.
+    ``points``: ``(label, seconds, value)`` of methods at the end of their run (or where ``xlabel`` says);
+    ``references``: label -> value drawn as horizontal lines; ``missing``: legend notes for methods that did
+    not run.
     """
 
     label: str
     points: list = field(default_factory=list)
     references: dict = field(default_factory=dict)
     missing: list = field(default_factory=list)
+    xlabel: str = "wall-clock time at the end of the run (s)"
 
 
 def threads_text(threads: int | None) -> str:
@@ -231,7 +233,7 @@ def comparison_figure(curves: Sequence[Curve], *, problem: str, budget: float, t
             axis.plot([], [], " ", label=note)
         right = max([seconds for _, seconds, _ in metric.points] + [budget])
         axis.set_xlim(0.0, 1.1 * right)
-        axis.set_xlabel("wall-clock time at the end of the run (s)")
+        axis.set_xlabel(metric.xlabel)
         axis.set_ylabel(metric.label)
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=7)
