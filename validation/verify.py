@@ -1056,9 +1056,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--starts", type=nonnegative_int, default=5,
                         help="random starts of the AL method and Adam (default 5)")
     parser.add_argument("--backends", default="",
-                        help="comma-separated MI backends (default: every installed mixed-integer backend); BAB adds the "
-                             "ReLU-split branch and bound (output-bound problem only; proves (i) and (ii) by one "
-                             "tree)")
+                        help="comma-separated MI backends (default: every installed mixed-integer backend); BAB "
+                             "adds the ReLU-split branch and bound (output-bound problem only; proves (i) and (ii) by "
+                             "one tree)")
     parser.add_argument("--no-adam", action="store_true", help="skip the Adam baseline of the training problems")
     parser.add_argument("--json", default="", help="write every result to this JSON file")
     parser.add_argument("--plot", default="", help="write plots (PNG) to this directory")

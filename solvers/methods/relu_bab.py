@@ -591,8 +591,8 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
         return float(np.maximum(weights, 0) @ np.maximum(upper[sl], 0) - np.maximum(-weights, 0)
                      @ np.maximum(lower[sl], 0)) + offset + ROUNDING * (1 + abs(offset))
 
-    counters = {"lp": 0, "tighten": 0, "pruned": 0, "infeasible": 0, "leaf_gaps": 0, "no_certificate": 0, "strong": 0, "polish": 0,
-                "lp_failures": 0}
+    counters = {"lp": 0, "tighten": 0, "pruned": 0, "infeasible": 0, "leaf_gaps": 0, "no_certificate": 0,
+                "strong": 0, "polish": 0, "lp_failures": 0}
     closed_bound = -np.inf  # the largest bound of a node closed (pruned, or a leaf that could not be closed)
 
     def tighten(lower, upper) -> bool:
