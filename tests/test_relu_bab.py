@@ -178,3 +178,34 @@ def test_the_safe_bound_holds_for_any_multipliers():
     rng = np.random.default_rng(0)
     for _ in range(20):
         assert lp.safe_bound(duals + rng.normal(scale=0.3, size=duals.size), lp.objective, lp.offset) >= optimum
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_root_tightening_by_the_branch_and_bound_keeps_the_optimum(seed):
+    """Without the probe the root bounds of the later layers are tightened by the branch and bound itself (what
+    closes 8-32-32-1); the tightened bounds must still hold every network point and give the MILP optimum."""
+    network = ReluNetwork.random([4, 8, 8, 6, 1], seed=seed)
+    problem = mi.OutputBound(network, 1.0, k=0, sense="max", bounds=staged_bounds(network, -1, 1, "lp"))
+    result = relu_bab(problem, time_limit=30, probe_time=None)
+    assert result.extras["root_tightening"]["solves"] > 0 and result.extras["probe"] is None
+    optimum, tolerance = _milp_optimum(problem)
+    assert result.proved and abs(result.incumbent - optimum) <= tolerance
+
+
+def test_root_bounds_of_the_branch_and_bound_hold_sampled_points():
+    import time
+
+    from solvers.methods.relu_bab import _bab_bounds
+
+    network = ReluNetwork.random([5, 10, 10, 8, 1], seed=4)
+    bounds = staged_bounds(network, -1, 1, "lp")
+    problem = mi.OutputBound(network, 1.0, bounds=bounds)
+    lowers = [lo.copy() for lo in bounds.lower[:-1]]
+    uppers = [up.copy() for up in bounds.upper[:-1]]
+    record = _bab_bounds(problem, lowers, uppers, 0.5, time.perf_counter() + 30)
+    assert record["solves"] > 0
+    widths = [np.mean(up - lo) for lo, up in zip(lowers, uppers)]
+    assert widths[1] < np.mean(bounds.upper[1] - bounds.lower[1])  # tighter than the LP's
+    Z = network.unrectify(np.random.default_rng(0).uniform(-1, 1, size=(5, 20000))).Z
+    for z, lo, up in zip(Z, lowers, uppers):
+        assert np.all(z >= lo[:, None] - 1e-9) and np.all(z <= up[:, None] + 1e-9)
