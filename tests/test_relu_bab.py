@@ -84,6 +84,19 @@ def test_bad_time_limit(limit):
         relu_bab(problem, time_limit=limit)
 
 
+def test_an_empty_root_from_wrong_unit_bounds_is_not_a_proof():
+    """A box is never empty, so unit bounds that make the root empty are wrong: never reported as proved."""
+    network = ReluNetwork.random([3, 5, 5, 1], seed=0)
+    sound = mi.interval_bounds(network, -np.ones(3), np.ones(3))
+    lower, upper = [x.copy() for x in sound.lower], [x.copy() for x in sound.upper]
+    lower[0][0], upper[0][0] = upper[0][0] + 1, upper[0][0] + 2  # unit 0 bounded away from all it can reach
+    problem = mi.OutputBound(network, 1.0, bounds=mi.Bounds(lower, upper, "interval", 0.0, 0, 0, []))
+    result = relu_bab(problem, time_limit=5)
+    assert result.status == "inconsistent_bounds" and not result.proved and result.bound == np.inf
+    reported = verify.solve_bab(problem, 5)
+    assert reported["state"] == "stopped: inconsistent_bounds" and not reported["optimal"]
+
+
 def test_other_problems_are_refused_with_what_is_supported():
     network = ReluNetwork.random([3, 4, 2], seed=0)
     recovery = mi.GenerativeRecovery(network, np.eye(2), np.zeros(2), 1.0)

@@ -119,7 +119,9 @@ class BabResult:
     Attributes
     ----------
     status : str
-        ``"optimal"`` (no open node: proved to the gap), ``"time_limit"`` or ``"node_limit"`` (not proved).
+        ``"optimal"`` (no open node: proved to the gap), ``"time_limit"`` or ``"node_limit"`` (not proved), or
+        ``"inconsistent_bounds"`` (the root was found empty, which a box never is: the unit bounds given in
+        ``problem.bounds`` exclude feasible points; not proved, bound ``+inf``).
     incumbent : float
         Best forward-pass value found (``nan`` if none).
     point : ndarray or None
@@ -390,7 +392,7 @@ def _reduced_cost_tighten(lp: _NodeLP, reduced: np.ndarray, lower, upper, slack:
     for columns, is_x in ((lp.zcol, False), (lp.xcol, True)):
         rho = reduced[columns]
         col_lo, col_hi = lp.col_lo[columns], lp.col_hi[columns]
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
             reach = slack / np.abs(rho)
         reach = reach * (1 + tiny) + tiny
         up_side, down_side = rho > tiny, rho < -tiny
@@ -737,9 +739,10 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
             heapq.heappush(heap, (-evaluated[0], next(counter), 0, evaluated[1], root_lower, root_upper,
                                   evaluated[2]))
         else:
-            root_bound = -np.inf
+            root_bound, status = -np.inf, "inconsistent_bounds"
     else:
-        root_bound = -np.inf
+        root_bound, status = -np.inf, "inconsistent_bounds"
+    # a box is never empty, so an empty root means the given unit bounds exclude feasible points: not a proof
     while heap:
         negative, _, depth, unit, lower, upper, basis = heap[0]
         bound = -negative
@@ -788,6 +791,8 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
     if status == "optimal" and heap:  # stopped because every open node is within the gap
         closed_bound = max(closed_bound, open_bound)
     upper_bound = max(closed_bound, open_bound if status != "optimal" else -np.inf, best_value)
+    if status == "inconsistent_bounds":
+        upper_bound = np.inf  # nothing is known: the bounds the search started from are wrong
     if status == "optimal" and upper_bound > best_value + tolerance():
         status = "leaf_gap"  # a node with every unit fixed kept a gap above the tolerance
     if probe is not None:  # both runs' bounds are sound: keep the better one
