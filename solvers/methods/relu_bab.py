@@ -107,7 +107,8 @@ LP_TOLERANCE = 1e-9
 #: HiGHS options of the node LPs (small LPs re-solved from a nearby basis: no presolve).
 LP_OPTIONS = {"presolve": "off", "primal_feasibility_tolerance": LP_TOLERANCE,
               "dual_feasibility_tolerance": LP_TOLERANCE}
-#: Relative outward move of the safe bound for the rounding of its own sum.
+#: Relative outward move of the safe bound for the rounding of its sum and of its reduced costs (the size of
+#: every term, and of ``(|cost| + |A|ᵀ|y|)·max|v|`` per column, which bounds the error of ``cost − Aᵀy``).
 ROUNDING = 1e-12
 
 
@@ -203,6 +204,7 @@ class _NodeLP:
         # the static part (the triangle rows' z coefficients live in self.tri_coef)
         self.A = sps.csr_matrix((vals, (rows, cols)), shape=(self.nrow, self.ncol))
         self.AT = self.A.T.tocsr()
+        self.abs_AT = abs(self.AT)  # for the rounding of the reduced costs in safe_bound
         self.tri_coef = np.zeros(units)
         inf = highspy.kHighsInf
         self.row_lo = np.concatenate([eq_rhs, np.zeros(units), np.full(units, -np.inf)])
@@ -303,7 +305,11 @@ class _NodeLP:
             reduced[self.zcol] -= y[self.tri_rows] * self.tri_coef
             columns = np.where(reduced > 0, reduced * self.col_hi, reduced * self.col_lo)
             total = float(np.sum(rows) + np.sum(columns)) + offset
-            scale = float(np.sum(np.abs(rows)) + np.sum(np.abs(columns)) + abs(offset))
+            magnitude = np.abs(cost) + self.abs_AT @ np.abs(y)
+            magnitude[self.zcol] += np.abs(y[self.tri_rows] * self.tri_coef)
+            size = np.maximum(np.abs(self.col_lo), np.abs(self.col_hi))
+            size = np.where(np.isfinite(size), size, 0.0)  # an infinite column bound already makes `total` inf
+            scale = float(np.sum(np.abs(rows)) + np.sum(np.abs(columns)) + abs(offset) + magnitude @ size)
             if total + ROUNDING * scale < best:
                 best = total + ROUNDING * scale
                 self.last_reduced = reduced
