@@ -458,8 +458,9 @@ def _bab_bounds(problem: OutputBound, lowers: list, uppers: list, unit_time: flo
                     uppers[k][unit] = min(uppers[k][unit], result.bound)
                 else:
                     lowers[k][unit] = max(lowers[k][unit], result.bound)
-            if lowers[k][unit] > uppers[k][unit]:  # no input reaches this unit's interval: keep it one point
-                lowers[k][unit] = uppers[k][unit] = 0.5 * (lowers[k][unit] + uppers[k][unit])
+            if lowers[k][unit] > uppers[k][unit]:
+                # two sound bounds of a unit that some input reaches can cross only by rounding: keep the hull
+                lowers[k][unit], uppers[k][unit] = uppers[k][unit], lowers[k][unit]
     return {"seconds": time.perf_counter() - clock, "solves": solves, "stopped": stopped,
             "per_unit_time": unit_time}
 
@@ -668,7 +669,7 @@ def relu_bab(problem: OutputBound, *, time_limit: float, start_points=(), gap_re
             if consider(values[:lp.n0, None]) and polish_steps:
                 polish(values[:lp.n0])
                 lp.set_bounds(lower, upper)
-            if not reduced_costs or attempt == RESOLVES or not np.isfinite(best_value):
+            if not reduced_costs or reduced is None or attempt == RESOLVES or not np.isfinite(best_value):
                 break
             was_unstable = (lower < 0) & (upper > 0)
             if not _reduced_cost_tighten(lp, reduced, lower, upper, lp_bound - best_value):
