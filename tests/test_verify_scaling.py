@@ -11,6 +11,7 @@ import pytest
 
 import solvers
 from formulation.network import ReluNetwork
+from formulation.results import ProblemError
 from validation import verify
 from validation.cli import main
 
@@ -74,6 +75,26 @@ def test_bad_options_leave_no_store(tmp_path, capsys, flags, message):
                 ["verify", *flags, "--store", str(store)]) == 2
     assert message in capsys.readouterr().err
     assert not store.exists()
+
+
+def test_configs_chooses_configurations_and_names_the_choices(tmp_path, monkeypatch, capsys):
+    configs = [("interval", "HIGHS"), ("lp", "HIGHS"), ("lp", verify.BAB), verify.OMLT_CONFIG]
+    assert verify.select_configs(configs, "") == configs
+    assert verify.select_configs(configs, "lp:bab, omlt") == [("lp", verify.BAB), verify.OMLT_CONFIG]
+    assert verify.select_configs(configs, "HIGHS") == [("interval", "HIGHS"), ("lp", "HIGHS")]
+    with pytest.raises(ProblemError, match=r"\['obbt:scip'\].*interval:highs.*lp:bab"):
+        verify.select_configs(configs, "lp:BAB,obbt:SCIP")
+    # on the command line: only the chosen configuration runs; a wrong name or a missing --scaling leaves no store
+    monkeypatch.setattr(verify, "SCALING_QUICK", {2: (8,)})
+    monkeypatch.setattr(verify, "_scaling_configs", lambda: [("interval", "HIGHS"), ("interval", "SCIP relaxed")])
+    store = tmp_path / "chosen.sqlite"
+    assert main(["verify", "--scaling", "--quick", "--configs", "interval:HIGHS", "--store", str(store)]) == 0
+    assert [row["solver"] for row in verify.read_scaling(str(store), quick=True)] == ["HIGHS"]
+    never = tmp_path / "never.sqlite"
+    assert main(["verify", "--scaling", "--quick", "--configs", "nope", "--store", str(never)]) == 2
+    assert "--configs names ['nope']" in capsys.readouterr().err and not never.exists()
+    assert main(["verify", "--configs", "lp:BAB", "--store", str(never)]) == 2
+    assert "--configs is an option of --scaling" in capsys.readouterr().err and not never.exists()
 
 
 @pytest.mark.parametrize("budget", ["0", "-0.5"])
