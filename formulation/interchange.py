@@ -251,6 +251,16 @@ def from_onnx(path: str | os.PathLike):
                                "weights must be floating point.")
         return array.astype(np.float64)
 
+    def weight(node, index: int, where: str, role: str, first: str) -> np.ndarray:
+        """The 2-D constant second input of a Gemm or MatMul whose first input is the data."""
+        if node.input[0] != current:
+            raise ProblemError(f"{what}: {where} multiplies the constant {node.input[0]!r} by the data; the "
+                               f"data must be its first input {first}.")
+        B = constant(node, node.input[1], index, role)
+        if B.ndim != 2:
+            raise ProblemError(f"{what}: the {role} of {where} has shape {B.shape}; it must be 2-D: wrong shapes.")
+        return B
+
     def close_matmul(bias: np.ndarray | None, where: str) -> None:
         nonlocal pending
         W, matmul_where = pending
@@ -298,13 +308,7 @@ def from_onnx(path: str | os.PathLike):
             if attributes.get("transA", 0):
                 raise ProblemError(f"{what}: {where} has transA=1, which transposes the batch; only transA=0 is "
                                    "supported.")
-            if node.input[0] != current:
-                raise ProblemError(f"{what}: {where} multiplies the constant {node.input[0]!r} by the data; the "
-                                   "data must be its first input A.")
-            B = constant(node, node.input[1], index, "weight B")
-            if B.ndim != 2:
-                raise ProblemError(f"{what}: the weight B of {where} has shape {B.shape}; it must be 2-D: wrong "
-                                   "shapes.")
+            B = weight(node, index, where, "weight B", "A")
             W = B if attributes.get("transB", 0) else B.T
             alpha, beta = float(attributes.get("alpha", 1.0)), float(attributes.get("beta", 1.0))
             if alpha != 1.0:
@@ -317,13 +321,7 @@ def from_onnx(path: str | os.PathLike):
                 b = np.zeros(W.shape[0])
             chain.affine(np.ascontiguousarray(W), b, where)
         elif node.op_type == "MatMul":
-            if node.input[0] != current:
-                raise ProblemError(f"{what}: {where} multiplies the constant {node.input[0]!r} by the data; the "
-                                   "data must be its first input (X @ W).")
-            B = constant(node, node.input[1], index, "weight")
-            if B.ndim != 2:
-                raise ProblemError(f"{what}: the weight of {where} has shape {B.shape}; it must be 2-D: wrong "
-                                   "shapes.")
+            B = weight(node, index, where, "weight", "(X @ W)")
             pending = (np.ascontiguousarray(B.T), where)
         else:  # Add
             if pending is None:
