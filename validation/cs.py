@@ -113,6 +113,10 @@ CSGM = {"ms": (10, 25, 50, 100, 200, 300, 400, 500, 750), "test": 300, "noise": 
 #: Starting networks of ``al`` and ``adam`` (:meth:`ALTrainer.initial_network`): ``pairs`` is the ridge decoder
 #: written as a ReLU network plus He units; ``ridge`` the He network with a ridge output layer.
 INITS = ("pairs", "ridge")
+#: The trained image decoders (``--image-net``): ``pixel`` = the per-block ridge decoder (stage 1) followed by an
+#: MLP at every pixel of its image (:mod:`validation.pixel_decoder`); ``block`` = an MLP from a block's
+#: measurements to the block.
+IMAGE_NETS = ("pixel", "block")
 
 #: The two settings. ``budget_*`` is the AL wall-clock training budget in seconds; Adam gets the
 #: time the AL run actually used. ``lasso_*`` are the numbers of test / validation items LASSO solves.
@@ -123,6 +127,7 @@ SETTINGS = {
         "csgm_ms": CSGM["ms"], "csgm_train": 10000 - CSGM["test"], "csgm_hidden": (1000,), "budget_csgm": 60.0,
         "lasso_csgm_test": CSGM["test"],
         "image_ratios": (1, 4, 10, 25, 40), "image_blocks": 60000, "image_val_blocks": 6000, "image_hidden": (512,),
+        "pixel_train": 120000, "pixel_val": 12000, "pixel_hidden": (256,),
         "budget_images": 180.0, "set11": None, "lasso_images": ("cameraman",), "lasso_image_val": 6,
         "lasso_kappas": (0.03, 0.01, 0.003), "ridge_grid": 9, "al_max_iters": 100000,
     },
@@ -131,6 +136,7 @@ SETTINGS = {
         "budget_mnist": 30.0, "lasso_mnist_test": 5, "lasso_mnist_val": 3,
         "csgm_ms": (100,), "csgm_train": 3000, "csgm_hidden": (300,), "budget_csgm": 15.0, "lasso_csgm_test": 10,
         "image_ratios": (25,), "image_blocks": 2000, "image_val_blocks": 200, "image_hidden": (64,),
+        "pixel_train": 4000, "pixel_val": 400, "pixel_hidden": (32,),
         "budget_images": 30.0, "set11": ("cameraman",), "lasso_images": ("cameraman",),
         "lasso_image_val": 3, "lasso_kappas": (0.03, 0.003), "ridge_grid": 7, "al_max_iters": 3,
     },
@@ -150,7 +156,10 @@ AL_OPTIONS = {"batch_size": None, "nonmonotone": 1, "restore_best": True, "patie
 #: What the ``al_init`` row is, per ``--init``.
 START_NOTE = {"pairs": "the ridge decoder as a ReLU network (pairs ReLU(+-y)) plus He units with zero output "
                        "weights (the AL start; equal to ridge)",
-              "ridge": "He first layer, ridge output layer (the AL start)"}
+              "ridge": "He first layer, ridge output layer (the AL start)",
+              "pixel": "stage 1 (the ridge row), then the pixel network's start: its pairs ReLU(+-x) of the inputs "
+                       "carrying the ridge fit of the tiles on the windows (a linear filter of the stage-1 image) "
+                       "plus He units with zero output weights (the AL start)"}
 #: Images saved for the plot grid (Set11 stems) and the ratio they are shown at.
 PLOT_IMAGES = ("cameraman", "Monarch")
 PLOT_RATIO = 10
@@ -205,13 +214,16 @@ STORE_NAME = "cs.sqlite"
 
 @dataclass
 class Task:
-    """The data and matrix of one (dataset, ratio)."""
+    """The data and matrix of one (dataset, ratio); with ``--image-net pixel`` also the stage-1 decoder (blocks of
+    measurements to blocks) and the stage-2 samples the trained networks learn from."""
 
     A: np.ndarray
     A_source: str
     S_train: np.ndarray   # rows are signals
     S_val: np.ndarray
     basis: np.ndarray | None
+    stage1: object | None = None
+    stage2: object | None = None  # validation.pixel_decoder.PixelSamples
 
 
 def _noise(Y, sigma, rng):
@@ -258,12 +270,43 @@ def _csgm_mnist(mnist_dir: str | None, n_train: int, n_test: int) -> ds.Dataset:
         raise ProblemError(f"--protocol csgm needs the MNIST files: {error}") from error
 
 
+def _pixel_net(config: dict, dataset: str) -> bool:
+    return dataset == "images" and config.get("image_net", "block") == "pixel"
+
+
 def hidden_widths(config: dict, dataset: str, m: int) -> tuple[int, ...]:
-    """Hidden widths of a cell's MLP: the He units of each layer, plus the ``2m`` pair units of
-    ``init="pairs"`` (:meth:`ALTrainer.initial_network`)."""
+    """Hidden widths of a cell's MLP: the He units of each layer, plus the ``2 n_0`` pair units of
+    ``init="pairs"`` (:meth:`ALTrainer.initial_network`), ``n_0`` the network's inputs: the ``m`` measurements,
+    or the window and position features of the pixel network (:func:`validation.pixel_decoder.n_inputs`)."""
     key = {"images": "image_hidden", "mnist-csgm": "csgm_hidden"}.get(dataset, "mnist_hidden")
+    if _pixel_net(config, dataset):
+        from validation.pixel_decoder import n_inputs
+
+        key, m = "pixel_hidden", n_inputs()
     he = config["hidden"] or config["values"][key]
     return tuple(int(h) + (2 * m if config["init"] == "pairs" else 0) for h in he)
+
+
+@functools.lru_cache(maxsize=1)
+def _pixel_task(key: str, ratio: int):
+    """Stage 1 and the stage-2 samples of an image cell of the pixel network, built once per process: the
+    per-block decoder is the ``ridge`` row's (:func:`validation.baselines.linear.fit_ridge` on the patch pairs,
+    same noise), the samples :func:`validation.pixel_decoder.training_samples` with it."""
+    from validation import pixel_decoder
+
+    config = json.loads(key)
+    values, seed = config["values"], config["seed"]
+    names = None if values["set11"] is None else tuple(values["set11"])
+    _, patches = _image_data(config["set11_dir"], names, values["image_blocks"], values["image_val_blocks"], seed)
+    A, _ = ds.sampling_matrix(ratio, phi_dir=config["phi_dir"], rng=np.random.default_rng([seed, ratio]))
+    Y_train = _noise(patches.train @ A.T, config["noise"], np.random.default_rng([seed, 7]))
+    Y_val = _noise(patches.val @ A.T, config["noise"], np.random.default_rng([seed, 8]))
+    stage1 = fit_ridge(Y_train, patches.train, Y_val, patches.val, values["ridge_grid"])[0]
+    samples = pixel_decoder.training_samples(ds.training_photos(), stage1.predict, A,
+                                             np.random.default_rng([seed, ratio, 41]),
+                                             train_count=values["pixel_train"], val_count=values["pixel_val"],
+                                             noise=config["noise"])
+    return stage1, samples
 
 
 def _task(config: dict, dataset: str, ratio: int) -> tuple[Task, Evaluator, tuple[int, ...], float]:
@@ -274,7 +317,9 @@ def _task(config: dict, dataset: str, ratio: int) -> tuple[Task, Evaluator, tupl
         set11, patches = _image_data(config["set11_dir"], names, values["image_blocks"], values["image_val_blocks"],
                                      seed)
         A, source = ds.sampling_matrix(ratio, phi_dir=config["phi_dir"], rng=np.random.default_rng([seed, ratio]))
-        return (Task(A, source, patches.train, patches.val, dct_basis(ds.BLOCK)),
+        stage1, stage2 = _pixel_task(json.dumps(config, sort_keys=True), ratio) if _pixel_net(config, dataset) \
+            else (None, None)
+        return (Task(A, source, patches.train, patches.val, dct_basis(ds.BLOCK), stage1, stage2),
                 Evaluator("images", set11, config["noise"], config["smooth"]),
                 hidden_widths(config, dataset, A.shape[0]), values["budget_images"])
     if dataset == "mnist-csgm":
@@ -316,7 +361,9 @@ class Evaluator:
         return result, {"recovered": R[:8], "original": S[:8]}
 
     # --- images: Set11 images are the items, blocks are recovered together
-    def images(self, task: Task, recover, names=None) -> dict:
+    def images(self, task: Task, recover, names=None, post=None) -> dict:
+        """``recover`` maps the measurements of an image's blocks to its blocks; ``post``, when given, maps the
+        reassembled (unclipped) image to the final one (stage 2 of the pixel network)."""
         names = list(self.data) if names is None else list(names)
         results, examples, smooth = {}, {}, {}
         seconds = 0.0
@@ -325,9 +372,11 @@ class Evaluator:
             blocks, padded = ds.image_to_blocks(image)
             Y = _noise(blocks @ task.A.T, self.noise, np.random.default_rng(1))
             start = time.perf_counter()
-            R = recover(Y)
+            recovered = ds.blocks_to_image(recover(Y), padded, image.shape)
+            if post is not None:
+                recovered = post(recovered)
             seconds += time.perf_counter() - start
-            recovered = np.clip(ds.blocks_to_image(R, padded, image.shape), 0.0, 1.0)
+            recovered = np.clip(recovered, 0.0, 1.0)
             results[name] = {"psnr": psnr(image, recovered), "ssim": ssim(image, recovered)}
             if self.smooth:
                 from skimage.restoration import denoise_tv_chambolle
@@ -351,6 +400,16 @@ def _network_recovery(network):
     return lambda Y: network.forward(Y.T).T
 
 
+def _recovery(task: Task, network, pixel: bool):
+    """``(recover, post)`` of a trained network for :class:`Evaluator`: the network on the measurements, or with
+    the pixel network, stage 1 on the measurements and the network at every pixel of its image."""
+    if not pixel:
+        return _network_recovery(network), None
+    from validation.pixel_decoder import recover_image
+
+    return task.stage1.predict, lambda image: recover_image(image, _network_recovery(network))
+
+
 def _al_trainer(config: dict, hidden: tuple[int, ...], ridge: float, budget: float | None = None,
                 checkpoint: str | None = None):
     """The AL trainer of a cell: ``al`` trains it, ``al_init`` takes its start (the same options)."""
@@ -361,12 +420,13 @@ def _al_trainer(config: dict, hidden: tuple[int, ...], ridge: float, budget: flo
                      checkpoint=checkpoint, progress=False, **AL_OPTIONS)
 
 
-def _start_ridge(config: dict, task: Task, Y_train, Y_val) -> float:
-    """The relative ridge of the start: the one the ``ridge`` cell chooses on the validation pair for
-    ``init="pairs"`` (so that the start is that decoder), the trainer's default otherwise."""
+def _start_ridge(config: dict, X, T, X_val, T_val) -> float:
+    """The relative ridge of the start: for ``init="pairs"`` the one :func:`fit_ridge` chooses on the validation
+    pair of the network's own inputs and targets (so that the start is that linear decoder: the ``ridge`` row, or
+    for the pixel network its linear filter of the stage-1 image), the trainer's default otherwise."""
     if config["init"] != "pairs":
         return 1e-3
-    return fit_ridge(Y_train, task.S_train, Y_val, task.S_val, config["values"]["ridge_grid"])[2]
+    return fit_ridge(X, T, X_val, T_val, config["values"]["ridge_grid"])[2]
 
 
 def _train_al(trainer, Y, S, Y_val, S_val) -> tuple:
@@ -436,18 +496,25 @@ def cs_case(case: Case) -> dict:
     Y_train = _noise(task.S_train @ task.A.T, noise, np.random.default_rng([seed, 7]))
     Y_val = _noise(task.S_val @ task.A.T, noise, np.random.default_rng([seed, 8]))
     record = {"m": int(task.A.shape[0]), "n": int(task.A.shape[1]), "A": task.A_source}
-    limit, names = None, None
+    limit, names, post = None, None, None
+    # what the trained networks learn from: the measurement / signal pairs, or the pixel network's samples
+    pixel = task.stage2 is not None
+    X, T, X_val, T_val = ((task.stage2.X_train, task.stage2.T_train, task.stage2.X_val, task.stage2.T_val) if pixel
+                          else (Y_train, task.S_train, Y_val, task.S_val))
+    if pixel and method in ("al", "al_init", "adam"):
+        record.update(image_net="pixel", pixel_samples=task.stage2.info)
     if method == "al":
-        ridge = _start_ridge(config, task, Y_train, Y_val)
+        ridge = _start_ridge(config, X, T, X_val, T_val)
         trainer = _al_trainer(config, hidden, ridge, budget, al_checkpoint(folder, config["setting"], dataset, ratio))
-        network, info = _train_al(trainer, Y_train, task.S_train, Y_val, task.S_val)
+        network, info = _train_al(trainer, X, T, X_val, T_val)
         record.update(hidden=list(hidden), budget=budget, train_seconds=info["wall_seconds"], al=info,
                       init=config["init"], start_ridge=ridge)
-        recover = _network_recovery(network)
+        recover, post = _recovery(task, network, pixel)
     elif method == "al_init":
-        ridge = _start_ridge(config, task, Y_train, Y_val)
-        record.update(hidden=list(hidden), train_seconds=0.0, start_ridge=ridge, note=START_NOTE[config["init"]])
-        recover = _network_recovery(_al_start(_al_trainer(config, hidden, ridge), Y_train, task.S_train))
+        ridge = _start_ridge(config, X, T, X_val, T_val)
+        record.update(hidden=list(hidden), train_seconds=0.0, start_ridge=ridge,
+                      note=START_NOTE["pixel" if pixel and config["init"] == "pairs" else config["init"]])
+        recover, post = _recovery(task, _al_start(_al_trainer(config, hidden, ridge), X, T), pixel)
     elif method == "adam":
         from validation.baselines.adam import train_adam
 
@@ -455,15 +522,15 @@ def cs_case(case: Case) -> dict:
         # Adam recomputes identically and is not charged for either, excluded)
         adam_budget = float(case.settings["al_seconds"])
         start = time.perf_counter()
-        trained = train_adam(Y_train.T, task.S_train.T, Y_val.T, task.S_val.T, hidden=hidden, seed=seed,
+        trained = train_adam(X.T, T.T, X_val.T, T_val.T, hidden=hidden, seed=seed,
                              time_budget=adam_budget, record_every=max(0.5, adam_budget / 100),
-                             init=config["init"], ridge=_start_ridge(config, task, Y_train, Y_val),
+                             init=config["init"], ridge=_start_ridge(config, X, T, X_val, T_val),
                              weight_decay=config["al_mu"],  # the AL trainer's start and objective
                              restore_best=AL_OPTIONS["restore_best"])  # and its selection
         record.update(hidden=list(hidden), budget=adam_budget, train_seconds=time.perf_counter() - start,
                       epochs=trained["epochs"], history=_loss_history(trained["history"]),
                       **_selected(trained["selected"], trained["history"], "epoch"))
-        recover = _network_recovery(trained["network"])
+        recover, post = _recovery(task, trained["network"], pixel)
     elif method == "ridge":
         start = time.perf_counter()
         model, alpha, relative = fit_ridge(Y_train, task.S_train, Y_val, task.S_val, config["values"]["ridge_grid"])
@@ -502,7 +569,7 @@ def cs_case(case: Case) -> dict:
     if evaluator.kind in ("mnist", "csgm"):
         scores, examples = evaluator.mnist(task, recover, limit)
     else:
-        scores, examples = evaluator.images(task, recover, names)
+        scores, examples = evaluator.images(task, recover, names, post)
     record.update(scores)
     path = example_path(folder, config["setting"], dataset, ratio, method)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -563,7 +630,7 @@ def plan(args, out=print) -> tuple[dict, list[tuple[str, int]], list[str]]:
 
     noise = args.noise if args.noise is not None else (CSGM["noise"] if csgm else 0.0)
     config = {"setting": name, "protocol": args.protocol, "seed": args.seed, "noise": noise,
-              "init": args.init, "hidden": list(args.hidden) if args.hidden else None,
+              "init": args.init, "image_net": args.image_net, "hidden": list(args.hidden) if args.hidden else None,
               "mnist_dir": folder(args.mnist_dir),
               "set11_dir": folder(args.set11_dir), "phi_dir": folder(args.phi_dir),
               "mnist_matrix": "gaussian 1/m (train_data.mnist_cs_matrix)", "al_rho": args.al_rho,
@@ -589,6 +656,10 @@ def plan(args, out=print) -> tuple[dict, list[tuple[str, int]], list[str]]:
             f"stride-{ds.PATCH_STRIDE} grid of skimage.data {', '.join(ds.TRAINING_PHOTOS)} (camera excluded) and "
             f"scikit-learn's {', '.join(ds.SAMPLE_IMAGES)}, in 8 orientations; validation: "
             f"{setting['image_val_blocks']} patches of 10 % of the grid positions, held out")
+        if args.image_net == "pixel":
+            out(f"[images] trained decoders: the ridge decoder per block, then an MLP at every pixel of its image "
+                f"(--image-net pixel); {setting['pixel_train']} training and {setting['pixel_val']} validation pixels "
+                f"of the same photographs (validation: 10 % of their 33x33 cells, held out)")
         cells += [("images", ratio) for ratio in setting["image_ratios"]]
     return config, cells, methods
 
@@ -970,6 +1041,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="start of the AL and Adam networks: 'pairs' = the ridge decoder as a ReLU network "
                              "(units ReLU(y), ReLU(-y), output weights [P, -P]) plus the He units with zero output "
                              "weights, so the start equals ridge; 'ridge' = He network with a ridge output layer")
+    parser.add_argument("--image-net", choices=IMAGE_NETS, default="pixel",
+                        help="trained image decoder: 'pixel' = the per-block ridge decoder, then an MLP at every "
+                             "pixel of its image from the 11x11 window around it and its position in the block to "
+                             "the 3x3 tile there (overlapping tiles averaged); 'block' = an MLP from a block's "
+                             "measurements to the block")
     parser.add_argument("--hidden", type=_hidden, default=None,
                         help="He units per hidden layer, 1 to 3 layers, e.g. 512 or 512,512 (with --init pairs each "
                              "layer also holds the 2m pair units); default per dataset and setting")

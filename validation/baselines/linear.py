@@ -42,7 +42,8 @@ def fit_ridge(Y: np.ndarray, S: np.ndarray, Y_val: np.ndarray, S_val: np.ndarray
     best = None
     for relative in np.logspace(-6, 2, grid):
         model, alpha = ridge(Y, S, relative)
-        error = float(np.mean((np.clip(model.predict(Y_val), 0, 1) - S_val) ** 2))
+        # scikit-learn predicts shape (N,) for targets of shape (N, 1): keep the targets' shape, never broadcast
+        error = float(np.mean((np.clip(model.predict(Y_val), 0, 1).reshape(np.shape(S_val)) - S_val) ** 2))
         if best is None or error < best[0]:
             best = (error, model, alpha, float(relative))
     return best[1], float(best[2]), best[3]
