@@ -49,6 +49,7 @@ __all__ = [
     "BoundLP",
     "check_box",
     "MixedIntegerModel",
+    "NetworkLayers",
     "BinaryForm",
     "RelaxedForm",
     "GenerativeRecovery",
@@ -332,6 +333,8 @@ class MixedIntegerModel:
         #: Per unstable unit, ``z = wᵀ v[inputs] + b`` as ``(inputs, w, b)`` when ``z`` is an affine map of
         #: bounded variables (a network layer), else None; used by :meth:`ideal_cuts`.
         self.unit_affine: list[tuple[np.ndarray, np.ndarray, float] | None] = []
+        #: The network the model encodes, when it encodes one with fixed weights (``_encode_network``), else None.
+        self.layers: NetworkLayers | None = None
         self.c = np.zeros(0)
         self.c0 = 0.0
         self.F: sps.csr_matrix | None = None
@@ -583,15 +586,41 @@ def round_activations(model: MixedIntegerModel, v: np.ndarray) -> np.ndarray:
 
 
 # ====================================================================== network encoding
+@dataclass
+class NetworkLayers:
+    r"""Where a network with fixed weights sits in a :class:`MixedIntegerModel`: ``Z_l = W_l X_{l-1} + b_l`` and
+    ``X_l = ReLU(Z_l)`` for every hidden layer ``l`` (0-based lists), ``X_0`` the input block.
+
+    Attributes
+    ----------
+    inputs : ndarray of int
+        Indices in ``v`` of the input block.
+    weights, biases : list of ndarray
+        ``W_l`` of shape ``(n_l, n_{l-1})`` and ``b_l`` of shape ``(n_l,)`` of the hidden layers.
+    z, x : list of ndarray of int
+        Indices in ``v`` of ``Z_l`` and ``X_l``.
+    """
+
+    inputs: np.ndarray
+    weights: list[np.ndarray] = field(default_factory=list)
+    biases: list[np.ndarray] = field(default_factory=list)
+    z: list[np.ndarray] = field(default_factory=list)
+    x: list[np.ndarray] = field(default_factory=list)
+
+
 def _encode_network(model: MixedIntegerModel, network: ReluNetwork, inputs: np.ndarray,
                     bounds: Bounds) -> np.ndarray:
-    """Add ``Z_l = W_l X_{l−1} + b_l`` and ReLU units of every hidden layer; return the last ``X`` indices."""
+    """Add ``Z_l = W_l X_{l−1} + b_l`` and ReLU units of every hidden layer; return the last ``X`` indices.
+    The layers are recorded in ``model.layers`` (:class:`NetworkLayers`)."""
     x = inputs
+    model.layers = NetworkLayers(np.asarray(inputs, int).ravel().copy())
     for layer in range(network.depth - 1):
         W, b = network.weights[layer], network.biases[layer]
         lo, up = bounds.lower[layer], bounds.upper[layer]
         z = model.add_block(f"Z{layer + 1}", W.shape[0], lo, up)
         xs = model.add_block(f"X{layer + 1}", W.shape[0], 0.0, np.maximum(up, 0.0))
+        for name, value in (("weights", W), ("biases", b), ("z", z), ("x", xs)):
+            getattr(model.layers, name).append(np.array(value, copy=True))
         for j in range(W.shape[0]):
             # z_j - W_j x = b_j
             model.add_eq(np.concatenate([[z[j]], x]), np.concatenate([[1.0], -W[j]]), b[j])

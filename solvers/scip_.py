@@ -10,6 +10,21 @@ Version (ii) of DESIGN §5 (``RelaxedForm``) is built here directly in PySCIPOpt
 (the sign constraints are what make the relaxation exact; without them the model is loose), plus the
 model's linear rows and bounds. SCIP's spatial branch and bound solves it to global optimality.
 A quadratic objective ``||F v − g||²`` becomes ``min c^T v + q`` with ``q ≥ ||F v − g||²``.
+
+**ReLU splits** (``relu_split=True``, the output-bound model of a network only). SCIP's own choice of where to
+branch on ``x = d z`` is replaced by a ReLU split: of the units whose local bounds still hold ``l < 0 < u``,
+the one with the largest intercept score is split at ``z = 0`` (SCIP's ``branchVarVal``). In the child
+``z ≤ 0`` the sign constraint ``(1 − d) z ≤ 0`` and ``x = d z ≥ 0`` leave ``x = 0``; in ``z ≥ 0`` they leave
+``x = z``, and SCIP's McCormick cuts over the child's box are exact (branching on ``d`` at any interior point
+``t`` is the same split: ``d ≥ t > 0`` with ``d z ≥ 0`` gives ``z ≥ 0``, ``d ≤ t < 1`` with ``(1 − d) z ≤ 0``
+gives ``z ≤ 0``). The score of a unit is what the intercept ``−u l/(u − l)`` of its triangle adds to the
+linear upper bound of the objective obtained by a backward pass through the node's local bounds (each
+``x`` replaced by the triangle's upper line where its coefficient is positive, by ``x ≥ z`` or ``x ≥ 0``
+otherwise), so it estimates what the split gains (BaBSR's intercept score). With every score 0, the largest
+triangle ``u(−l)/(u − l)`` of the earliest layer. A primal heuristic offers SCIP, after every node LP, the
+forward pass of the LP's input (every ``z``, ``x`` and ``d = 1[z > 0]``), which SCIP checks like any
+solution. Everything that bounds the optimum stays SCIP's: its LP relaxation with its McCormick cuts, its
+propagation and its tree; the rule only picks the variable and the point of each spatial branch.
 """
 
 from __future__ import annotations
@@ -56,6 +71,123 @@ RAW_STATUS = {
 }
 
 
+def _layered(mi):
+    """The network of an output-bound model for ``relu_split``: its :class:`NetworkLayers` and the objective's
+    weights on the last hidden layer; ProblemError when the model is not one (the rule needs a forward pass
+    that gives every variable, and an objective linear in the last hidden layer)."""
+    layers = mi.layers
+    covered = None if layers is None else np.concatenate([layers.inputs, *layers.z, *layers.x])
+    if layers is None or mi.F is not None or covered.size != mi.n or not np.array_equal(np.sort(covered),
+                                                                                        np.arange(mi.n)):
+        raise ProblemError(f"relu_split takes the output-bound model of a ReLU network (OutputBound, `verify "
+                           f"--problem bound`): a model of the input and the network's layers only, with a linear "
+                           f"objective; {mi.name!r} is not one. Solve it without relu_split.")
+    weights = np.zeros(mi.n)
+    weights[layers.x[-1]] = mi.c[layers.x[-1]]
+    if not np.array_equal(weights, mi.c):
+        raise ProblemError(f"relu_split needs an objective of the last hidden layer's outputs only (an output "
+                           f"bound); the objective of {mi.name!r} has other terms. Solve it without relu_split.")
+    return layers, mi.c[layers.x[-1]]
+
+
+def intercept_scores(layers, objective_weights: np.ndarray, lower: list, upper: list) -> list[np.ndarray]:
+    r"""Per hidden layer, the intercept score of every unit (0 for units with ``l ≥ 0`` or ``u ≤ 0``).
+
+    Backward pass of the upper bound of ``wᵀ X_{L−1}`` (``w`` = ``objective_weights``) under the pre-activation
+    bounds ``lower``, ``upper`` (lists per layer): with ``κ`` the coefficient of ``x_j`` of layer ``m``, an
+    unstable unit's ``x_j`` becomes ``s_j (z_j − l_j)`` (``s_j = u_j/(u_j − l_j)``) when ``κ > 0`` and ``α_j z_j``
+    (``α_j = 1[u_j > −l_j]``) otherwise; an active one ``z_j``, an inactive one 0; then ``z_m = W_m x_{m−1} +
+    b_m`` gives the coefficients of layer ``m − 1``. The score is ``max(κ, 0)·s_j·(−l_j)``, the intercept's
+    share of the bound, which both children of a split at 0 remove.
+    """
+    coefficient = np.asarray(objective_weights, float)
+    scores = [np.zeros(lo.size) for lo in lower]
+    for m in range(len(lower) - 1, -1, -1):
+        lo, up = lower[m], upper[m]
+        active, inactive = lo >= 0, up <= 0
+        unstable = ~(active | inactive)
+        slope = np.where(unstable, up / np.where(unstable, up - lo, 1.0), 0.0)
+        alpha = (up > -lo).astype(float)
+        scores[m] = np.where(unstable, np.maximum(coefficient, 0.0) * slope * (-lo), 0.0)
+        relaxed = np.where(active, coefficient,
+                           np.where(inactive, 0.0, coefficient * np.where(coefficient > 0, slope, alpha)))
+        coefficient = relaxed @ layers.weights[m]
+    return scores
+
+
+class _ReluSplit(pyscipopt.Branchrule):
+    """The ReLU-split branching rule of ``relu_split`` (module docstring): ``z`` of the best-scored unit at 0."""
+
+    def __init__(self, layers, objective_weights, z_variables):
+        self.layers, self.objective_weights, self.z_variables = layers, objective_weights, z_variables
+        self.transformed = None
+        self.branched = 0
+
+    def branchexeclp(self, allowaddcons):
+        return self._branch()
+
+    def branchexecext(self, allowaddcons):  # the nonlinear handler's candidates (branching/external)
+        return self._branch()
+
+    def _branch(self):
+        model = self.model
+        if self.transformed is None:
+            self.transformed = [[model.getTransformedVar(var) for var in layer] for layer in self.z_variables]
+        lower = [np.array([var.getLbLocal() for var in layer]) for layer in self.transformed]
+        upper = [np.array([var.getUbLocal() for var in layer]) for layer in self.transformed]
+        epsilon = model.epsilon()
+        open_units = [(lo < -epsilon) & (up > epsilon) for lo, up in zip(lower, upper)]
+        if not any(mask.any() for mask in open_units):
+            return {"result": pyscipopt.SCIP_RESULT.DIDNOTRUN}  # SCIP's own branching takes over
+        scores = intercept_scores(self.layers, self.objective_weights, lower, upper)
+        flat = np.concatenate([np.where(mask, score, -1.0) for mask, score in zip(open_units, scores)])
+        index = int(np.argmax(flat))
+        if flat[index] <= 0:  # no score: the largest triangle of the earliest layer with an open unit
+            layer = next(m for m, mask in enumerate(open_units) if mask.any())
+            lo, up = lower[layer], upper[layer]
+            height = np.where(open_units[layer], up * (-lo) / np.where(open_units[layer], up - lo, 1.0), -1.0)
+            index = sum(mask.size for mask in open_units[:layer]) + int(np.argmax(height))
+        variable = [var for layer in self.transformed for var in layer][index]
+        model.branchVarVal(variable, 0.0)
+        self.branched += 1
+        return {"result": pyscipopt.SCIP_RESULT.BRANCHED}
+
+
+class _ForwardPass(pyscipopt.Heur):
+    """The primal heuristic of ``relu_split``: the forward pass of the node LP's input, offered to SCIP."""
+
+    def __init__(self, mi, layers, variables, d_variables, maximise: bool):
+        self.mi, self.layers, self.variables, self.d_variables = mi, layers, variables, d_variables
+        self.sign = 1.0 if maximise else -1.0
+        self.best = -np.inf
+        self.inputs = None
+        self.found = 0
+
+    def heurexec(self, heurtiming, nodeinfeasible):
+        model, mi, layers = self.model, self.mi, self.layers
+        if self.inputs is None:
+            self.inputs = [model.getTransformedVar(self.variables[i]) for i in layers.inputs]
+        point = np.zeros(mi.n)
+        x = np.clip([model.getSolVal(None, var) for var in self.inputs], mi.lb[layers.inputs], mi.ub[layers.inputs])
+        point[layers.inputs] = x
+        for W, b, z_index, x_index in zip(layers.weights, layers.biases, layers.z, layers.x):
+            # the bounds hold for every input of the box, so clipping only removes rounding noise
+            z = np.clip(W @ x + b, mi.lb[z_index], mi.ub[z_index])
+            x = np.maximum(z, 0.0)
+            point[z_index], point[x_index] = z, x
+        value = self.sign * mi.objective(point)
+        if not value > self.best:
+            return {"result": pyscipopt.SCIP_RESULT.DIDNOTFIND}
+        self.best = value
+        solution = model.createSol(self)
+        for var, entry in zip([*self.variables, *self.d_variables],
+                              np.concatenate([point, (point[mi.unit_z] > 0).astype(float)])):
+            model.setSolVal(solution, var, float(entry))
+        accepted = model.trySol(solution, printreason=False, free=True)  # SCIP checks it like any solution
+        self.found += bool(accepted)
+        return {"result": pyscipopt.SCIP_RESULT.FOUNDSOL if accepted else pyscipopt.SCIP_RESULT.DIDNOTFIND}
+
+
 def _finite_bound(model) -> float | None:
     """SCIP's dual bound, or None where it is SCIP's infinity (±1e20: no bound, e.g. after "inforunbd")."""
     dual = float(model.getDualbound())
@@ -90,8 +222,10 @@ class BackendSCIP(MipBackend):
               **options) -> Solution:
         """Solve ``form``. With a starting point ``start`` (``{"v": ..., "d": ...}``, a point of the model) a
         binary form is built directly in PySCIPOpt (:meth:`build_binary`) instead of through CVXPY, and the
-        start is handed to SCIP (``createSol``/``addSol``) before the solve; the relaxed model takes it too."""
-        if form.requires == BILINEAR or start is not None:
+        start is handed to SCIP (``createSol``/``addSol``) before the solve; the relaxed model takes it too.
+        ``relu_split=True`` (relaxed output-bound model only) adds the ReLU-split branching rule and the
+        forward-pass heuristic of the module docstring."""
+        if form.requires == BILINEAR or start is not None or options.get("relu_split", False) is not False:
             method = functools.partial(self._solve_relaxed, start=start, binary=form.requires != BILINEAR)
         else:
             method = super().solve
@@ -159,10 +293,28 @@ class BackendSCIP(MipBackend):
         return model, v, d
 
     def _solve_relaxed(self, form, *, time_limit=None, gap=None, cuts: bool = False, start=None, binary=False,
-                       **options) -> Solution:
+                       relu_split: bool = False, **options) -> Solution:
         mi = form.mi
+        if not isinstance(relu_split, (bool, np.bool_)):
+            raise ProblemError(f"relu_split must be True or False, got {relu_split!r}.")
+        if relu_split and binary:
+            raise ProblemError("relu_split is an option of the relaxed model (ii) (RelaxedForm); the binary model (i) "
+                               "has its own branching on d. Solve (i) without it.")
         clock = time.perf_counter()
         model, v, d = self.build_relaxed(mi, cuts=cuts, binary=binary)
+        rule = heuristic = None
+        if relu_split:
+            layers, objective_weights = _layered(mi)
+            sign = 1.0 if mi.sense == "max" else -1.0  # the scores are of the bound SCIP must close: max σ cᵀv
+            rule = _ReluSplit(layers, sign * objective_weights, [[v[i] for i in z] for z in layers.z])
+            heuristic = _ForwardPass(mi, layers, v, d, maximise=mi.sense == "max")
+            # the nonlinear handler hands its branching candidates to the branching rules instead of branching
+            model.setParam("constraints/nonlinear/branching/external", True)
+            model.setParam("presolving/donotmultaggr", True)  # keep every z a variable SCIP can branch on
+            model.includeBranchrule(rule, "relusplit", "ReLU split of z at 0 by intercept score", priority=1000000,
+                                    maxdepth=-1, maxbounddist=1.0)
+            model.includeHeur(heuristic, "reluforward", "forward pass of the node LP's input", "F", priority=1000000,
+                              freq=1, timingmask=pyscipopt.SCIP_HEURTIMING.AFTERLPNODE)
         build = time.perf_counter() - clock
         accepted = start_objective = None
         if start is not None:
@@ -218,7 +370,9 @@ class BackendSCIP(MipBackend):
                     "feasibility_tolerance": float(model.getParam("numerics/feastol")),
                     "integrality_violation": integrality, "direct": True,
                     "nodes": int(model.getNNodes()), "cuts": cuts, "start_objective": start_objective,
-                    "start_accepted": accepted},
+                    "start_accepted": accepted, "relu_split": bool(relu_split),
+                    "relu_splits": None if rule is None else rule.branched,
+                    "forward_solutions": None if heuristic is None else heuristic.found},
         )
 
 

@@ -16,7 +16,9 @@ For every instance (a seeded random network with fixed weights, or the user's ``
 ``--backends BAB`` adds the ReLU-split branch and bound (:mod:`solvers.methods.relu_bab`, output bounds only):
 its node LP is at once the LP relaxation of (i) and the McCormick relaxation of (ii) after a split of ``z`` at 0,
 so its proof covers both versions by one argument; it is judged against SCIP's independent solve of (ii) like
-any (i) result.
+any (i) result. ``--relu-split`` makes that SCIP solve of (ii) branch by ReLU splits too (output bounds only;
+``relu_split`` of ``solvers.scip_``): the branching rule picks where SCIP splits, SCIP's own relaxation, propagation
+and tree bound and prove (ii).
 
 Pre-activation bounds come in stages (``--bounds interval|lp|obbt``, ``--tighten`` = ``lp``): interval
 arithmetic, LP over the triangle relaxation, then per-neuron MILPs of the earlier layers (OBBT, ``--obbt-time``
@@ -208,7 +210,8 @@ def _finite(*values) -> list[float]:
     return [float(v) for v in values if v is not None and np.isfinite(v)]
 
 
-def solve_version(problem, backend: str, relaxed: bool, time_limit: float, start: dict | None = None) -> dict:
+def solve_version(problem, backend: str, relaxed: bool, time_limit: float, start: dict | None = None,
+                  options: dict | None = None) -> dict:
     """Solve (i) or (ii) of every sign split and judge the result by the forward pass of its points.
 
     Every part keeps the model objective of the returned point (``objective``, NaN without one), the solver's
@@ -218,14 +221,16 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float, start
     bound]``, for a min problem ``[bound, best forward value]`` (the optimum over splits is the best over
     splits). A part the solver calls optimal whose bound or model objective is further from its own forward
     value than the tolerance is ``inaccurate``; a bound on the wrong side of the part's own point is dropped.
+    ``options`` go to the backend's solve (e.g. ``{"relu_split": True}`` for SCIP on (ii)).
     """
     maximise = _maximise(problem)
     parts = []
+    options = options or {}
     for p, model in forms(problem):
         form = mi.RelaxedForm(model) if relaxed else mi.BinaryForm(model)
         given = start if start is not None and getattr(solvers.get_backend(backend), "takes_start", False) else None
-        solution = (solvers.solve(form, backend, time_limit=time_limit, start=given) if given is not None
-                    else solvers.solve(form, backend, time_limit=time_limit))
+        solution = (solvers.solve(form, backend, time_limit=time_limit, start=given, **options) if given is not None
+                    else solvers.solve(form, backend, time_limit=time_limit, **options))
         tolerance = _effective_tolerance(solution.extras)
         v = solution.values.get("v") if solution.found else None
         allowance = _allowance(problem, p, tolerance, v)
@@ -283,6 +288,7 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float, start
         "seconds": sum(part["seconds"] for part in parts), "parts": parts,
         "rounding_ok": all(part.get("rounding_ok", False) for part in parts) if relaxed else None,
         "start_accepted": parts[0]["start_accepted"] if len(parts) == 1 else None,
+        **({"options": dict(options)} if options else {}),
     }
 
 
@@ -499,7 +505,9 @@ def _reason(row: dict, judged: dict, requires: str) -> str:
 
 
 def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts: int, rng, adam: bool,
-                    give_start: bool = True) -> dict:
+                    give_start: bool = True, relu_split: bool = False) -> dict:
+    """Solve and judge one instance (module docstring); ``relu_split`` makes SCIP's solve of (ii) branch by ReLU
+    splits (``solvers.scip_``, output-bound problems only; ignored for the others)."""
     row = {"spec": spec, "kind": problem.kind}
     if isinstance(problem, mi.TinyTraining):
         row["size"] = f"{problem.X0.shape[0]}-{problem.hidden}-1 N={problem.X0.shape[1]}"
@@ -545,8 +553,11 @@ def verify_instance(spec: dict, problem, *, backends, time_limit: float, starts:
                       row["binaries"], splits, time_limit)
         row["mi"][name] = solve_version(problem, name, relaxed=False, time_limit=time_limit, start=start)
         progress.info("(i) %s: %s in %.1f s", name, row["mi"][name]["state"], row["mi"][name]["seconds"])
-    progress.info("(ii) relaxed bilinear model with SCIP, time limit %g s per split", time_limit)
-    row["relaxed"] = solve_version(problem, "SCIP", relaxed=True, time_limit=time_limit, start=start)
+    split = relu_split and isinstance(problem, mi.OutputBound)
+    progress.info("(ii) relaxed bilinear model with SCIP%s, time limit %g s per split",
+                  " (ReLU-split branching)" if split else "", time_limit)
+    row["relaxed"] = solve_version(problem, "SCIP", relaxed=True, time_limit=time_limit, start=start,
+                                   options={"relu_split": True} if split else None)
     progress.info("(ii) SCIP: %s in %.1f s", row["relaxed"]["state"], row["relaxed"]["seconds"])
     relaxed = row["relaxed"]
     demote_beaten_bounds([*row["mi"].values(), relaxed], _maximise(problem))
@@ -913,7 +924,8 @@ def run_case(case) -> dict:
                                  bounds=settings.get("bounds"), obbt_time=settings.get("obbt_time", OBBT_TIME))
         row = verify_instance(spec, problem, backends=settings["backends"], time_limit=settings["time_limit"],
                               starts=settings["starts"], rng=np.random.default_rng([case.seed, spec["id"]]),
-                              adam=settings["adam"], give_start=settings.get("start", True))
+                              adam=settings["adam"], give_start=settings.get("start", True),
+                              relu_split=settings.get("relu_split", False))
     row["warnings"] = [f"{category.__name__}: {message}" for category, message in caught]
     return {"row": json_text(row), "verdict": row["verdict"], "rel_diff": row["rel_diff"]}
 
@@ -926,6 +938,8 @@ def _run_default_set(args, backends) -> tuple[list[dict], list[str], list[str]]:
                 "starts": args.starts, "adam": not args.no_adam, "backends": backends}
     if args.bounds == "obbt" or args.no_start:  # settings added later: absent keys keep older stores' case ids
         settings.update({"bounds": args.bounds, "obbt_time": args.obbt_time, "start": not args.no_start})
+    if args.relu_split:
+        settings["relu_split"] = True
     cases = [Case(problem=spec, backend="+".join(backends), settings=settings, seed=args.seed)
              for spec in default_specs(args.instances, args.seed)]
     study = Study("verify", cases, run="validation.verify:run_case", figures=CASE_FIGURES)
@@ -996,13 +1010,16 @@ def _run(args) -> int:
         if BAB in backends and not takes(BAB, problem):
             raise ProblemError(f"--backends {BAB}: the ReLU-split branch and bound solves the output-bound problem "
                                f"only (--problem bound), not --problem {args.problem}; leave {BAB} out for it.")
+        if args.relu_split and not isinstance(problem, mi.OutputBound):
+            raise ProblemError(f"--relu-split: SCIP's ReLU-split branching on (ii) takes the output-bound problem only "
+                               f"(--problem bound), not --problem {args.problem}; leave --relu-split out for it.")
         if not any(takes(name, problem) for name in backends):
             raise ProblemError(f"None of the MI backends {', '.join(backends)} takes this {requires} problem; "
                                f"add one that does (SCIP takes MILP and MIQP).")
         with recorded_warnings() as caught:
             rows = [verify_instance(spec, problem, backends=backends, time_limit=args.time_limit, starts=args.starts,
                                     rng=np.random.default_rng([args.seed, spec["id"]]), adam=not args.no_adam,
-                                    give_start=not args.no_start)]
+                                    give_start=not args.no_start, relu_split=args.relu_split)]
         rows[0]["warnings"] = [f"{category.__name__}: {message}" for category, message in caught]
     else:
         rows, failures, timeouts = _run_default_set(args, backends)
@@ -1061,6 +1078,10 @@ def add_parser(subparsers) -> None:
                              "adds the ReLU-split branch and bound (output-bound problem only; proves (i) and (ii) by "
                              "one tree)")
     parser.add_argument("--no-adam", action="store_true", help="skip the Adam baseline of the training problems")
+    parser.add_argument("--relu-split", action="store_true",
+                        help="SCIP's solve of (ii) branches by ReLU splits (z of the unit with the largest intercept "
+                             "score, at 0) and tries the forward pass of every node LP's input (output-bound "
+                             "problems only; SCIP still bounds and proves (ii) itself)")
     parser.add_argument("--json", default="", help="write every result to this JSON file")
     parser.add_argument("--plot", default="", help="write plots (PNG) to this directory")
     scaling = parser.add_argument_group("scaling study")
@@ -1478,7 +1499,8 @@ def run_mnist(args) -> int:
             "epsilon": args.epsilon}
     backends = installed_mi_backends(args.backends or "HIGHS")
     row = verify_instance(spec, problem, backends=backends, time_limit=args.time_limit, starts=args.starts,
-                          rng=np.random.default_rng(args.seed), adam=False, give_start=not args.no_start)
+                          rng=np.random.default_rng(args.seed), adam=False, give_start=not args.no_start,
+                          relu_split=args.relu_split)
     ours = time.perf_counter() - clock
     print(format_table([row], backends))
     for line in extra_summary([row]):
