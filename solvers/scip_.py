@@ -120,7 +120,7 @@ class _ReluSplit(pyscipopt.Branchrule):
 
     def __init__(self, layers, objective_weights, z_variables):
         self.layers, self.objective_weights, self.z_variables = layers, objective_weights, z_variables
-        self.transformed = None
+        self.transformed = self.active = None
         self.branched = 0
 
     def branchexeclp(self, allowaddcons):
@@ -133,10 +133,12 @@ class _ReluSplit(pyscipopt.Branchrule):
         model = self.model
         if self.transformed is None:
             self.transformed = [[model.getTransformedVar(var) for var in layer] for layer in self.z_variables]
+            # a z that presolve fixed or aggregated cannot be branched on; SCIP's own branching covers it
+            self.active = [np.array([var.isActive() for var in layer]) for layer in self.transformed]
         lower = [np.array([var.getLbLocal() for var in layer]) for layer in self.transformed]
         upper = [np.array([var.getUbLocal() for var in layer]) for layer in self.transformed]
         epsilon = model.epsilon()
-        open_units = [(lo < -epsilon) & (up > epsilon) for lo, up in zip(lower, upper)]
+        open_units = [(lo < -epsilon) & (up > epsilon) & active for lo, up, active in zip(lower, upper, self.active)]
         if not any(mask.any() for mask in open_units):
             return {"result": pyscipopt.SCIP_RESULT.DIDNOTRUN}  # SCIP's own branching takes over
         scores = intercept_scores(self.layers, self.objective_weights, lower, upper)
