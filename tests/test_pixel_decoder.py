@@ -114,3 +114,18 @@ def test_fit_ridge_with_one_output_does_not_broadcast():
     one = fit_ridge(X[:200], y[:200], X[200:], y[200:], 9)
     two = fit_ridge(X[:200], np.hstack([y[:200], y[:200]]), X[200:], np.hstack([y[200:], y[200:]]), 9)
     assert one[2] == two[2] and one[2] < 1.0  # scaled targets: a small penalty wins, as with two outputs
+
+
+def test_cs_image_net_option_and_hidden_widths():
+    from validation import cs
+    from validation.cli import build_parser
+
+    assert build_parser().parse_args(["cs"]).image_net == "pixel"
+    assert build_parser().parse_args(["cs", "--image-net", "block"]).image_net == "block"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["cs", "--image-net", "patch"])
+    config = {"init": "pairs", "hidden": None, "image_net": "pixel", "values": cs.SETTINGS["full"]}
+    # the pixel network's pairs are those of its inputs (window and position), not of the m measurements
+    assert cs.hidden_widths(config, "images", 109) == (256 + 2 * pd.n_inputs(),)
+    assert cs.hidden_widths({**config, "image_net": "block"}, "images", 109) == (512 + 2 * 109,)
+    assert cs.hidden_widths(config, "mnist", 100) == (1000 + 200,)  # MNIST has no pixel network
