@@ -12,7 +12,10 @@ Measurements ``y = A s (+ e)`` of signals ``s ∈ R^n`` with an ``m × n`` sampl
   stride-14 grid of bundled photographs (``skimage.data`` without ``camera``, which is Set11's
   cameraman, and scikit-learn's two sample images) in 8 orientations, 10 % of the positions held out
   (:func:`validation.datasets.training_patches`); the test set is Set11, each image cut into blocks
-  (zero-padded to a multiple of 33), recovered block by block and reassembled.
+  (zero-padded to a multiple of 33), recovered block by block and reassembled. The trained image decoders
+  (``--image-net``): ``pixel`` (default) = the ``ridge`` row's per-block decoder, then an MLP at every pixel of
+  its image (:mod:`validation.pixel_decoder`), trained on pixels of the same photographs; ``block`` = an MLP
+  from a block's measurements to the block.
 
 Methods, on the same data and the same ``A``:
 
@@ -869,16 +872,25 @@ def training_figures(records: dict, directory: str, svg: bool = False) -> list[s
         for label, history, record in runs:  # at the returned network (the selected one, where selected)
             seconds = (record.get("selected") or record.get("al", {}).get("selected") or history[-1])["seconds"]
             metric.points.append((label, seconds, record["psnr"]))
-        start = "AL start (= ridge, as a ReLU net)" if al.get("init") == "pairs" else "AL start"
+        pixel = al.get("image_net") == "pixel"
+        start = ("AL start (stage 1 + linear filter)" if pixel else "AL start (= ridge, as a ReLU net)"
+                 if al.get("init") == "pairs" else "AL start")
         for method, label in (("al_init", start), ("ridge", "ridge (linear)"), ("lasso", "LASSO"),
                               ("lasso_dct", "LASSO (DCT)")):
             if method in cell:
                 items = f", {cell[method]['items']} test items" if method == "lasso" else ""
                 metric.references[label + items] = cell[method]["psnr"]
         kind = "m" if dataset != "images" else "ratio (%)"
+        if pixel:  # the pixel network: window and position in, tile out, after the per-block ridge decoder
+            from validation.pixel_decoder import n_inputs
+
+            sizes, network = (n_inputs(al["pixel_samples"]["window"]), al["pixel_samples"]["tile"] ** 2), \
+                "ridge, then pixel MLP "
+        else:
+            sizes, network = (al["m"], al["n"]), "MLP "
         figure = figures.comparison_figure(
-            curves, problem=f"cs {dataset}, {kind} = {ratio}, MLP "
-            f"{'->'.join(map(str, [al['m'], *np.atleast_1d(al['hidden']).tolist(), al['n']]))}",
+            curves, problem=f"cs {dataset}, {kind} = {ratio}, {network}"
+            f"{'->'.join(map(str, [sizes[0], *np.atleast_1d(al['hidden']).tolist(), sizes[1]]))}",
             budget=al["budget"], threads=None, metric=metric, detail="Adam given the seconds the AL loop used",
             references={start: al["al"]["init_val_loss" if validated else "init_train_loss"]},
             ylabel=("loss/variance: validation (thick), train (thin)" if validated else "training loss/variance"))
