@@ -312,16 +312,17 @@ def _pixel_task(key: str, ratio: int):
     return stage1, samples
 
 
-def _task(config: dict, dataset: str, ratio: int) -> tuple[Task, Evaluator, tuple[int, ...], float]:
-    """Data, matrix and scorer of one (dataset, ratio), its hidden widths and its AL budget."""
+def _task(config: dict, dataset: str, ratio: int, trained: bool = True):
+    """``(Task, Evaluator, hidden widths, AL budget)`` of one (dataset, ratio); the pixel network's stages only
+    for a ``trained`` method (``al``, ``al_init``, ``adam``)."""
     values, seed = config["values"], config["seed"]
     if dataset == "images":
         names = None if values["set11"] is None else tuple(values["set11"])
         set11, patches = _image_data(config["set11_dir"], names, values["image_blocks"], values["image_val_blocks"],
                                      seed)
         A, source = ds.sampling_matrix(ratio, phi_dir=config["phi_dir"], rng=np.random.default_rng([seed, ratio]))
-        stage1, stage2 = _pixel_task(json.dumps(config, sort_keys=True), ratio) if _pixel_net(config, dataset) \
-            else (None, None)
+        stage1, stage2 = _pixel_task(json.dumps(config, sort_keys=True), ratio) \
+            if trained and _pixel_net(config, dataset) else (None, None)
         return (Task(A, source, patches.train, patches.val, dct_basis(ds.BLOCK), stage1, stage2),
                 Evaluator("images", set11, config["noise"], config["smooth"]),
                 hidden_widths(config, dataset, A.shape[0]), values["budget_images"])
@@ -494,7 +495,7 @@ def cs_case(case: Case) -> dict:
     dataset, ratio, method = case.problem["dataset"], int(case.problem["ratio"]), case.backend
     if method not in METHODS:
         raise ProblemError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
-    task, evaluator, hidden, budget = _task(config, dataset, ratio)
+    task, evaluator, hidden, budget = _task(config, dataset, ratio, trained=method in ("al", "al_init", "adam"))
     seed, noise = config["seed"], config["noise"]
     Y_train = _noise(task.S_train @ task.A.T, noise, np.random.default_rng([seed, 7]))
     Y_val = _noise(task.S_val @ task.A.T, noise, np.random.default_rng([seed, 8]))
