@@ -36,3 +36,18 @@ def contract_instance(kind: str, seed: int):
 def small_network_data(seed: int = 0, widths=(3, 5, 4, 2), N: int = 15):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(widths[0], N)), rng.normal(size=(widths[-1], N)), widths
+
+
+def milp_optimum(problem) -> tuple[float, float]:
+    """HiGHS's MILP optimum of version (i) of an output-bound ``problem`` (a forward value) and ``verify``'s
+    agreement tolerance for it: the reference the branch and bound and SCIP's ReLU splits are checked against."""
+    import solvers
+    from formulation import mixed_integer as mi
+    from formulation.results import SolutionStatus
+    from validation import verify
+
+    solution = solvers.solve(mi.BinaryForm(problem.model), "HIGHS", time_limit=60)
+    assert solution.status is SolutionStatus.OPTIMAL
+    value = problem.evaluate(problem.input_of(solution.values["v"]))
+    allowance = problem.allowance(verify._effective_tolerance(solution.extras))
+    return value, verify._tolerance(abs(value), allowance)

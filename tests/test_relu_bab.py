@@ -7,11 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from problems import milp_optimum
 
 import solvers
 from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
-from formulation.results import ProblemError, SolutionStatus
+from formulation.results import ProblemError
 from solvers.methods.bounds import staged_bounds
 from solvers.methods.relu_bab import relu_bab
 from validation import verify
@@ -24,15 +25,6 @@ pytestmark = pytest.mark.skipif("HIGHS" not in solvers.available_backends(),
 CASES = [([4, 6, 6, 1], "max", "interval"), ([3, 5, 5, 5, 1], "min", "lp"), ([5, 8, 6, 2], "max", "lp")]
 
 
-def _milp_optimum(problem) -> tuple[float, float]:
-    """HiGHS's MILP optimum of version (i) and the agreement tolerance of ``verify`` for it."""
-    solution = solvers.solve(mi.BinaryForm(problem.model), "HIGHS", time_limit=60)
-    assert solution.status is SolutionStatus.OPTIMAL
-    value = problem.evaluate(problem.input_of(solution.values["v"]))
-    allowance = problem.allowance(verify._effective_tolerance(solution.extras))
-    return value, verify._tolerance(abs(value), allowance)
-
-
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("widths,sense,stage", CASES)
 def test_bab_optimum_equals_the_milp_optimum(widths, sense, stage, seed):
@@ -40,7 +32,7 @@ def test_bab_optimum_equals_the_milp_optimum(widths, sense, stage, seed):
     problem = mi.OutputBound(network, 1.0, k=widths[-1] - 1, sense=sense,
                              bounds=staged_bounds(network, -1, 1, stage))
     result = relu_bab(problem, time_limit=30)
-    optimum, tolerance = _milp_optimum(problem)
+    optimum, tolerance = milp_optimum(problem)
     assert result.proved and result.status == "optimal"
     assert result.incumbent == pytest.approx(problem.evaluate(result.point), abs=1e-12)  # a forward value
     assert abs(result.incumbent - optimum) <= tolerance
@@ -53,7 +45,7 @@ def test_bab_on_a_direction_of_the_outputs():
     network = ReluNetwork.random([4, 7, 7, 3], seed=5)
     problem = mi.OutputBound(network, 1.0, direction=[1.0, -1.0, 0.5], sense="max")
     result = relu_bab(problem, time_limit=30)
-    optimum, tolerance = _milp_optimum(problem)
+    optimum, tolerance = milp_optimum(problem)
     assert result.proved and abs(result.incumbent - optimum) <= tolerance
 
 
@@ -61,7 +53,7 @@ def test_a_tiny_time_limit_is_not_proved_and_its_interval_holds_the_optimum():
     network = ReluNetwork.random([6, 16, 16, 1], seed=0)
     problem = mi.OutputBound(network, 1.0, k=0, sense="max")
     result = relu_bab(problem, time_limit=1e-6, start_points=[np.zeros(6)])
-    optimum, tolerance = _milp_optimum(problem)
+    optimum, tolerance = milp_optimum(problem)
     assert result.status == "time_limit" and not result.proved
     assert result.incumbent - tolerance <= optimum <= result.bound + tolerance
     assert result.bound > result.incumbent  # a real gap is left: nothing pretends to be proved
@@ -201,7 +193,7 @@ def test_root_tightening_by_the_branch_and_bound_keeps_the_optimum(seed):
     problem = mi.OutputBound(network, 1.0, k=0, sense="max", bounds=staged_bounds(network, -1, 1, "lp"))
     result = relu_bab(problem, time_limit=30, probe_time=None)
     assert result.extras["root_tightening"]["solves"] > 0 and result.extras["probe"] is None
-    optimum, tolerance = _milp_optimum(problem)
+    optimum, tolerance = milp_optimum(problem)
     assert result.proved and abs(result.incumbent - optimum) <= tolerance
 
 

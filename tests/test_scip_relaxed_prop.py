@@ -8,13 +8,13 @@ import json
 
 import numpy as np
 import pytest
+from problems import milp_optimum
 
 import solvers
 from formulation import mixed_integer as mi
 from formulation.network import ReluNetwork
 from formulation.results import ProblemError, SolutionStatus
 from solvers.methods.bounds import staged_bounds
-from validation import verify
 from validation.cli import main
 
 pytestmark = pytest.mark.skipif(not {"SCIP", "HIGHS"} <= set(solvers.available_backends()),
@@ -30,21 +30,12 @@ def _problem(widths, sense, stage, k, seed):
     return mi.OutputBound(network, 1.0, k=k, sense=sense, bounds=staged_bounds(network, -1, 1, stage))
 
 
-def _milp_optimum(problem) -> tuple[float, float]:
-    """HiGHS's MILP optimum of version (i) (a forward value) and ``verify``'s agreement tolerance for it."""
-    solution = solvers.solve(mi.BinaryForm(problem.model), "HIGHS", time_limit=60)
-    assert solution.status is SolutionStatus.OPTIMAL
-    value = problem.evaluate(problem.input_of(solution.values["v"]))
-    allowance = problem.allowance(verify._effective_tolerance(solution.extras))
-    return value, verify._tolerance(abs(value), allowance)
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("widths,sense,stage,k", CASES)
 def test_relu_split_optimum_equals_the_milp_optimum(widths, sense, stage, k, seed):
     problem = _problem(widths, sense, stage, k, seed)
     solution = solvers.solve(mi.RelaxedForm(problem.model), "SCIP", time_limit=60, relu_split=True)
-    optimum, tolerance = _milp_optimum(problem)
+    optimum, tolerance = milp_optimum(problem)
     assert solution.status is SolutionStatus.OPTIMAL
     assert solution.extras["relu_split"] is True
     forward = problem.evaluate(problem.input_of(solution.values["v"]))
@@ -57,7 +48,7 @@ def test_the_rule_branches_and_the_heuristic_finds_points_on_a_harder_network():
     problem = mi.OutputBound(network, 1.0, k=0, sense="max")
     start = problem.start_point(np.zeros(6))
     solution = solvers.solve(mi.RelaxedForm(problem.model), "SCIP", time_limit=60, relu_split=True, start=start)
-    optimum, tolerance = _milp_optimum(problem)
+    optimum, tolerance = milp_optimum(problem)
     assert solution.status is SolutionStatus.OPTIMAL
     assert abs(problem.evaluate(problem.input_of(solution.values["v"])) - optimum) <= tolerance
     assert solution.extras["relu_splits"] > 0 and solution.extras["forward_solutions"] > 0
@@ -69,7 +60,7 @@ def test_a_stopped_solve_keeps_a_sound_interval():
     problem = mi.OutputBound(network, 1.0, k=0, sense="max")
     solution = solvers.solve(mi.RelaxedForm(problem.model), "SCIP", time_limit=60, relu_split=True,
                              scip_params={"limits/nodes": 3})
-    optimum, tolerance = _milp_optimum(problem)
+    optimum, tolerance = milp_optimum(problem)
     assert solution.status is not SolutionStatus.OPTIMAL
     assert solution.bound is None or solution.bound >= optimum - tolerance
     if solution.values:
