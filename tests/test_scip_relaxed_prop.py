@@ -122,3 +122,7 @@ def test_verify_cli_refuses_relu_split_for_other_problems(tmp_path, capsys):
     assert main(["verify", "--network", str(tmp_path / "net.npz"), "--problem", "recovery", "--relu-split",
                  "--A", str(tmp_path / "A.npy"), "--y", str(tmp_path / "y.npy")]) == 2
     assert "takes the output-bound problem only (--problem bound)" in capsys.readouterr().err
+    # the scaling study has fixed configurations: the flag is refused there rather than silently ignored
+    assert main(["verify", "--scaling", "--relu-split", "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert "--relu-split is not a configuration of --scaling" in capsys.readouterr().err
+    assert not (tmp_path / "s.sqlite").exists()

@@ -983,6 +983,9 @@ def _run(args) -> int:
     if args.scaling:
         if args.network:
             raise ProblemError("--scaling runs its own random networks; it does not take --network.")
+        if args.relu_split:  # the study's configurations are fixed; a silent no-op would mislabel its table
+            raise ProblemError("--relu-split is not a configuration of --scaling (its (ii) runs use SCIP's own "
+                               "branching); run it with --network ... --problem bound, or leave it out.")
         return run_scaling(args)
     if args.quick or args.configs:
         option = "--quick" if args.quick else "--configs"
