@@ -27,7 +27,8 @@ Methods, on the same data and the same ``A``:
     (:meth:`ALTrainer.initial_network`).
 ``al_init``
     The AL method's starting network, so that the AL method's own gain is visible (with ``--init
-    pairs`` it equals ``ridge``).
+    pairs`` it equals ``ridge``; for the pixel network it is ``ridge`` followed by the linear filter of its
+    image that the pixel network starts as).
 ``adam``
     The same MLP from the same start trained by ``torch.optim.Adam`` for the wall time the AL
     loop actually used after the common initialisation (:func:`validation.baselines.adam.train_adam`; its
