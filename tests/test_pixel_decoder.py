@@ -129,3 +129,11 @@ def test_cs_image_net_option_and_hidden_widths():
     assert cs.hidden_widths(config, "images", 109) == (256 + 2 * pd.n_inputs(),)
     assert cs.hidden_widths({**config, "image_net": "block"}, "images", 109) == (512 + 2 * 109,)
     assert cs.hidden_widths(config, "mnist", 100) == (1000 + 200,)  # MNIST has no pixel network
+
+
+def test_recover_image_in_chunks_is_the_same(monkeypatch):
+    image = _image((30, 50))
+    weights = np.random.default_rng(3).standard_normal((pd.n_inputs(), pd.TILE ** 2))
+    whole = pd.recover_image(image, lambda X: X @ weights)
+    monkeypatch.setattr(pd, "CHUNK", 7)  # 1,500 pixels in chunks of 7, the last one short
+    np.testing.assert_allclose(pd.recover_image(image, lambda X: X @ weights), whole, rtol=0, atol=1e-12)

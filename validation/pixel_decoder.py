@@ -100,11 +100,17 @@ def _every_pixel(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return rows.ravel(), cols.ravel()
 
 
+#: Pixels per call of the network in :func:`recover_image` (its inputs and hidden layer stay a few hundred MB).
+CHUNK = 65536
+
+
 def recover_image(stage1: np.ndarray, predict, window: int = WINDOW, tile: int = TILE) -> np.ndarray:
     """Stage 2 on a whole stage-1 image: ``predict`` (inputs ``(N, n_inputs)`` to tiles ``(N, tile²)``) at
-    every pixel, the overlapping tiles averaged."""
+    every pixel, :data:`CHUNK` pixels at a time, the overlapping tiles averaged."""
     rows, cols = _every_pixel(stage1.shape)
-    return assemble(predict(pixel_inputs(stage1, rows, cols, window)), rows, cols, stage1.shape, tile)
+    tiles = np.concatenate([predict(pixel_inputs(stage1, rows[i:i + CHUNK], cols[i:i + CHUNK], window))
+                            for i in range(0, len(rows), CHUNK)])
+    return assemble(tiles, rows, cols, stage1.shape, tile)
 
 
 def stage1_image(image: np.ndarray, decode, A: np.ndarray, noise: float = 0.0,
