@@ -137,3 +137,13 @@ def test_recover_image_in_chunks_is_the_same(monkeypatch):
     whole = pd.recover_image(image, lambda X: X @ weights)
     monkeypatch.setattr(pd, "CHUNK", 7)  # 1,500 pixels in chunks of 7, the last one short
     np.testing.assert_allclose(pd.recover_image(image, lambda X: X @ weights), whole, rtol=0, atol=1e-12)
+
+
+def test_mnist_settings_do_not_carry_the_pixel_network():
+    """A run without images keeps the configuration (and so the stored studies) it had before the pixel network."""
+    from validation import cs
+    from validation.cli import build_parser
+
+    args = build_parser().parse_args(["cs", "--quick", "--datasets", "mnist", "--methods", "ridge"])
+    config, _, _ = cs.plan(args, out=lambda line: None)
+    assert "image_net" not in config and not any(key.startswith("pixel_") for key in config["values"])

@@ -635,13 +635,17 @@ def plan(args, out=print) -> tuple[dict, list[tuple[str, int]], list[str]]:
 
     noise = args.noise if args.noise is not None else (CSGM["noise"] if csgm else 0.0)
     config = {"setting": name, "protocol": args.protocol, "seed": args.seed, "noise": noise,
-              "init": args.init, "image_net": args.image_net, "hidden": list(args.hidden) if args.hidden else None,
+              "init": args.init, "hidden": list(args.hidden) if args.hidden else None,
               "mnist_dir": folder(args.mnist_dir),
               "set11_dir": folder(args.set11_dir), "phi_dir": folder(args.phi_dir),
               "mnist_matrix": "gaussian 1/m (train_data.mnist_cs_matrix)", "al_rho": args.al_rho,
               "al_options": AL_OPTIONS,
               "al_mu": DEFAULT_MU, "lasso_solver": args.lasso_solver, "smooth": args.smooth,
               "values": {k: v for k, v in setting.items() if k not in ("mnist_ms", "csgm_ms", "image_ratios")}}
+    if "images" in datasets:  # only there: MNIST settings (and their stored studies) stay what they were
+        config["image_net"] = args.image_net
+    else:
+        config["values"] = {k: v for k, v in config["values"].items() if not k.startswith("pixel_")}
     config = json.loads(json.dumps(config))  # tuples -> lists, as they come back from the store
     cells = []
     if "mnist" in datasets and csgm:
