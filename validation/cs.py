@@ -234,6 +234,13 @@ def _noise(Y, sigma, rng):
     return Y if sigma <= 0 else Y + sigma * rng.standard_normal(Y.shape)
 
 
+def _measured(S_train, S_val, A, noise: float, seed: int):
+    """The training and validation measurements of a cell's signals (rows), with their seeded noise: one
+    definition for the cells and for stage 1 of the pixel network, so that stage 1 is the ``ridge`` row's decoder."""
+    return (_noise(S_train @ A.T, noise, np.random.default_rng([seed, 7])),
+            _noise(S_val @ A.T, noise, np.random.default_rng([seed, 8])))
+
+
 @functools.lru_cache(maxsize=2)
 def _digits_or_mnist(dataset: str, mnist_dir: str | None, n_train: int, n_test: int) -> ds.Dataset:
     """The data of an MNIST cell, loaded once per process: the bundled digits for a ``digits`` cell (the
@@ -303,8 +310,7 @@ def _pixel_task(key: str, ratio: int):
     names = None if values["set11"] is None else tuple(values["set11"])
     _, patches = _image_data(config["set11_dir"], names, values["image_blocks"], values["image_val_blocks"], seed)
     A, _ = ds.sampling_matrix(ratio, phi_dir=config["phi_dir"], rng=np.random.default_rng([seed, ratio]))
-    Y_train = _noise(patches.train @ A.T, config["noise"], np.random.default_rng([seed, 7]))
-    Y_val = _noise(patches.val @ A.T, config["noise"], np.random.default_rng([seed, 8]))
+    Y_train, Y_val = _measured(patches.train, patches.val, A, config["noise"], seed)
     stage1 = fit_ridge(Y_train, patches.train, Y_val, patches.val, values["ridge_grid"])[0]
     samples = pixel_decoder.training_samples(ds.training_photos(), stage1.predict, A,
                                              np.random.default_rng([seed, ratio, 41]),
@@ -498,8 +504,7 @@ def cs_case(case: Case) -> dict:
         raise ProblemError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
     task, evaluator, hidden, budget = _task(config, dataset, ratio, trained=method in ("al", "al_init", "adam"))
     seed, noise = config["seed"], config["noise"]
-    Y_train = _noise(task.S_train @ task.A.T, noise, np.random.default_rng([seed, 7]))
-    Y_val = _noise(task.S_val @ task.A.T, noise, np.random.default_rng([seed, 8]))
+    Y_train, Y_val = _measured(task.S_train, task.S_val, task.A, noise, seed)
     record = {"m": int(task.A.shape[0]), "n": int(task.A.shape[1]), "A": task.A_source}
     limit, names, post = None, None, None
     # what the trained networks learn from: the measurement / signal pairs, or the pixel network's samples
