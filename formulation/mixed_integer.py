@@ -46,6 +46,7 @@ __all__ = [
     "Bounds",
     "interval_bounds",
     "affine_interval",
+    "relax_relu_coefficients",
     "BoundLP",
     "check_box",
     "MixedIntegerModel",
@@ -136,6 +137,27 @@ def affine_interval(W: np.ndarray, bias: np.ndarray, a: np.ndarray, b: np.ndarra
     ``l = W⁺a − W⁻b + bias`` and ``u = W⁺b − W⁻a + bias`` (one step of :func:`interval_bounds`)."""
     Wp, Wm = np.maximum(W, 0.0), np.maximum(-W, 0.0)
     return Wp @ a - Wm @ b + bias, Wp @ b - Wm @ a + bias
+
+
+def relax_relu_coefficients(coefficient: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+    r"""One back-substitution step of an upper bound ``κᵀ x`` through ``x = ReLU(z)``, ``z ∈ [l, u]``.
+
+    Every ``x_j`` is replaced by a linear bound in ``z_j`` chosen by the sign of its coefficient ``κ_j``: the
+    triangle's upper line ``x ≤ s (z − l)`` (``s = u/(u − l)``) for ``κ_j > 0`` on an unstable unit, the lower
+    line ``x ≥ α z`` (``α = 1[u > −l]``) otherwise, ``x = z`` (active, ``l ≥ 0``) and ``x = 0`` (inactive,
+    ``u ≤ 0``) exactly. ``coefficient`` may be 1-D or 2-D (rows of coefficients; the bounds run along its last
+    axis). Returns ``(relaxed, intercept)`` of ``coefficient``'s shape: ``κᵀ x ≤ relaxedᵀ z + Σ intercept``, with
+    ``intercept = κ s (−l)`` where the upper line is used and 0 elsewhere.
+    """
+    active, inactive = lower >= 0, upper <= 0
+    unstable = ~(active | inactive)
+    span = np.where(unstable, upper - lower, 1.0)
+    slope = np.where(unstable, upper / span, 0.0)
+    alpha = (upper > -lower).astype(float)
+    positive = coefficient > 0
+    relaxed = np.where(active, coefficient, np.where(inactive, 0.0, coefficient * np.where(positive, slope, alpha)))
+    intercept = np.where(positive & unstable, coefficient * (-slope * lower), 0.0)
+    return relaxed, intercept
 
 
 def interval_bounds(network: ReluNetwork, lower, upper) -> Bounds:

@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from formulation.mixed_integer import relax_relu_coefficients
 from formulation.results import ProblemError, Solution, SolverError, TerminationCondition
 from solvers._base import BILINEAR, MILP, MIQP
 from solvers._mip import MipBackend, judge_point
@@ -94,23 +95,15 @@ def intercept_scores(layers, objective_weights: np.ndarray, lower: list, upper: 
     r"""Per hidden layer, the intercept score of every unit (0 for units with ``l ≥ 0`` or ``u ≤ 0``).
 
     Backward pass of the upper bound of ``wᵀ X_{L−1}`` (``w`` = ``objective_weights``) under the pre-activation
-    bounds ``lower``, ``upper`` (lists per layer): with ``κ`` the coefficient of ``x_j`` of layer ``m``, an
-    unstable unit's ``x_j`` becomes ``s_j (z_j − l_j)`` (``s_j = u_j/(u_j − l_j)``) when ``κ > 0`` and ``α_j z_j``
-    (``α_j = 1[u_j > −l_j]``) otherwise; an active one ``z_j``, an inactive one 0; then ``z_m = W_m x_{m−1} +
-    b_m`` gives the coefficients of layer ``m − 1``. The score is ``max(κ, 0)·s_j·(−l_j)``, the intercept's
-    share of the bound, which both children of a split at 0 remove.
+    bounds ``lower``, ``upper`` (lists per layer): each layer's ``x`` is replaced by its linear ReLU bounds
+    (:func:`formulation.mixed_integer.relax_relu_coefficients`), then ``z_m = W_m x_{m−1} + b_m`` gives the
+    coefficients of layer ``m − 1``. The score of a unit is its intercept ``κ s_j (−l_j)`` (``κ > 0``, ``s_j =
+    u_j/(u_j − l_j)``; 0 otherwise), its share of the bound, which both children of a split at 0 remove.
     """
     coefficient = np.asarray(objective_weights, float)
-    scores = [np.zeros(lo.size) for lo in lower]
+    scores = [None] * len(lower)
     for m in range(len(lower) - 1, -1, -1):
-        lo, up = lower[m], upper[m]
-        active, inactive = lo >= 0, up <= 0
-        unstable = ~(active | inactive)
-        slope = np.where(unstable, up / np.where(unstable, up - lo, 1.0), 0.0)
-        alpha = (up > -lo).astype(float)
-        scores[m] = np.where(unstable, np.maximum(coefficient, 0.0) * slope * (-lo), 0.0)
-        relaxed = np.where(active, coefficient,
-                           np.where(inactive, 0.0, coefficient * np.where(coefficient > 0, slope, alpha)))
+        relaxed, scores[m] = relax_relu_coefficients(coefficient, lower[m], upper[m])
         coefficient = relaxed @ layers.weights[m]
     return scores
 

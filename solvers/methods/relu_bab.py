@@ -79,7 +79,7 @@ import numpy as np
 import scipy.sparse as sps
 
 import solvers
-from formulation.mixed_integer import Bounds, OutputBound, affine_interval
+from formulation.mixed_integer import Bounds, OutputBound, affine_interval, relax_relu_coefficients
 from formulation.network import ReluNetwork
 from formulation.results import ProblemError
 
@@ -355,18 +355,9 @@ def _linear_tighten(network, offsets, lower, upper, center, radius) -> bool:
             coefficient = sign * network.weights[k]
             constant = sign * network.biases[k]
             for m in range(k - 1, -1, -1):
-                lo, up = lower[offsets[m]:offsets[m + 1]], upper[offsets[m]:offsets[m + 1]]
-                active, inactive = lo >= 0, up <= 0
-                unstable = ~(active | inactive)
-                span = np.where(unstable, up - lo, 1.0)
-                slope = np.where(unstable, up / span, 0.0)
-                alpha = (up > -lo).astype(float)
-                positive = coefficient > 0
-                upper_line = positive & unstable[None, :]
-                relaxed = np.where(active[None, :], coefficient,
-                                   np.where(inactive[None, :], 0.0,
-                                            coefficient * np.where(positive, slope[None, :], alpha[None, :])))
-                constant = constant + np.where(upper_line, coefficient * (-slope * lo)[None, :], 0.0).sum(axis=1)
+                relaxed, intercept = relax_relu_coefficients(coefficient, lower[offsets[m]:offsets[m + 1]],
+                                                             upper[offsets[m]:offsets[m + 1]])
+                constant = constant + intercept.sum(axis=1)
                 constant = constant + relaxed @ network.biases[m]
                 coefficient = relaxed @ network.weights[m]
             value = coefficient @ center + np.abs(coefficient) @ radius + constant
