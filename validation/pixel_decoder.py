@@ -148,7 +148,8 @@ def training_samples(photos: dict[str, np.ndarray], decode, A: np.ndarray, rng: 
     pixels drawn evenly from every photograph and orientation, each side without replacement."""
     names = sorted(photos)
     if not names:
-        raise ProblemError("No training photographs: the pixel network needs some.")
+        raise ProblemError("No training photographs: pass at least one photograph (name: 2-D array) to learn the "
+                           "pixel network from.")
     groups = len(names) * 8
     per = {"train": -(-train_count // groups), "val": -(-val_count // groups)}
     parts = {"train": ([], []), "val": ([], [])}
