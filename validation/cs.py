@@ -422,13 +422,14 @@ def _recovery(task: Task, network, pixel: bool):
 
 
 def _al_trainer(config: dict, hidden: tuple[int, ...], ridge: float, budget: float | None = None,
-                checkpoint: str | None = None):
-    """The AL trainer of a cell: ``al`` trains it, ``al_init`` takes its start (the same options)."""
+                checkpoint: str | None = None, **overrides):
+    """The AL trainer of a cell: ``al`` trains it, ``al_init`` takes its start (the same options);
+    ``overrides`` replace options (``--first-steps``: the penalty, the iterations, no selection)."""
     from solvers.methods.al_trainer import ALTrainer
 
-    return ALTrainer(hidden=hidden, seed=config["seed"], init=config["init"], ridge=ridge, rho=config["al_rho"],
-                     mu=config["al_mu"], time_budget=budget, max_iters=config["values"]["al_max_iters"],
-                     checkpoint=checkpoint, progress=False, **AL_OPTIONS)
+    settings = {"rho": config["al_rho"], "max_iters": config["values"]["al_max_iters"], **AL_OPTIONS, **overrides}
+    return ALTrainer(hidden=hidden, seed=config["seed"], init=config["init"], ridge=ridge, mu=config["al_mu"],
+                     time_budget=budget, checkpoint=checkpoint, progress=False, **settings)
 
 
 def _start_ridge(config: dict, X, T, X_val, T_val) -> float:
@@ -490,6 +491,37 @@ def example_path(folder: str, setting: str, dataset: str, ratio: int, method: st
     return os.path.join(folder, "examples", f"{setting}_{dataset}_{ratio}_{method}.npz")
 
 
+def _network_pairs(task: Task, Y_train, Y_val) -> tuple:
+    """``(X, T, X_val, T_val)``, rows are samples: what a cell's trained networks learn from, the measurement /
+    signal pairs, or the pixel network's samples."""
+    if task.stage2 is not None:
+        return task.stage2.X_train, task.stage2.T_train, task.stage2.X_val, task.stage2.T_val
+    return Y_train, task.S_train, Y_val, task.S_val
+
+
+def first_steps(config: dict, cells, out=print) -> dict:
+    """``--first-steps``: the rows of :func:`validation.first_steps.probe` for each (dataset, ratio) cell."""
+    from validation import first_steps as probe
+
+    results = {}
+    for dataset, ratio in cells:
+        task, _, hidden, _ = _task(config, dataset, ratio)
+        X, T, X_val, T_val = _network_pairs(task, *_measured(task.S_train, task.S_val, task.A, config["noise"],
+                                                             config["seed"]))
+        ridge = _start_ridge(config, X, T, X_val, T_val)
+        out(f"\n[{dataset} {ratio}] first steps from the AL start ({X.shape[0]} training, {X_val.shape[0]} "
+            f"validation samples; network {X.shape[1]}-{'-'.join(map(str, hidden))}-{T.shape[1]})")
+
+        def trainer_for(rho, iterations, hidden=hidden, ridge=ridge):
+            return _al_trainer(config, hidden, ridge, rho=rho, max_iters=iterations, restore_best=False,
+                               patience=None)
+
+        results[f"{dataset}/{ratio}"] = probe.probe(trainer_for, X.T, T.T, X_val.T, T_val.T, rho=config["al_rho"],
+                                                    hidden=hidden, seed=config["seed"], init=config["init"],
+                                                    ridge=ridge, mu=config["al_mu"], out=out)
+    return results
+
+
 def cs_case(case: Case) -> dict:
     """Run one (dataset, ratio, method) cell: fit the method, recover the test items and score them.
 
@@ -503,14 +535,12 @@ def cs_case(case: Case) -> dict:
     if method not in METHODS:
         raise ProblemError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
     task, evaluator, hidden, budget = _task(config, dataset, ratio, trained=method in ("al", "al_init", "adam"))
-    seed, noise = config["seed"], config["noise"]
-    Y_train, Y_val = _measured(task.S_train, task.S_val, task.A, noise, seed)
+    seed = config["seed"]
+    Y_train, Y_val = _measured(task.S_train, task.S_val, task.A, config["noise"], seed)
     record = {"m": int(task.A.shape[0]), "n": int(task.A.shape[1]), "A": task.A_source}
     limit, names, post = None, None, None
-    # what the trained networks learn from: the measurement / signal pairs, or the pixel network's samples
     pixel = task.stage2 is not None
-    X, T, X_val, T_val = ((task.stage2.X_train, task.stage2.T_train, task.stage2.X_val, task.stage2.T_val) if pixel
-                          else (Y_train, task.S_train, Y_val, task.S_val))
+    X, T, X_val, T_val = _network_pairs(task, Y_train, Y_val)
     if pixel and method in ("al", "al_init", "adam"):
         record.update(image_net="pixel", pixel_samples=task.stage2.info)
     if method == "al":
@@ -1017,6 +1047,15 @@ def run(args) -> int:
     args.checkpoint_dir = options.output_directory(args.checkpoint_dir, "--checkpoint-dir")
     args.store = options.output_file(args.store or os.path.join(args.checkpoint_dir, STORE_NAME), "--store")
     start = time.perf_counter()
+    if args.first_steps:
+        config, cells, _ = plan(args)
+        results = first_steps(config, cells)
+        if args.json:
+            with options.atomic_open(args.json, "w") as handle:
+                json.dump({"config": config, "first_steps": results}, handle, indent=1)
+            print(f"results written to {args.json}")
+        print(f"first steps of {len(cells)} cells; wall time {time.perf_counter() - start:.1f} s")
+        return 0
     outcome = run_experiment(args)
     print(format_tables(outcome.records))
     for line in outcome.failed:
@@ -1114,6 +1153,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="write example grids, PSNR-vs-ratio plots and, per trained cell, the training loss of "
                              "AL and Adam against seconds (cs_DATASET_RATIO_training.png)")
     parser.add_argument("--svg", action="store_true", help="also write each --plot figure as SVG")
+    parser.add_argument("--first-steps", action="store_true",
+                        help="instead of the study: for each selected cell, how much of the first step of each "
+                             "method (gradient, AL at three penalties, Adam) lowers the validation loss per unit "
+                             "of training loss (validation.first_steps); nothing is stored")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser
