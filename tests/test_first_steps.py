@@ -84,3 +84,13 @@ def test_cs_first_steps_command(monkeypatch, tmp_path, capsys):
     assert by["-gradient, same first-order decrease"]["train_slope"] == pytest.approx(
         by["AL, 1 iteration, rho^=10"]["train_slope"], rel=1e-3)
     assert not (tmp_path / "ck" / "cs.sqlite").exists()  # no study was opened
+
+
+def test_cs_first_steps_refuses_study_options(tmp_path, capsys):
+    from validation.cli import main
+
+    for extra in (["--plot", str(tmp_path / "plots")], ["--fresh"]):
+        assert main(["cs", "--quick", "--datasets", "mnist", "--first-steps", "--checkpoint-dir", str(tmp_path / "ck"),
+                     *extra]) == 2
+        assert "--first-steps prints its table" in capsys.readouterr().err
+    assert not (tmp_path / "plots").exists()

@@ -1040,6 +1040,9 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def run(args) -> int:
     """The command: exit code 0, or 1 when a cell is stored as failed (its line says why)."""
+    if args.first_steps and (args.plot or args.fresh):
+        raise ProblemError("--first-steps prints its table (and writes --json) without touching the study; run "
+                           "--plot or --fresh without it.")
     options.check_plot_options(args)
     # every output is checked before any recovery runs, so that finished work is never lost to a bad path
     if args.json:
@@ -1052,7 +1055,7 @@ def run(args) -> int:
         results = first_steps(config, cells)
         if args.json:
             with options.atomic_open(args.json, "w") as handle:
-                json.dump({"config": config, "first_steps": results}, handle, indent=1)
+                handle.write(options.json_text({"config": config, "first_steps": results}, indent=1))
             print(f"results written to {args.json}")
         print(f"first steps of {len(cells)} cells; wall time {time.perf_counter() - start:.1f} s")
         return 0
