@@ -135,7 +135,8 @@ def probe(trainer_for, X, T, X_val, T_val, *, rho: float, hidden, seed: int, ini
     # length, the step's own change does)
     target = slopes(start, own, {"train": data["train"]})["train_slope"] if np.any(own) else -0.01
     unit = slopes(start, gradient, {"train": data["train"]})["train_slope"]
-    add("-gradient, same first-order decrease", gradient * (target / unit), time.perf_counter() - clock)
+    add("-gradient, same first-order decrease", gradient * (target / unit) if unit < 0 else gradient,
+        time.perf_counter() - clock)
     for epochs in ADAM_EPOCHS:
         clock = time.perf_counter()
         trained = train_adam(X, T, X_val, T_val, hidden=hidden, seed=seed, time_budget=float("inf"),
