@@ -83,7 +83,7 @@ def test_cs_first_steps_command(monkeypatch, tmp_path, capsys):
     # unscaled gradient; both are central differences of a curved loss, equal up to O(h²))
     assert by["-gradient, same first-order decrease"]["train_slope"] == pytest.approx(
         by["AL, 1 iteration, rho^=10"]["train_slope"], rel=1e-3)
-    assert not (tmp_path / "ck" / "cs.sqlite").exists()  # no study was opened
+    assert not (tmp_path / "ck").exists()  # no study was opened: no checkpoint folder, no store
 
 
 def test_cs_first_steps_refuses_study_options(tmp_path, capsys):

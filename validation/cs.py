@@ -1047,10 +1047,8 @@ def run(args) -> int:
     # every output is checked before any recovery runs, so that finished work is never lost to a bad path
     if args.json:
         args.json = options.output_file(args.json, "--json")
-    args.checkpoint_dir = options.output_directory(args.checkpoint_dir, "--checkpoint-dir")
-    args.store = options.output_file(args.store or os.path.join(args.checkpoint_dir, STORE_NAME), "--store")
     start = time.perf_counter()
-    if args.first_steps:
+    if args.first_steps:  # no study: neither the checkpoint folder nor the store is touched
         config, cells, _ = plan(args)
         results = first_steps(config, cells)
         if args.json:
@@ -1059,6 +1057,8 @@ def run(args) -> int:
             print(f"results written to {args.json}")
         print(f"first steps of {len(cells)} cells; wall time {time.perf_counter() - start:.1f} s")
         return 0
+    args.checkpoint_dir = options.output_directory(args.checkpoint_dir, "--checkpoint-dir")
+    args.store = options.output_file(args.store or os.path.join(args.checkpoint_dir, STORE_NAME), "--store")
     outcome = run_experiment(args)
     print(format_tables(outcome.records))
     for line in outcome.failed:

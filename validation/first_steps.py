@@ -111,6 +111,8 @@ def probe(trainer_for, X, T, X_val, T_val, *, rho: float, hidden, seed: int, ini
             warnings.simplefilter("ignore", ConvergenceWarning)
             return trainer_for(penalty, iterations).fit(X, T, X_val, T_val).network
 
+    # the start as fit returns it (in the trainer's dtype), so that an AL step's displacement holds no rounding
+    # of the start (cs._al_start builds it in float64)
     start = al(0, rho)
     x0 = _flat(start)
     rows = []

@@ -229,8 +229,8 @@ def solve_version(problem, backend: str, relaxed: bool, time_limit: float, start
     for p, model in forms(problem):
         form = mi.RelaxedForm(model) if relaxed else mi.BinaryForm(model)
         given = start if start is not None and getattr(solvers.get_backend(backend), "takes_start", False) else None
-        solution = (solvers.solve(form, backend, time_limit=time_limit, start=given, **options) if given is not None
-                    else solvers.solve(form, backend, time_limit=time_limit, **options))
+        solution = solvers.solve(form, backend, time_limit=time_limit,
+                                 **({"start": given} if given is not None else {}), **options)
         tolerance = _effective_tolerance(solution.extras)
         v = solution.values.get("v") if solution.found else None
         allowance = _allowance(problem, p, tolerance, v)
